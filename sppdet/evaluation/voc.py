@@ -1,0 +1,153 @@
+"""Pascal VOC average precision, computed as py-faster-rcnn's ``voc_eval.py`` (the de-facto
+reference, itself a port of the devkit's VOCevaldet.m) computes it.
+
+Details that change the last digit and are kept on purpose: boxes in 1-based pixels with the
++1 width convention; a detection is a true positive when its best IoU is strictly > 0.5 with a
+ground truth not matched before (greedy, by descending score); a detection whose best match is
+``difficult`` counts as neither TP nor FP; detections are ordered with ``np.argsort(-score)``
+(numpy's default, unstable quicksort) over the per-class list in file order, so equal scores
+break exactly as the reference breaks them; precision uses ``max(tp + fp, eps)``.
+
+One deliberate difference: for a class with no (non-difficult) ground truth the reference
+divides by zero (AP 0 or NaN by accident of the metric); here its AP is ``None`` and it is left
+out of the mAP, as in most toolkits.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+# One detection: (image id, score, [x1, y1, x2, y2] in 1-based pixels).
+Detection = tuple[str, float, Sequence[float]]
+
+
+def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = True) -> float:
+    """VOC07 11-point interpolated AP, or VOC2010+ area under the monotone PR curve."""
+    rec, prec = np.asarray(rec, dtype=np.float64), np.asarray(prec, dtype=np.float64)
+    if use_07_metric:
+        ap = 0.0
+        for t in np.arange(0.0, 1.1, 0.1):
+            above = rec >= t
+            ap += (np.max(prec[above]) if above.any() else 0.0) / 11.0
+        return float(ap)
+    mrec = np.concatenate(([0.0], rec, [1.0]))
+    mpre = np.concatenate(([0.0], prec, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope, right to left
+    change = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[change + 1] - mrec[change]) * mpre[change + 1]))
+
+
+def _iou_1based(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    ixmin = np.maximum(gts[:, 0], box[0])
+    iymin = np.maximum(gts[:, 1], box[1])
+    ixmax = np.minimum(gts[:, 2], box[2])
+    iymax = np.minimum(gts[:, 3], box[3])
+    iw = np.maximum(ixmax - ixmin + 1.0, 0.0)
+    ih = np.maximum(iymax - iymin + 1.0, 0.0)
+    inter = iw * ih
+    union = ((box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0)
+             + (gts[:, 2] - gts[:, 0] + 1.0) * (gts[:, 3] - gts[:, 1] + 1.0) - inter)
+    return inter / union
+
+
+def eval_class(gt: dict[str, tuple[np.ndarray, np.ndarray]], dets: list[Detection],
+               iou_thresh: float = 0.5, use_07_metric: bool = True):
+    """AP of one class. ``gt``: image id → (boxes ``[N, 4]`` 1-based, difficult ``[N]``) for
+    every image of the split. Returns ``(recall, precision, ap, n_positives)``; ap is None
+    when the class has no non-difficult ground truth."""
+    npos = int(sum(int((~d).sum()) for _, d in gt.values()))
+    matched = {img: np.zeros(len(b), dtype=bool) for img, (b, _) in gt.items()}
+    scores = np.array([float(d[1]) for d in dets], dtype=np.float64)
+    order = np.argsort(-scores)  # the reference's exact call: ties break as it breaks them
+    tp = np.zeros(len(dets))
+    fp = np.zeros(len(dets))
+    for rank, k in enumerate(order):
+        image_id, _, box = dets[k]
+        if image_id not in gt:
+            raise KeyError(image_id)
+        boxes, difficult = gt[image_id]
+        if len(boxes) == 0:
+            fp[rank] = 1.0
+            continue
+        ious = _iou_1based(np.asarray(box, dtype=np.float64), boxes)
+        j = int(np.argmax(ious))
+        if ious[j] > iou_thresh:
+            if difficult[j]:
+                continue
+            if matched[image_id][j]:
+                fp[rank] = 1.0
+            else:
+                tp[rank] = 1.0
+                matched[image_id][j] = True
+        else:
+            fp[rank] = 1.0
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    if npos == 0:
+        return np.full(len(dets), np.nan), prec, None, 0
+    rec = tp / float(npos)
+    return rec, prec, voc_ap(rec, prec, use_07_metric), npos
+
+
+def ground_truth_by_class(records, classes: Sequence[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """class → image id → (1-based boxes, difficult) over every image of the split."""
+    out: dict[str, dict] = {c: {} for c in classes}
+    for r in records:
+        objs = r.eval_objects()
+        for c in classes:
+            sel = [o for o in objs if o[0] == c]
+            out[c][r.image_id] = (np.array([o[1] for o in sel], dtype=np.float64).reshape(-1, 4),
+                                  np.array([o[2] for o in sel], dtype=bool))
+    return out
+
+
+def detections_by_class(detections: Iterable[dict], classes: Sequence[str]) -> dict[str, list[Detection]]:
+    """Detections (``{"image", "label", "score", "bbox"}`` with 0-based bbox) → per-class
+    lists of 1-based detections, in input order (the order the comp4 files are written in)."""
+    out: dict[str, list[Detection]] = {c: [] for c in classes}
+    for d in detections:
+        if d["label"] in out:
+            out[d["label"]].append((Path(d["image"]).stem, float(d["score"]),
+                                    [float(v) + 1.0 for v in d["bbox"]]))
+    return out
+
+
+def evaluate_voc(records, detections: list[dict], classes: Sequence[str], metric: str = "voc07",
+                 iou_thresh: float = 0.5) -> dict:
+    """Per-class AP and mAP. Returns ``{"metric", "mAP", "AP", "npos", "curves"}``."""
+    use_07 = metric == "voc07"
+    gt = ground_truth_by_class(records, classes)
+    dets = detections_by_class(detections, classes)
+    ap, npos, curves = {}, {}, {}
+    for c in classes:
+        rec, prec, a, n = eval_class(gt[c], dets[c], iou_thresh, use_07)
+        ap[c], npos[c], curves[c] = a, n, (rec, prec)
+    valid = [a for a in ap.values() if a is not None]
+    return {"metric": metric, "mAP": float(np.mean(valid)) if valid else None, "AP": ap,
+            "npos": npos, "curves": curves}
+
+
+def write_comp4(detections: list[dict], classes: Sequence[str], split: str, out_dir: str | Path) -> list[Path]:
+    """VOC ``comp4_det_<split>_<class>.txt`` files (``image_id score x1 y1 x2 y2``, 1-based),
+    written at full float precision so the official devkit sees exactly the numbers evaluated here."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for c, dets in detections_by_class(detections, classes).items():
+        p = out_dir / f"comp4_det_{split}_{c}.txt"
+        with open(p, "w") as f:
+            for image_id, score, b in dets:
+                f.write(f"{image_id} {score!r} {b[0]!r} {b[1]!r} {b[2]!r} {b[3]!r}\n")
+        paths.append(p)
+    return paths
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'class':>20s}  {'AP':>7s}  {'#gt':>6s}"]
+    for c, a in result["AP"].items():
+        lines.append(f"{c:>20s}  {'n/a' if a is None else f'{a:.4f}':>7s}  {result['npos'][c]:6d}")
+    m = result["mAP"]
+    lines.append(f"{'mAP (' + result['metric'] + ')':>20s}  {'n/a' if m is None else f'{m:.4f}':>7s}")
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""Conv feature maps computed once per image per scale, a fp16 disk cache, and pooling.
+
+Caching the conv maps (≈0.5 MB per 688-px image at fp16 for MobileNetV2) rather than the
+pooled window vectors (≈20 MB per image at 2,000 windows) keeps a VOC07-sized cache at a
+few GB; pooling from a cached map costs a few percent of the conv (see tools/bench_pool.py).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .backbones import Trunk
+from .ops import best_scale, map_windows, spp_pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScaleMap:
+    """One scale of an image pyramid: its conv map and the resize factor that made it."""
+
+    factor: float  # scaled image size / original size
+    fmap: torch.Tensor  # [C, h, w]
+
+
+def scale_factors(height: int, width: int, scales: Sequence[int], max_size: int) -> list[float]:
+    """Resize factors for shorter side = s, each capped so the longer side stays ≤ max_size."""
+    short, long_ = min(height, width), max(height, width)
+    return [min(float(s) / short, float(max_size) / long_) for s in scales]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import UserError
+
+        raise UserError("device cuda was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+class FeatureExtractor:
+    """Computes a trunk's conv maps at several scales (once per image) and pools windows."""
+
+    def __init__(self, trunk: Trunk, scales: Sequence[int] = (688,), max_size: int = 2000,
+                 levels: Sequence[int] = (6, 3, 2, 1), device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.trunk = trunk.to(self.device).eval()
+        self.scales = [int(s) for s in scales]
+        self.max_size = int(max_size)
+        self.levels = [int(n) for n in levels]
+
+    @property
+    def dim(self) -> int:
+        return self.trunk.channels * sum(n * n for n in self.levels)
+
+    @torch.inference_mode()
+    def compute(self, image: np.ndarray) -> list[ScaleMap]:
+        """``image``: ``[H, W, 3]`` RGB uint8 → one conv map per configured scale."""
+        h, w = image.shape[:2]
+        maps = []
+        for f in scale_factors(h, w, self.scales, self.max_size):
+            nh, nw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+            interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+            resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image
+            x = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
+            x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+            # Rounded to fp16 precision, as the disk cache stores it, so that a cached and an
+            # uncached run compute exactly the same detections.
+            maps.append(ScaleMap(f, self.trunk(x)[0].half().float()))
+        return maps
+
+    def feature_boxes(self, maps: Sequence[ScaleMap], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best scale per window and its feature-cell box at that scale."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        which = best_scale(boxes, [m.factor for m in maps])
+        cells = np.zeros((len(boxes), 4), dtype=np.int64)
+        for k, m in enumerate(maps):
+            sel = which == k
+            if sel.any():
+                _, mh, mw = m.fmap.shape
+                cells[sel] = map_windows(boxes[sel] * m.factor, self.trunk.stride, self.trunk.offset, mh, mw)
+        return which, cells
+
+    def pool(self, maps: Sequence[ScaleMap], boxes: np.ndarray) -> torch.Tensor:
+        """Pool each original-image box at its best scale → ``[K, dim]`` float32."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return torch.empty((0, self.dim), dtype=torch.float32, device=self.device)
+        which, cells = self.feature_boxes(maps, boxes)
+        parts = []
+        for k, m in enumerate(maps):
+            idx = np.nonzero(which == k)[0]
+            if len(idx):
+                fmap = m.fmap.to(self.device, torch.float32)
+                parts.append((idx, spp_pool(fmap, torch.from_numpy(cells[idx]).to(self.device), self.levels)))
+        if len(parts) == 1:  # one scale (or every window at the same one): no extra copy
+            return parts[0][1]
+        out = torch.empty((len(boxes), self.dim), dtype=torch.float32, device=self.device)
+        for idx, pooled in parts:
+            out.index_copy_(0, torch.from_numpy(idx).to(self.device), pooled)
+        return out
+
+
+class FeatureCache:
+    """One ``.npz`` per image holding its fp16 conv maps; atomic writes, corrupt files recomputed."""
+
+    def __init__(self, root: str | Path, extractor: FeatureExtractor):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.extractor = extractor
+
+    def path(self, image_id: str) -> Path:
+        return self.root / f"{image_id}.npz"
+
+    def has(self, image_id: str) -> bool:
+        return self.path(image_id).is_file()
+
+    def load(self, image_id: str) -> list[ScaleMap] | None:
+        p = self.path(image_id)
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p) as z:
+                factors = z["factors"]
+                maps = [ScaleMap(float(factors[k]), torch.from_numpy(z[f"map{k}"].astype(np.float32)))
+                        for k in range(len(factors))]
+            if len(maps) != len(self.extractor.scales):
+                raise ValueError("scale count mismatch")
+            return maps
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            log.warning("damaged feature cache file %s (%s); recomputing", p, exc)
+            p.unlink(missing_ok=True)
+            return None
+
+    def save(self, image_id: str, maps: Sequence[ScaleMap]) -> None:
+        p = self.path(image_id)
+        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+        arrays = {f"map{k}": m.fmap.detach().to("cpu", torch.float16).numpy() for k, m in enumerate(maps)}
+        with open(tmp, "wb") as f:
+            np.savez(f, factors=np.array([m.factor for m in maps]), **arrays)
+        os.replace(tmp, p)
+
+    def get(self, image_id: str, image_loader) -> list[ScaleMap]:
+        """Cached maps for ``image_id``, computing (and caching) them from ``image_loader()``."""
+        maps = self.load(image_id)
+        if maps is None:
+            maps = self.extractor.compute(image_loader())
+            self.save(image_id, maps)
+        return maps

@@ -1,0 +1,96 @@
+"""Fully connected heads on SPP vectors: fc6, fc7 and a softmax fc8 over classes + background,
+fine-tuned on pooled features from the cached conv maps (conv layers stay frozen), as SPP-net
+does: positives IoU ≥ 0.5, negatives IoU in [0.1, 0.5), 25% positives per mini-batch."""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from .progress import progress as tqdm
+
+from .config import FinetuneConfig
+
+log = logging.getLogger(__name__)
+
+
+class FCHead(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+        self.fc6 = nn.Linear(in_dim, hidden)
+        self.fc7 = nn.Linear(hidden, hidden)
+        self.fc8 = nn.Linear(hidden, num_classes + 1)  # index 0 = background
+        self.drop = nn.Dropout(dropout)
+        nn.init.normal_(self.fc8.weight, std=0.01)
+        nn.init.zeros_(self.fc8.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """fc7 activations (after ReLU): what the SVMs see after fine-tuning."""
+        x = self.drop(torch.relu(self.fc6(x)))
+        return torch.relu(self.fc7(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc8(self.drop(self.features(x)))
+
+
+def sample_minibatch(windows, rng: np.random.Generator, n: int, cfg: FinetuneConfig):
+    """Window indices and labels (0 = background, c+1 = class c) for one image's share."""
+    fg = np.nonzero(windows.max_iou >= cfg.fg_iou)[0]
+    bg = np.nonzero((windows.max_iou < cfg.bg_iou_high) & (windows.max_iou >= cfg.bg_iou_low))[0]
+    if len(bg) == 0:  # images with no near misses: fall back to any background window
+        bg = np.nonzero(windows.max_iou < cfg.bg_iou_high)[0]
+    n_fg = min(len(fg), int(round(n * cfg.fg_fraction)))
+    n_bg = min(len(bg), n - n_fg)
+    fg = rng.choice(fg, n_fg, replace=False) if n_fg else fg[:0]
+    bg = rng.choice(bg, n_bg, replace=False) if n_bg else bg[:0]
+    idx = np.concatenate([fg, bg]).astype(np.int64)
+    labels = np.concatenate([windows.max_class[fg] + 1, np.zeros(len(bg), dtype=np.int64)])
+    return idx, labels
+
+
+def finetune_head(head: FCHead, image_ids: Sequence[int], get_windows: Callable, pool: Callable,
+                  cfg: FinetuneConfig, seed: int, device: torch.device) -> list[float]:
+    """SGD on pooled windows of ``images_per_batch`` random images per step.
+
+    ``get_windows(i)`` gives an :class:`ImageWindows`; ``pool(i, idx)`` the pooled
+    vectors of those windows. Returns the loss curve (mean per 50 steps).
+    """
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    head.to(device).train()
+    opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step), gamma=0.1)
+    per_image = max(1, cfg.batch_size // cfg.images_per_batch)
+    losses, running = [], []
+    order = rng.permutation(len(image_ids))
+    pos = 0
+    for _ in tqdm(range(cfg.iterations), desc="fine-tune fc", unit="it", leave=False):
+        xs, ys = [], []
+        for _ in range(cfg.images_per_batch):
+            if pos >= len(order):
+                order, pos = rng.permutation(len(image_ids)), 0
+            i = image_ids[order[pos]]
+            pos += 1
+            idx, labels = sample_minibatch(get_windows(i), rng, per_image, cfg)
+            if len(idx):
+                xs.append(pool(i, idx))
+                ys.append(torch.from_numpy(labels))
+        if not xs:
+            continue
+        x = torch.cat(xs).to(device)
+        y = torch.cat(ys).to(device)
+        loss = nn.functional.cross_entropy(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(float(loss.detach()))
+        if len(running) == 50:
+            losses.append(float(np.mean(running)))
+            running = []
+    if running:
+        losses.append(float(np.mean(running)))
+    head.eval()
+    return losses

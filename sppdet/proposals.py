@@ -1,0 +1,129 @@
+"""Region proposals: OpenCV selective search (``cv2.ximgproc``), external proposal files,
+and a per-image on-disk cache (atomic writes, so an interrupted run resumes)."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import ProposalConfig
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def selective_search(image: np.ndarray, mode: str = "fast", max_boxes: int = 2000,
+                     work_size: int = 500, min_size: int = 8) -> np.ndarray:
+    """Selective search on an RGB image resized so its longer side is ``work_size``.
+
+    Returns up to ``max_boxes`` unique boxes ``[K, 4]`` (float32, 0-based inclusive
+    pixels of the original image) in selective search's own ranking order.
+    """
+    if not hasattr(cv2, "ximgproc"):
+        raise UserError("selective search needs OpenCV's contrib modules: "
+                        "pip install opencv-contrib-python-headless (and uninstall opencv-python)")
+    h, w = image.shape[:2]
+    f = min(1.0, float(work_size) / max(h, w)) if work_size else 1.0
+    small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
+                       interpolation=cv2.INTER_AREA) if f < 1.0 else image
+    if min(small.shape[:2]) < 2:  # degenerate images: the whole image is the only proposal
+        return np.array([[0, 0, w - 1, h - 1]], dtype=np.float32)
+    ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    ss.setBaseImage(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    (ss.switchToSelectiveSearchFast if mode == "fast" else ss.switchToSelectiveSearchQuality)()
+    rects = np.asarray(ss.process(), dtype=np.float64).reshape(-1, 4)  # x, y, w, h
+    boxes = np.stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2] - 1,
+                      rects[:, 1] + rects[:, 3] - 1], 1) / f
+    boxes = np.clip(np.round(boxes), 0, [w - 1, h - 1, w - 1, h - 1])
+    keep = ((boxes[:, 2] - boxes[:, 0] + 1) >= min_size) & ((boxes[:, 3] - boxes[:, 1] + 1) >= min_size)
+    boxes = boxes[keep]
+    _, first = np.unique(boxes, axis=0, return_index=True)
+    boxes = boxes[np.sort(first)][:max_boxes]
+    if len(boxes) == 0:
+        boxes = np.array([[0, 0, w - 1, h - 1]], dtype=np.float64)
+    return boxes.astype(np.float32)
+
+
+def load_external(directory: str | Path, image_id: str, width: int, height: int) -> np.ndarray:
+    """Proposals for one image from ``<dir>/<image_id>.{npy,txt,csv}`` (x1 y1 x2 y2, 0-based)."""
+    d = Path(directory)
+    for ext in (".npy", ".txt", ".csv"):
+        p = d / f"{image_id}{ext}"
+        if p.is_file():
+            try:
+                arr = np.load(p) if ext == ".npy" else np.loadtxt(p, delimiter="," if ext == ".csv" else None,
+                                                                 ndmin=2)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read proposals file {p}: {exc}") from None
+            arr = np.asarray(arr, dtype=np.float64).reshape(-1, 4)
+            return np.clip(arr, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+    raise UserError(f"no proposals for image {image_id} in {d} (expected {image_id}.npy/.txt/.csv)")
+
+
+def load_rcnn_mat(mat_path: str | Path) -> dict[str, np.ndarray]:
+    """R-CNN / Fast R-CNN ``selective_search_data/*.mat``: ``images`` ids and ``boxes`` stored
+    as 1-based ``(y1, x1, y2, x2)`` → image id → 0-based ``(x1, y1, x2, y2)``."""
+    import scipy.io
+
+    try:
+        m = scipy.io.loadmat(str(mat_path))
+    except (OSError, ValueError, NotImplementedError) as exc:
+        raise UserError(f"cannot read {mat_path}: {exc} (MATLAB v7.3 files need converting)") from None
+    if "images" not in m or "boxes" not in m:
+        raise UserError(f"{mat_path} lacks the 'images'/'boxes' variables of selective_search_data")
+    ids = [str(np.asarray(x).ravel()[0]) for x in m["images"].ravel()]
+    out = {}
+    for image_id, b in zip(ids, m["boxes"].ravel()):
+        b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+        out[image_id] = (b[:, [1, 0, 3, 2]] - 1).astype(np.float32)
+    return out
+
+
+class ProposalCache:
+    """Proposals per image, computed once and kept in ``root`` (one ``.npy`` per image)."""
+
+    def __init__(self, root: str | Path, cfg: ProposalConfig):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self._mat: dict[str, np.ndarray] | None = None
+        if cfg.method == "external" and cfg.external_dir and str(cfg.external_dir).endswith(".mat"):
+            self._mat = load_rcnn_mat(cfg.external_dir)
+
+    def path(self, image_id: str) -> Path:
+        return self.root / f"{image_id}.npy"
+
+    def has(self, image_id: str) -> bool:
+        return self.path(image_id).is_file()
+
+    def compute(self, image_id: str, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if self.cfg.method == "external":
+            if self._mat is not None:
+                if image_id not in self._mat:
+                    raise UserError(f"{self.cfg.external_dir} has no proposals for image {image_id}")
+                b = self._mat[image_id]
+                return np.clip(b, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+            return load_external(self.cfg.external_dir, image_id, w, h)
+        return selective_search(image, self.cfg.mode, self.cfg.max_boxes, self.cfg.work_size, self.cfg.min_size)
+
+    def get(self, image_id: str, image_loader) -> np.ndarray:
+        p = self.path(image_id)
+        if p.is_file():
+            try:
+                boxes = np.load(p)
+                if boxes.ndim == 2 and boxes.shape[1] == 4:
+                    return boxes
+                raise ValueError(f"shape {boxes.shape}")
+            except (OSError, ValueError, EOFError) as exc:
+                log.warning("damaged proposal cache file %s (%s); recomputing", p, exc)
+                p.unlink(missing_ok=True)
+        boxes = self.compute(image_id, image_loader())
+        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.save(f, boxes)
+        os.replace(tmp, p)
+        return boxes

@@ -1,0 +1,96 @@
+"""One linear SVM per class with hard-negative mining, streamed image by image (R-CNN/SPP-net).
+
+Positives are the ground-truth windows; negatives are windows overlapping every positive of
+the class by less than 0.3 IoU. Images are visited once per epoch; a negative scoring above
+``hard_thresh`` joins the class's cache, the class is retrained after ``retrain_limit`` new
+hard negatives, and cached negatives scoring below ``evict_thresh`` are dropped. Only the
+positives and the bounded fp16 cache of hard negatives are ever in memory.
+Training is liblinear's L2-regularised hinge-loss SVM (``sklearn.svm.LinearSVC``, the
+``-s 3`` R-CNN used) with C, positive weight and a bias multiplier as in R-CNN.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
+
+from .config import SVMConfig
+
+log = logging.getLogger(__name__)
+
+
+class HardNegativeSVMs:
+    def __init__(self, cfg: SVMConfig, num_classes: int, dim: int, seed: int = 0):
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.dim = dim
+        self.seed = seed
+        self.W = np.zeros((dim, num_classes), dtype=np.float32)
+        self.b = np.zeros(num_classes, dtype=np.float32)
+        self.positives: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+        self.neg: list[np.ndarray] = [np.zeros((0, dim), dtype=np.float16) for _ in range(num_classes)]
+        self.neg_keys: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(num_classes)]
+        self.new_since: list[int] = [0] * num_classes
+        self.retrains = [0] * num_classes
+
+    def add_positives(self, c: int, feats: np.ndarray) -> None:
+        if len(feats):
+            self.positives[c].append(np.asarray(feats, dtype=np.float32))
+
+    def scores(self, feats: np.ndarray) -> np.ndarray:
+        return feats @ self.W + self.b
+
+    def mine(self, image_index: int, feats: np.ndarray, neg_mask: np.ndarray) -> None:
+        """Offer one image's (scaled) window features; ``neg_mask[k, c]``: window k may be a
+        negative of class c. Window keys are ``image_index * 2**20 + k`` (dedup across epochs)."""
+        scores = self.scores(feats)
+        keys = image_index * (1 << 20) + np.arange(len(feats), dtype=np.int64)
+        for c in range(self.num_classes):
+            hard = neg_mask[:, c] & (scores[:, c] > self.cfg.hard_thresh)
+            if not hard.any():
+                continue
+            hard &= ~np.isin(keys, self.neg_keys[c])
+            n = int(hard.sum())
+            if n == 0:
+                continue
+            self.neg[c] = np.concatenate([self.neg[c], feats[hard].astype(np.float16)])
+            self.neg_keys[c] = np.concatenate([self.neg_keys[c], keys[hard]])
+            self.new_since[c] += n
+            if self.new_since[c] >= self.cfg.retrain_limit:
+                self.train(c)
+
+    def train(self, c: int) -> None:
+        pos = np.concatenate(self.positives[c]) if self.positives[c] else np.zeros((0, self.dim), np.float32)
+        neg = self.neg[c].astype(np.float32)
+        self.new_since[c] = 0
+        if len(pos) == 0 or len(neg) == 0:
+            return
+        X = np.concatenate([pos, neg])
+        y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
+        svm = LinearSVC(C=self.cfg.C, loss="hinge", dual=True, class_weight={1: self.cfg.pos_weight, -1: 1.0},
+                        intercept_scaling=self.cfg.bias_mult, fit_intercept=True, tol=1e-3,
+                        max_iter=self.cfg.max_iter, random_state=self.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            svm.fit(X, y)
+        self.W[:, c] = svm.coef_[0]
+        self.b[c] = svm.intercept_[0]
+        self.retrains[c] += 1
+        # Evict easy negatives; keep at most max_negatives (the hardest) to bound memory.
+        s = neg @ self.W[:, c] + self.b[c]
+        keep = s >= self.cfg.evict_thresh
+        if keep.sum() > self.cfg.max_negatives:
+            keep = np.zeros(len(s), dtype=bool)
+            keep[np.argsort(-s)[: self.cfg.max_negatives]] = True
+        self.neg[c] = self.neg[c][keep]
+        self.neg_keys[c] = self.neg_keys[c][keep]
+
+    def finish(self) -> None:
+        for c in range(self.num_classes):
+            self.train(c)
+
+    def memory_bytes(self) -> int:
+        return sum(n.nbytes for n in self.neg) + sum(p.nbytes for ps in self.positives for p in ps)

@@ -1,0 +1,28 @@
+"""Painted detections with ``torchvision.utils.draw_bounding_boxes``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import draw_bounding_boxes
+
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
+           "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
+
+
+def paint(image: np.ndarray, boxes: np.ndarray, labels: list[str], scores: np.ndarray,
+          class_names: list[str], out_path: str | Path) -> Path:
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if len(boxes):
+        b = torch.as_tensor(np.asarray(boxes, dtype=np.float32)) + torch.tensor([0, 0, 1, 1])
+        colors = [PALETTE[class_names.index(lab) % len(PALETTE)] if lab in class_names else "#ffffff"
+                  for lab in labels]
+        width = max(1, round(max(image.shape[:2]) / 300))
+        img = draw_bounding_boxes(img, b, [f"{lab} {s:.2f}" for lab, s in zip(labels, scores)],
+                                  colors=colors, width=width)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(out_path)
+    return out_path

@@ -1,0 +1,52 @@
+"""Training windows of one image (ground truth + proposals) and their overlaps.
+
+IoU uses the inclusive-pixel (+1) convention of the devkit, computed with
+``torchvision.ops.box_iou`` on boxes whose far corner is shifted by one pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of inclusive-pixel boxes ``[N, 4]`` × ``[M, 4]``."""
+    a = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    shift = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    return box_iou(a + shift, b + shift).numpy()
+
+
+@dataclass
+class ImageWindows:
+    """All windows of a training image: rows ``[0, n_gt)`` are ground truth."""
+
+    boxes: np.ndarray  # [K, 4] float32, 0-based inclusive pixels
+    n_gt: int
+    gt_classes: np.ndarray  # [n_gt] int, class index (0-based, no background)
+    max_iou: np.ndarray  # [K] best IoU with any ground truth
+    max_class: np.ndarray  # [K] class of that ground truth (-1 when there is none)
+    class_iou: np.ndarray  # [K, C] float16, best IoU with a ground truth of each class
+
+
+def build_windows(gt_boxes: np.ndarray, gt_classes: np.ndarray, proposals: np.ndarray,
+                  num_classes: int) -> ImageWindows:
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
+    gt_classes = np.asarray(gt_classes, dtype=np.int64).reshape(-1)
+    boxes = np.concatenate([gt_boxes, np.asarray(proposals, dtype=np.float32).reshape(-1, 4)])
+    k = len(boxes)
+    class_iou = np.zeros((k, num_classes), dtype=np.float32)
+    if len(gt_boxes):
+        ov = iou(boxes, gt_boxes)
+        best = ov.argmax(1)
+        max_iou = ov[np.arange(k), best].astype(np.float32)
+        max_class = gt_classes[best]
+        for c in np.unique(gt_classes):
+            class_iou[:, c] = ov[:, gt_classes == c].max(1)
+    else:
+        max_iou = np.zeros(k, dtype=np.float32)
+        max_class = np.full(k, -1, dtype=np.int64)
+    return ImageWindows(boxes, len(gt_boxes), gt_classes, max_iou, max_class, class_iou.astype(np.float16))

@@ -1,0 +1,55 @@
+"""Benchmark: SPP pooling of 2,000 windows vs the conv trunk, one image, one scale.
+
+Issue target: pooling costs at most 10% of the image's conv time on CPU.
+Usage: python tools/bench_pool.py [--image PATH] [--scale 688] [--windows 2000] [--repeat 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from sppdet.backbones import build_trunk
+from sppdet.features import FeatureExtractor
+from sppdet.images import read_image
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", help="image file (default: a random 480x640 image)")
+    ap.add_argument("--backbone", default="mobilenet_v2")
+    ap.add_argument("--scale", type=int, default=688)
+    ap.add_argument("--windows", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--random-weights", action="store_true", help="skip loading ImageNet weights")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    image = read_image(args.image) if args.image else rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    h, w = image.shape[:2]
+    # Windows like selective search's: sizes from ~10 px to the whole image.
+    sz = np.exp(rng.uniform(np.log(10), np.log(min(h, w)), size=(args.windows, 2)))
+    x1 = rng.uniform(0, w - sz[:, 0]); y1 = rng.uniform(0, h - sz[:, 1])
+    boxes = np.stack([x1, y1, x1 + sz[:, 0] - 1, y1 + sz[:, 1] - 1], 1)
+    trunk = build_trunk(args.backbone, pretrained=not args.random_weights)
+    ext = FeatureExtractor(trunk, scales=[args.scale], device="cpu")
+    maps = ext.compute(image)  # warm-up
+    ext.pool(maps, boxes)
+    conv, pool = [], []
+    for _ in range(args.repeat):
+        t = time.perf_counter(); maps = ext.compute(image); conv.append(time.perf_counter() - t)
+        t = time.perf_counter(); ext.pool(maps, boxes); pool.append(time.perf_counter() - t)
+    c, p = statistics.median(conv), statistics.median(pool)
+    print(f"image {w}x{h}, scale {args.scale}, map {tuple(maps[0].fmap.shape)}, {args.windows} windows, "
+          f"{args.threads} threads")
+    print(f"conv  median {c * 1000:.1f} ms (min {min(conv) * 1000:.1f}, max {max(conv) * 1000:.1f})")
+    print(f"pool  median {p * 1000:.1f} ms (min {min(pool) * 1000:.1f}, max {max(pool) * 1000:.1f})")
+    print(f"pool / conv = {p / c:.3f}  (target <= 0.10)")
+
+
+if __name__ == "__main__":
+    main()
