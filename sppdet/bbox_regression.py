@@ -21,7 +21,7 @@ def box_targets(proposals: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`box_targets` (zero deltas give the boxes back exactly)."""
+    """Inverse of :func:`box_targets` (zero deltas give the boxes back, to float rounding)."""
     px, py, pw, ph = _geometry(np.asarray(boxes, dtype=np.float64))
     d = np.asarray(deltas, dtype=np.float64)
     cx, cy = d[:, 0] * pw + px, d[:, 1] * ph + py

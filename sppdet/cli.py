@@ -133,7 +133,11 @@ def cmd_eval(args) -> int:
         from .detector import Detector
         from .training import CachedData, run_detection
 
+        from .config import override_config
+
         det = Detector.load(args.run, device=args.device)
+        if args.set:
+            det.cfg = override_config(det.cfg, args.set)
         ds = _load_data(args, det.cfg, classes=det.classes)
         data = CachedData(det.cfg, det.extractor, args.cache)
         recs = data.prepare(ds.records, ds.report)
@@ -233,6 +237,49 @@ def cmd_detect(args) -> int:
     return 0 if len(failed) == 0 else 2
 
 
+def cmd_synth(args) -> int:
+    from .datasets.synth import write_synthetic
+
+    out = write_synthetic(args.out, args.images, args.seed)
+    print(f"synthetic VOC-layout data set with {args.images} images written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    from .config import load_config
+    from .detector import Detector
+    from .features import resolve_device
+
+    run = Detector.load(args.run, device=args.device) if args.run else None
+    cfg = run.cfg if run is not None else load_config(args.config, args.set)
+    ds = _load_data(args, cfg, classes=run.classes if run else None)
+    recs = ds.records[: args.images]
+    device = resolve_device(args.device or cfg.device)
+    out = Path(args.out)
+    res = run_bench(cfg, [r.path for r in recs], device, out, run=run, rcnn_images=args.rcnn_images)
+    print((out / "bench.md").read_text())
+    if run is not None:
+        from .evaluation.voc import evaluate_voc
+        from .training import CachedData, run_detection
+
+        data = CachedData(run.cfg, run.extractor, args.cache)
+        r = data.prepare(ds.records, ds.report)
+        ev = evaluate_voc(r, run_detection(run, r, data, ds.report), run.classes, "voc07")
+        res["mAP"] = {f"{run.cfg.method}" + ("" if run.cfg.method == "rcnn" else
+                                             f"-{len(run.cfg.features.scales)}scale"): ev["mAP"]}
+        print(f"mAP (voc07) of {args.run} on {len(r)} images of split {args.split}: {ev['mAP']:.4f}")
+        (out / "bench.json").write_text(json.dumps(res, indent=2))
+    print(f"bench.json, bench.md and bench.png written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), images=args.images, seed=args.seed, cache=args.cache)
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -293,8 +340,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["voc07", "voc12"], default="voc07")
     p.add_argument("--coco", action="store_true", help="also COCO AP, AP50, AP75, AP by size (pycocotools)")
     p.add_argument("--plots", action="store_true", help="precision-recall curve per class (PNG)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="test-time override, e.g. bbox_reg.enabled=false or test.nms=0.4")
     cache_opt(p)
     device_opt(p)
+    p = add("synth", cmd_synth, "write the built-in synthetic data set (VOC devkit layout)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("bench", cmd_bench, "time R-CNN vs SPP-net 1-scale and 5-scale on the same images and proposals")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--images", type=int, default=5, help="number of images to time (default 5)")
+    p.add_argument("--rcnn-images", type=int, default=None,
+                   help="time R-CNN on only the first N of them (it is slow); default: all")
+    p.add_argument("--out", required=True)
+    p.add_argument("--run", help="also evaluate this trained run's mAP on the split")
+    p.add_argument("--config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    cache_opt(p)
+    device_opt(p)
+
+    p = add("demo", cmd_demo, "the whole product on a built-in synthetic data set: train, eval, detect, bench")
+    p.add_argument("--out", default="sppdet_demo", help="output folder (default: ./sppdet_demo)")
+    p.add_argument("--images", type=int, default=160, help="synthetic images to generate (default 160)")
+    p.add_argument("--seed", type=int, default=0)
+    cache_opt(p)
     return ap
 
 

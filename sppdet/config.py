@@ -213,6 +213,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return _build(Config, tree, "").validate()
 
 
+def override_config(cfg: Config, overrides: list[str], allowed: tuple[str, ...] = ("test.", "bbox_reg.enabled")) -> Config:
+    """A copy of ``cfg`` with ``key=value`` overrides, restricted to keys that can change
+    without retraining (test-time settings)."""
+    tree = cfg.to_dict()
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith(allowed):
+            raise UserError(f"--set {key}: only {', '.join(allowed)} can change after training")
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        raw = item.split("=", 1)[1]
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key, value)
+    return _build(Config, tree, "").validate()
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     return _build(Config, data, "").validate()
 

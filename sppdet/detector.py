@@ -172,8 +172,9 @@ class Detector:
             raise UserError(f"{run} was trained with {cfg.backbone.name} weights sha256 "
                             f"{blob['weights_sha256'][:16]}…, but the weights found now have "
                             f"{trunk.weights_id[:16]}…; use the same weights file (--weights)")
-        f = cfg.features
-        ext = FeatureExtractor(trunk, f.scales, f.max_size, f.levels, dev)
+        from .training import make_extractor
+
+        ext = make_extractor(cfg, trunk, dev)
         head = None
         if blob["head"] is not None:
             sd = blob["head"]

@@ -15,6 +15,21 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 
+def _seed_c_rand(seed: int = 0) -> None:
+    """OpenCV's selective search ranks regions with C ``rand()`` (process-global state), so
+    without this an image's proposals would depend on how many images the process handled
+    before it: a resumed run would not reproduce an uninterrupted one."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c") or ctypes.util.find_library("msvcrt")
+        libc = ctypes.CDLL(name) if name else ctypes.CDLL(None)
+        libc.srand(ctypes.c_uint(seed))
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - exotic platforms
+        log.debug("could not seed C rand(); selective search may not be repeatable")
+
+
 def selective_search(image: np.ndarray, mode: str = "fast", max_boxes: int = 2000,
                      work_size: int = 500, min_size: int = 8) -> np.ndarray:
     """Selective search on an RGB image resized so its longer side is ``work_size``.
@@ -34,6 +49,7 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_boxes: int = 200
     ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     ss.setBaseImage(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
     (ss.switchToSelectiveSearchFast if mode == "fast" else ss.switchToSelectiveSearchQuality)()
+    _seed_c_rand(0)
     rects = np.asarray(ss.process(), dtype=np.float64).reshape(-1, 4)  # x, y, w, h
     boxes = np.stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2] - 1,
                       rects[:, 1] + rects[:, 3] - 1], 1) / f

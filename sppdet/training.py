@@ -34,6 +34,16 @@ from .windows import ImageWindows, build_windows
 log = logging.getLogger(__name__)
 
 
+def make_extractor(cfg: Config, trunk, device):
+    """SPP-net's once-per-image extractor, or R-CNN's once-per-window one (``method: rcnn``)."""
+    f = cfg.features
+    if cfg.method == "rcnn":
+        from .rcnn import RCNNExtractor
+
+        return RCNNExtractor(trunk, f.levels, device)
+    return FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
+
+
 def cache_key(record: ImageRecord) -> str:
     """Cache file stem: the image id plus a hash of the file's path, size and mtime, so data
     sets sharing a cache never collide and an edited image is recomputed."""
@@ -49,7 +59,11 @@ class CachedData:
     def __init__(self, cfg: Config, extractor: FeatureExtractor, cache_root: str | Path):
         root = Path(cache_root)
         trunk = extractor.trunk
-        self.proposals = ProposalCache(root / "proposals" / config_digest(asdict(cfg.proposals)), cfg.proposals)
+        # R-CNN has no per-image conv map to cache: its "maps" are the image itself.
+        self.per_window = getattr(extractor, "per_window", False)
+        # "v2": proposals no longer depend on C rand() history (see proposals._seed_c_rand)
+        self.proposals = ProposalCache(root / "proposals" / config_digest(["v2", asdict(cfg.proposals)]),
+                                       cfg.proposals)
         self.features = FeatureCache(root / "features" / config_digest(
             [trunk.name, trunk.weights_id, extractor.scales, extractor.max_size]), extractor)
 
@@ -65,7 +79,7 @@ class CachedData:
             except ImageReadError as exc:
                 report.add("image that cannot be decoded (skipped)", str(exc))
         timings["proposals"] = timings.get("proposals", 0.0) + time.perf_counter() - t0
-        if features:
+        if features and not self.per_window:
             t0 = time.perf_counter()
             for r in tqdm(ok, desc="conv features", unit="img"):
                 self.features.get(cache_key(r), lambda r=r: read_image(r.path))
@@ -76,6 +90,8 @@ class CachedData:
         return self.proposals.get(cache_key(r), lambda: read_image(r.path))
 
     def maps(self, r: ImageRecord):
+        if self.per_window:
+            return self.features.extractor.compute(read_image(r.path))
         return self.features.get(cache_key(r), lambda: read_image(r.path))
 
 
@@ -102,8 +118,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     C = len(classes)
 
     trunk = build_trunk(cfg.backbone.name, cfg.backbone.weights)
-    f = cfg.features
-    extractor = FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
+    extractor = make_extractor(cfg, trunk, device)
     data = CachedData(cfg, extractor, cache_root)
     records = data.prepare(dataset.records, dataset.report, timings)
     if not records:

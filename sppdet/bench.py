@@ -1,0 +1,150 @@
+"""Side-by-side timing of R-CNN, SPP-net 1-scale and SPP-net 5-scale on the same images and
+proposals, with the same trunk, fc head, SVMs and box regression; stage by stage."""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .backbones import build_trunk
+from .bbox_regression import BoxRegressor
+from .config import Config
+from .detector import Detector
+from .features import FeatureExtractor
+from .heads import FCHead
+from .images import read_image
+from .progress import progress
+from .proposals import selective_search
+from .rcnn import RCNNExtractor
+
+STAGES = ["proposals", "conv", "pooling", "fc", "svm", "bbox_nms"]
+FIVE_SCALES = [480, 576, 688, 864, 1200]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _random_detector(cfg: Config, classes: Sequence[str], extractor, seed: int) -> Detector:
+    """A detector with random head/SVM/regressor weights of the trained shapes: timing does not
+    depend on the values, so a bench needs no trained run."""
+    g = torch.Generator().manual_seed(seed)
+    head = FCHead(extractor.dim, cfg.finetune.hidden, len(classes)) if cfg.finetune.enabled else None
+    dim = cfg.finetune.hidden if head is not None else extractor.dim
+    W = (torch.randn(dim, len(classes), generator=g) * 0.01).numpy()
+    bbox = BoxRegressor(len(classes), extractor.dim)
+    bbox.trained[:] = True
+    return Detector(cfg, classes, extractor, head, W, np.zeros(len(classes)), 1.0, bbox, 1.0)
+
+
+def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndarray],
+                proposal_times: list[float], desc: str) -> dict:
+    device = det.extractor.device
+    per_image = []
+    det.detect_maps(det.extractor.compute(images[0]), proposals[0][:64], *images[0].shape[1::-1])  # warm-up
+    for img, props, tp in progress(list(zip(images, proposals, proposal_times)), desc=desc, unit="img"):
+        t = {"proposals": tp}
+        _sync(device)
+        t0 = time.perf_counter()
+        maps = det.extractor.compute(img)
+        _sync(device)
+        t["conv"] = time.perf_counter() - t0
+        det.detect_maps(maps, props, img.shape[1], img.shape[0], t)
+        if isinstance(det.extractor, RCNNExtractor):  # its convs happen inside "pooling"
+            t["conv"] += det.extractor.timings["conv"]
+            t["pooling"] = det.extractor.timings["pooling"]
+        per_image.append({k: t.get(k, 0.0) for k in STAGES})
+    totals = [sum(v for k, v in t.items() if k != "proposals") for t in per_image]
+    stats = {"seconds_per_image": {k: statistics.median(t[k] for t in per_image) for k in STAGES}}
+    stats["seconds_per_image"]["total"] = statistics.median(totals)
+    stats["seconds_per_image"]["total_with_proposals"] = statistics.median(
+        tot + t["proposals"] for tot, t in zip(totals, per_image))
+    stats["total_min_median_max"] = [min(totals), statistics.median(totals), max(totals)]
+    stats["windows_per_image"] = statistics.median(len(p) for p in proposals)
+    return stats
+
+
+def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, out_dir: Path,
+              run: Detector | None = None, rcnn_images: int | None = None, seed: int = 0) -> dict:
+    """Time the three methods on the same images and proposals; writes bench.json/.md/.png."""
+    images = [read_image(p) for p in image_paths]
+    proposals, ptimes = [], []
+    pc = cfg.proposals
+    for img in progress(images, desc="proposals", unit="img"):
+        t0 = time.perf_counter()
+        proposals.append(selective_search(img, pc.mode, pc.max_boxes, pc.work_size, pc.min_size))
+        ptimes.append(time.perf_counter() - t0)
+    trunk = run.extractor.trunk if run is not None else build_trunk(cfg.backbone.name, cfg.backbone.weights)
+    classes = run.classes if run is not None else [f"class{i}" for i in range(20)]
+    f = cfg.features
+
+    def make(extractor):
+        if run is not None:
+            return Detector(cfg, classes, extractor, run.head, run.svm_W.numpy(), run.svm_b.numpy(),
+                            run.feat_scale, run.bbox, run.pool5_scale)
+        return _random_detector(cfg, classes, extractor, seed)
+
+    methods = {
+        "rcnn": make(RCNNExtractor(trunk, f.levels, device)),
+        "spp-1scale": make(FeatureExtractor(trunk, [688], f.max_size, f.levels, device)),
+        "spp-5scale": make(FeatureExtractor(trunk, FIVE_SCALES, f.max_size, f.levels, device)),
+    }
+    n_r = len(images) if rcnn_images is None else max(1, min(rcnn_images, len(images)))
+    result = {"images": [str(p) for p in image_paths], "device": str(device),
+              "threads": torch.get_num_threads(), "methods": {}}
+    for name, det in methods.items():
+        k = n_r if name == "rcnn" else len(images)
+        result["methods"][name] = time_method(det, images[:k], proposals[:k], ptimes[:k], name)
+        result["methods"][name]["images_timed"] = k
+    r = result["methods"]["rcnn"]["seconds_per_image"]["total"]
+    result["speedup_vs_rcnn"] = {m: r / result["methods"][m]["seconds_per_image"]["total"]
+                                 for m in ("spp-1scale", "spp-5scale")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "bench.md").write_text(markdown_table(result))
+    plot_bench(result, out_dir / "bench.png")
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    cols = STAGES + ["total"]
+    lines = ["| method | " + " | ".join(cols) + " | speedup vs R-CNN (excl. proposals) |",
+             "|---" * (len(cols) + 2) + "|"]
+    for name, m in result["methods"].items():
+        s = m["seconds_per_image"]
+        sp = result["speedup_vs_rcnn"].get(name)
+        lines.append(f"| {name} | " + " | ".join(f"{s[c]:.3f}" for c in cols)
+                     + f" | {'1.0×' if sp is None else f'{sp:.1f}×'} |")
+    noise = "; ".join(f"{n}: {m['total_min_median_max'][0]:.3f}/{m['total_min_median_max'][1]:.3f}/"
+                      f"{m['total_min_median_max'][2]:.3f}" for n, m in result["methods"].items())
+    lines.append("")
+    lines.append(f"Median seconds per image on {result['device']} ({result['threads']} threads); "
+                 f"total excludes proposals, as in the paper. min/median/max total: {noise}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_bench(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["methods"])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    left = np.zeros(len(names))
+    for stage in STAGES[1:]:
+        vals = np.array([result["methods"][n]["seconds_per_image"][stage] for n in names])
+        ax.barh(names, vals, left=left, label=stage)
+        left += vals
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per image (log scale, proposals excluded)")
+    ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
