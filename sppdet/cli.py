@@ -274,6 +274,55 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train_cls(args) -> int:
+    from .classification import ClsConfig, load_cls_data, train_classifier
+
+    cfg = ClsConfig(backbone=args.backbone, weights=args.weights, levels=args.levels, sizes=args.sizes,
+                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, train_blocks=args.train_blocks,
+                    hidden=args.hidden, seed=args.seed, device=args.device or "auto")
+    samples, classes = load_cls_data(args.data, args.split, max_per_class=args.max_per_class, seed=args.seed)
+    print(f"training an SPP classifier on {len(samples)} images, {len(classes)} classes, sizes {cfg.sizes}",
+          file=sys.stderr)
+    train_classifier(samples, classes, cfg, Path(args.out))
+    print(f"classifier saved to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from .classification import load_classifier, predict
+    from .images import ImageReadError, read_image
+
+    model, classes = load_classifier(args.run, args.device)
+    failed = 0
+    for p in _expand_inputs(args.images):
+        try:
+            img = read_image(p)
+        except ImageReadError as exc:
+            print(f"sppdet: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        probs = predict(model, img, args.mode, args.size)
+        top = probs.argsort()[::-1][: args.top_k]
+        print(f"{p}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in top))
+    return 2 if failed else 0
+
+
+def cmd_eval_cls(args) -> int:
+    from .classification import MODES, evaluate_classifier, load_classifier, load_cls_data
+
+    model, classes = load_classifier(args.run, args.device)
+    samples, _ = load_cls_data(args.data, args.split, classes=classes, max_per_class=args.max_per_class,
+                               seed=args.seed)
+    res = evaluate_classifier(model, samples, args.modes or MODES, args.size)
+    print(f"{'mode':>12s}  top-1 err  top-5 err   ({len(samples)} images, {len(classes)} classes)")
+    for m, r in res.items():
+        print(f"{m:>12s}  {r['top1_error']:9.4f}  {r['top5_error']:9.4f}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -360,6 +409,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cache_opt(p)
+    device_opt(p)
+
+    def cls_data_opts(p, split_default):
+        p.add_argument("--data", required=True, help="ImageFolder (class sub-folders) or a detection data set "
+                                                     "(its objects are cropped at their own size)")
+        p.add_argument("--split", default=split_default)
+        p.add_argument("--max-per-class", type=int, default=None, help="subsample large classes")
+        p.add_argument("--seed", type=int, default=0)
+
+    p = add("train-cls", cmd_train_cls, "train an SPP image classifier (any input size, multi-size training)")
+    cls_data_opts(p, "trainval")
+    p.add_argument("--out", required=True)
+    p.add_argument("--backbone", default="mobilenet_v2")
+    p.add_argument("--weights", help="local state dict for the trunk")
+    p.add_argument("--levels", type=int, nargs="+", default=[4, 3, 2, 1])
+    p.add_argument("--sizes", type=int, nargs="+", default=[224], help="training sizes, one per epoch, cycled "
+                                                                         "(multi-size: --sizes 224 180)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--train-blocks", type=int, default=0, help="also fine-tune the trunk's last N blocks")
+    device_opt(p)
+
+    p = add("classify", cmd_classify, "top-k classes of images with a trained SPP classifier")
+    p.add_argument("run")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--mode", choices=["1view", "10view", "full", "10view+full"], default="10view+full")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--top-k", type=int, default=5)
+    device_opt(p)
+
+    p = add("eval-cls", cmd_eval_cls, "top-1/top-5 error of an SPP classifier per test mode")
+    p.add_argument("run")
+    cls_data_opts(p, "test")
+    p.add_argument("--modes", nargs="+", choices=["1view", "10view", "full", "10view+full"])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--out", help="write the errors as JSON here")
     device_opt(p)
 
     p = add("demo", cmd_demo, "the whole product on a built-in synthetic data set: train, eval, detect, bench")

@@ -77,6 +77,7 @@ class BBoxRegConfig:
     enabled: bool = True
     min_iou: float = 0.6
     alpha: float = 1000.0  # ridge lambda, as R-CNN
+    max_examples: int = 10000  # per class, uniformly sampled (bounds memory: fp16 pool5 vectors)
 
 
 @dataclass
@@ -107,7 +108,6 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    cache_dir: str | None = None  # None: <run dir>/../.sppdet_cache is NOT used; see cli
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,7 +29,7 @@ from .heads import FCHead, finetune_head
 from .images import ImageReadError, read_image
 from .proposals import ProposalCache
 from .svm import HardNegativeSVMs
-from .windows import ImageWindows, build_windows
+from .windows import ImageWindows, build_windows, iou
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
 
     dim = head.fc7.out_features if head is not None else extractor.dim
     svms = HardNegativeSVMs(cfg.svm, C, dim, cfg.seed)
-    reservoir = ExampleReservoir(C, cap=20000, seed=cfg.seed)
+    reservoir = ExampleReservoir(C, cap=cfg.bbox_reg.max_examples, seed=cfg.seed)
     with stage("positives + bbox examples", timings):
         for i, w in enumerate(tqdm(windows, desc="positives", unit="img")):
             reg = np.nonzero((w.max_iou >= cfg.bbox_reg.min_iou) & (w.max_class >= 0))[0]
@@ -181,10 +181,8 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
             if cfg.bbox_reg.enabled and len(reg):
                 x5 = p5.cpu().numpy() * pool5_scale
                 gts = w.boxes[: w.n_gt]
-                # target: the ground truth of the window's best-overlap class with the highest IoU
-                from .windows import iou as iou_fn
-
-                ov = iou_fn(w.boxes[idx], gts)
+                # target: the ground truth the window overlaps most
+                ov = iou(w.boxes[idx], gts)
                 best = ov.argmax(1)
                 for c in np.unique(w.max_class[idx]):
                     sel = w.max_class[idx] == c
@@ -214,7 +212,20 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
         train_log["bbox_examples"] = dict(zip(classes, [len(x) for x in reservoir.X]))
     det = Detector(cfg, classes, extractor, head, svms.W, svms.b, feat_scale, bbox, pool5_scale)
     train_log["timings_s"] = dict(timings)
+    train_log["peak_rss_mb"] = peak_rss_mb()
     return det, train_log
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far (Linux/macOS), in MB."""
+    try:
+        import resource
+        import sys
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
+    except (ImportError, OSError):
+        return None
 
 
 def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,
