@@ -87,7 +87,7 @@ class Detector:
                     timings: dict[str, float] | None = None) -> Detections:
         timings = {} if timings is None else timings
         t0 = time.perf_counter()
-        pool5 = self.extractor.pool(maps, proposals)
+        pool5 = self.extractor.pool(maps, proposals, reuse_buffer=True)  # consumed within this call
         t1 = time.perf_counter()
         feats = self.window_features(pool5)
         t2 = time.perf_counter()

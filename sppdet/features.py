@@ -57,6 +57,7 @@ class FeatureExtractor:
         self.scales = [int(s) for s in scales]
         self.max_size = int(max_size)
         self.levels = [int(n) for n in levels]
+        self._buffer: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -90,23 +91,33 @@ class FeatureExtractor:
                 cells[sel] = map_windows(boxes[sel] * m.factor, self.trunk.stride, self.trunk.offset, mh, mw)
         return which, cells
 
-    def pool(self, maps: Sequence[ScaleMap], boxes: np.ndarray) -> torch.Tensor:
-        """Pool each original-image box at its best scale → ``[K, dim]`` float32."""
+    def pool(self, maps: Sequence[ScaleMap], boxes: np.ndarray, reuse_buffer: bool = False) -> torch.Tensor:
+        """Pool each original-image box at its best scale → ``[K, dim]`` float32.
+
+        ``reuse_buffer=True`` writes into a buffer kept by the extractor (valid until the
+        next such call): the detector consumes each image's vectors before the next image.
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return torch.empty((0, self.dim), dtype=torch.float32, device=self.device)
+        if reuse_buffer:
+            if self._buffer is None or self._buffer.shape[0] < len(boxes) or self._buffer.device != self.device:
+                self._buffer = torch.empty((max(len(boxes), 2048), self.dim), dtype=torch.float32,
+                                           device=self.device)
+            out = self._buffer[: len(boxes)]
+        else:
+            out = torch.empty((len(boxes), self.dim), dtype=torch.float32, device=self.device)
         which, cells = self.feature_boxes(maps, boxes)
-        parts = []
         for k, m in enumerate(maps):
             idx = np.nonzero(which == k)[0]
-            if len(idx):
-                fmap = m.fmap.to(self.device, torch.float32)
-                parts.append((idx, spp_pool(fmap, torch.from_numpy(cells[idx]).to(self.device), self.levels)))
-        if len(parts) == 1:  # one scale (or every window at the same one): no extra copy
-            return parts[0][1]
-        out = torch.empty((len(boxes), self.dim), dtype=torch.float32, device=self.device)
-        for idx, pooled in parts:
-            out.index_copy_(0, torch.from_numpy(idx).to(self.device), pooled)
+            if len(idx) == 0:
+                continue
+            fmap = m.fmap.to(self.device, torch.float32)
+            sel = torch.from_numpy(cells[idx]).to(self.device)
+            if len(idx) == len(boxes):  # every window at this scale: write in place
+                spp_pool(fmap, sel, self.levels, out=out)
+            else:
+                out.index_copy_(0, torch.from_numpy(idx).to(self.device), spp_pool(fmap, sel, self.levels))
         return out
 
 

@@ -24,6 +24,7 @@ def spp_pool(
     levels: Sequence[int] = (6, 3, 2, 1),
     impl: str = "auto",
     chunk: int = 256,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Spatial pyramid max pooling of windows of one feature map (or of whole maps).
 
@@ -45,6 +46,9 @@ def spp_pool(
     ``impl``: ``"roi_pool"`` (torchvision, used on GPU), ``"table"`` (an exact range-max
     sparse table, about 4× faster than CPU ``roi_pool`` for thousands of windows), or
     ``"auto"`` (the table on CPU for 64+ windows). Both give identical results.
+
+    ``out``: an optional ``[K, C * sum(n*n)]`` tensor to write into (a reused buffer avoids
+    paging in a fresh output for every image, which costs as much as the pooling on CPU).
     """
     levels = [int(n) for n in levels]
     if feature_map.dim() == 3:
@@ -93,7 +97,11 @@ def spp_pool(
         table = _sparse_table(feature_map[0], n_a, n_b)
 
     n_rois, channels = len(rois), feature_map.shape[1]
-    out = feature_map.new_empty((n_rois, spp_dim(channels, levels)))
+    shape = (n_rois, spp_dim(channels, levels))
+    if out is None:
+        out = feature_map.new_empty(shape)
+    elif tuple(out.shape) != shape or out.dtype != feature_map.dtype or out.device != feature_map.device:
+        raise ValueError(f"out must be a {feature_map.dtype} tensor of shape {shape} on {feature_map.device}")
     offsets, pos = {}, 0
     for n in levels:
         offsets[n] = pos

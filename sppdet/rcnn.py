@@ -52,7 +52,7 @@ class RCNNExtractor:
                          aligned=True)
 
     @torch.inference_mode()
-    def pool(self, maps: Sequence[ScaleMap], boxes: np.ndarray) -> torch.Tensor:
+    def pool(self, maps: Sequence[ScaleMap], boxes: np.ndarray, reuse_buffer: bool = False) -> torch.Tensor:
         import time
 
         image = maps[0].fmap

@@ -142,3 +142,14 @@ def test_selective_search_does_not_depend_on_history():
     first = selective_search(a_img, max_boxes=300)
     selective_search(b_img, max_boxes=300)
     np.testing.assert_array_equal(selective_search(a_img, max_boxes=300), first)
+
+
+def test_duplicate_ids_in_a_split_file_are_counted(tmp_path):
+    root = tmp_path / "VOC2007"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / d).mkdir(parents=True)
+    img(root / "JPEGImages" / "a.jpg")
+    (root / "Annotations" / "a.xml").write_text(xml("a.jpg", [("dog", (1, 1, 50, 50))]))
+    (root / "ImageSets/Main/test.txt").write_text("a\na\n")
+    ds = load_dataset(root, "test")
+    assert len(ds) == 1 and ds.report.counts["duplicate image id in the split file (kept once)"] == 1

@@ -141,3 +141,25 @@ def test_spp_pool_table_equals_roi_pool_on_large_maps():
     a = spp_pool(fmap, boxes, (6, 3, 2, 1), impl="table")
     b = spp_pool(fmap, boxes, (6, 3, 2, 1), impl="roi_pool")
     assert torch.equal(a, b)
+
+
+def test_spp_pool_into_buffer_and_extractor_reuse():
+    from sppdet.backbones import build_trunk
+    from sppdet.features import FeatureExtractor
+
+    rng = np.random.default_rng(4)
+    fmap = torch.from_numpy(rng.normal(size=(3, 9, 11)).astype(np.float32))
+    boxes = torch.from_numpy(random_boxes(rng, 100, 9, 11))
+    buf = torch.full((100, 3 * 50), float("nan"))
+    spp_pool(fmap, boxes, out=buf)
+    assert torch.equal(buf, spp_pool(fmap, boxes))
+    with pytest.raises(ValueError):
+        spp_pool(fmap, boxes, out=torch.empty(99, 150))
+    ext = FeatureExtractor(build_trunk("mobilenet_v2", pretrained=False), scales=[96, 160], levels=[2, 1])
+    img = rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)
+    maps = ext.compute(img)
+    b = rng.uniform(0, 80, (300, 2))
+    b = np.concatenate([b, b + rng.uniform(1, 60, (300, 2))], 1)
+    fresh = ext.pool(maps, b)
+    assert torch.equal(ext.pool(maps, b, reuse_buffer=True), fresh)
+    assert torch.equal(ext.pool(maps, b[:10], reuse_buffer=True), fresh[:10])

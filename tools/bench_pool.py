@@ -15,6 +15,7 @@ import torch
 from sppdet.backbones import build_trunk
 from sppdet.features import FeatureExtractor
 from sppdet.images import read_image
+from sppdet.ops import spp_pool
 
 
 def main() -> None:
@@ -39,16 +40,31 @@ def main() -> None:
     ext = FeatureExtractor(trunk, scales=[args.scale], device="cpu")
     maps = ext.compute(image)  # warm-up
     ext.pool(maps, boxes)
-    conv, pool = [], []
+    ext.pool(maps, boxes, reuse_buffer=True)
+    conv, pool, fresh, roi = [], [], [], []
     for _ in range(args.repeat):
         t = time.perf_counter(); maps = ext.compute(image); conv.append(time.perf_counter() - t)
-        t = time.perf_counter(); ext.pool(maps, boxes); pool.append(time.perf_counter() - t)
-    c, p = statistics.median(conv), statistics.median(pool)
+        # as the detector pools: into the extractor's reused output buffer
+        t = time.perf_counter(); ext.pool(maps, boxes, reuse_buffer=True); pool.append(time.perf_counter() - t)
+        # into a freshly allocated output (as training does)
+        t = time.perf_counter(); ext.pool(maps, boxes); fresh.append(time.perf_counter() - t)
+        # torchvision's roi_pool for every level, the straightforward implementation
+        which, cells = ext.feature_boxes(maps, boxes)
+        t = time.perf_counter(); spp_pool(maps[0].fmap, torch.from_numpy(cells), ext.levels, impl="roi_pool")
+        roi.append(time.perf_counter() - t)
+
+    def line(name, xs):
+        m = statistics.median(xs)
+        print(f"{name:<34s} median {m * 1000:7.1f} ms (min {min(xs) * 1000:.1f}, max {max(xs) * 1000:.1f})"
+              + ("" if xs is conv else f"   {m / statistics.median(conv):.3f} of conv"))
+
     print(f"image {w}x{h}, scale {args.scale}, map {tuple(maps[0].fmap.shape)}, {args.windows} windows, "
-          f"{args.threads} threads")
-    print(f"conv  median {c * 1000:.1f} ms (min {min(conv) * 1000:.1f}, max {max(conv) * 1000:.1f})")
-    print(f"pool  median {p * 1000:.1f} ms (min {min(pool) * 1000:.1f}, max {max(pool) * 1000:.1f})")
-    print(f"pool / conv = {p / c:.3f}  (target <= 0.10)")
+          f"{args.threads} threads, {args.repeat} repeats")
+    line("conv", conv)
+    line("pool (detector: reused buffer)", pool)
+    line("pool (fresh output tensor)", fresh)
+    line("pool (roi_pool, every level)", roi)
+    print(f"pool / conv = {statistics.median(pool) / statistics.median(conv):.3f}  (target <= 0.10)")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def load_coco(json_path: Path, split: str, classes: list[str] | None, seed: int 
             report.add("duplicate image id (first kept)", im["file_name"])
             continue
         id_of[stem] = im
-    wanted = read_list_file(Path(split)) if Path(split).is_file() else seeded_split(
+    wanted = read_list_file(Path(split), report) if Path(split).is_file() else seeded_split(
         list(id_of), split, seed, test_fraction)
     records = []
     for stem in wanted:

@@ -133,8 +133,9 @@ def load_dataset(path: str | Path, split: str = "all", classes: list[str] | None
     return ds
 
 
-def read_list_file(path: Path) -> list[str]:
-    """Image ids from a list file: one per line (first token), or a CSV's ``filename`` column."""
+def read_list_file(path: Path, report: LoadReport | None = None) -> list[str]:
+    """Image ids from a list file: one per line (first token), or a CSV's ``filename`` column.
+    Repeated ids are kept once (a CSV has one row per object, so repeats are expected there)."""
     text = path.read_text(errors="replace").splitlines()
     if path.suffix.lower() == ".csv":
         import csv
@@ -151,6 +152,8 @@ def read_list_file(path: Path) -> list[str]:
         if stem not in seen:
             seen.add(stem)
             ids.append(stem)
+        elif report is not None and path.suffix.lower() != ".csv":
+            report.add("duplicate image id in the split file (kept once)", stem)
     return ids
 
 

@@ -38,7 +38,7 @@ def load_flat(root: Path, split: str, classes: list[str] | None, seed: int = 0,
             images[p.stem] = p
     xmls = {p.stem: p for p in sorted(ann_dir.glob("*.xml"))}
     if Path(split).is_file():
-        ids = [i for i in read_list_file(Path(split)) if i in xmls]
+        ids = [i for i in read_list_file(Path(split), report) if i in xmls]
     else:
         ids = seeded_split(list(xmls), split, seed, test_fraction)
     records = []

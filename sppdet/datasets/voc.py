@@ -107,14 +107,14 @@ def load_voc(root: Path, split: str, classes: list[str] | None, min_box_size: fl
     if split == "all":
         ids = sorted(p.stem for p in ann_dir.glob("*.xml"))
     elif Path(split).is_file():
-        ids = read_list_file(Path(split))
+        ids = read_list_file(Path(split), report)
     else:
         split_file = root / "ImageSets" / "Main" / f"{split}.txt"
         if not split_file.is_file():
             avail = sorted(p.stem for p in (root / "ImageSets" / "Main").glob("*.txt") if "_" not in p.stem)
             raise UserError(f"split file {split_file} not found; available splits: "
                             f"{', '.join(avail) or 'none'} (or use --split all)")
-        ids = read_list_file(split_file)
+        ids = read_list_file(split_file, report)
     records = []
     for image_id in ids:
         xml = ann_dir / f"{image_id}.xml"
