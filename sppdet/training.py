@@ -179,14 +179,14 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                 for c in np.unique(w.gt_classes):
                     svms.add_positives(int(c), fg[w.gt_classes == c])
             if cfg.bbox_reg.enabled and len(reg):
-                x5 = p5.cpu().numpy() * pool5_scale
+                # every window with IoU >= 0.6 (ground truth included, once), regressed onto the
+                # ground truth it overlaps most
+                x5 = p5[w.n_gt:].cpu().numpy() * pool5_scale
                 gts = w.boxes[: w.n_gt]
-                # target: the ground truth the window overlaps most
-                ov = iou(w.boxes[idx], gts)
-                best = ov.argmax(1)
-                for c in np.unique(w.max_class[idx]):
-                    sel = w.max_class[idx] == c
-                    reservoir.add(int(c), x5[sel], box_targets(w.boxes[idx][sel], gts[best[sel]]))
+                best = iou(w.boxes[reg], gts).argmax(1)
+                for c in np.unique(w.max_class[reg]):
+                    sel = w.max_class[reg] == c
+                    reservoir.add(int(c), x5[sel], box_targets(w.boxes[reg][sel], gts[best[sel]]))
 
     with stage("svm hard-negative mining", timings):
         for epoch in range(cfg.svm.epochs):
