@@ -41,7 +41,10 @@ class ProposalConfig:
 
 @dataclass
 class FinetuneConfig:
-    enabled: bool = True
+    # Off by default: the torchvision trunks are cut at a conv layer, so fc6/fc7 have no
+    # ImageNet pre-training here and are learned from scratch on the detection data; on BCCD
+    # that scored below SVMs on pool5 (README, tools/bccd_experiment.sh).
+    enabled: bool = False
     hidden: int = 1024  # width of fc6 and fc7
     iterations: int = 3000
     batch_size: int = 128

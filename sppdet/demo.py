@@ -40,9 +40,8 @@ def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = N
     data_dir = out / "data"
     if not (data_dir / "ImageSets" / "Main" / "test.txt").is_file():
         write_synthetic(data_dir, images, seed)
-    # A demo-sized recipe: fewer proposals and fine-tuning steps than the defaults.
-    cfg = load_config(None, [f"seed={seed}", "proposals.max_boxes=1000", "finetune.iterations=800",
-                             "finetune.lr_step=600"])
+    # A demo-sized recipe: the defaults with fewer proposals per image.
+    cfg = load_config(None, [f"seed={seed}", "proposals.max_boxes=1000"])
     train = load_dataset(data_dir, "trainval")
     test = load_dataset(data_dir, "test", classes=train.classes)
 

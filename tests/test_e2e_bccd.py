@@ -1,6 +1,7 @@
 """Real data, real ImageNet weights: a small BCCD slice must actually learn (skips cleanly
 where ../shared/data or the offline weights are unavailable)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,14 @@ def test_bccd_slice_learns(shared_data, imagenet_weights, tmp_path):
     # Chance level is ~0; the pipeline trained on 24 images reaches well above 0.3 here.
     assert m["mAP"] > 0.3, m
     assert m["AP"]["WBC"] > 0.5  # one large, distinctive cell per image
+
+
+@pytest.mark.slow
+def test_demo_small(imagenet_weights, tmp_path):
+    """The README's first command, shrunk: every output the summary promises exists."""
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "16", "--cache", str(tmp_path / "c")]) == 0
+    s = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert 0.0 <= s["mAP_voc07"] <= 1.0 and s["speedup_vs_rcnn"]["spp-1scale"] > 1.0
+    for path in s["outputs"].values():
+        assert Path(path).exists(), path
+    assert list((tmp_path / "demo" / "detections").glob("*_det.jpg"))
