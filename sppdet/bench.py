@@ -130,21 +130,32 @@ def markdown_table(result: dict) -> str:
 
 
 def plot_bench(result: dict, path: Path) -> None:
+    """Left: total seconds per image (log scale) with the speedup; right: each method's time
+    split by stage (linear shares), so small stages stay visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(result["methods"])
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    totals = np.array([result["methods"][n]["seconds_per_image"]["total"] for n in names])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1.2, 1]})
+    ax1.barh(names, totals, color="#4363d8")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("seconds per image, proposals excluded (log)")
+    for i, (n, t) in enumerate(zip(names, totals)):
+        sp = result["speedup_vs_rcnn"].get(n)
+        ax1.text(t, i, f" {t:.3g} s" + (f"  ({sp:.0f}× faster)" if sp else ""), va="center", fontsize=8)
+    ax1.set_xlim(totals.min() / 2, totals.max() * 20)
     left = np.zeros(len(names))
     for stage in STAGES[1:]:
-        vals = np.array([result["methods"][n]["seconds_per_image"][stage] for n in names])
-        ax.barh(names, vals, left=left, label=stage)
-        left += vals
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds per image (log scale, proposals excluded)")
-    ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+        share = np.array([result["methods"][n]["seconds_per_image"][stage] for n in names]) / totals
+        ax2.barh(names, share, left=left, label=stage)
+        left += share
+    ax2.set_xlim(0, 1)
+    ax2.set_xlabel("share of each method's time")
+    ax2.set_yticks([])
+    ax2.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

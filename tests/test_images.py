@@ -23,3 +23,8 @@ def test_every_odd_image_becomes_rgb_uint8(tmp_path):
         read_image(files["not_image"])
     with pytest.raises(ImageReadError, match="not found"):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_read_image_is_writable(tmp_path):
+    files = make_corpus(tmp_path, large=False)
+    assert read_image(files["good"]).flags.writeable
