@@ -1,7 +1,7 @@
 """SPP-net image classification: the SPP layer removes the fixed input size, so one network
 classifies images of any size and aspect ratio (mixed sizes in one batch), trains on several
 sizes (the paper alternates 224 and 180 per epoch), and is tested on the standard 10 views, on
-the full image (shorter side resized, no crop), or on both."""
+the full image (shorter side resized to 256 for 224 views, no crop), or on both."""
 from __future__ import annotations
 
 import json
@@ -203,7 +203,9 @@ def predict_all(model: SPPClassifier, img: np.ndarray, size: int) -> dict[str, n
     dev = next(model.parameters()).device
     model.eval()
     views = torch.softmax(model(torch.stack([_tensor(v) for v in ten_views(img, size)]).to(dev)), 1)
-    full = torch.softmax(model([_tensor(resize_short(img, size)).to(dev)]), 1)
+    # The full image at the scale the views are cut from (shorter side size·256/224, the
+    # paper's 256 for 224 views), uncropped: objects appear at the size training showed them.
+    full = torch.softmax(model([_tensor(resize_short(img, int(round(size * 256 / 224)))).to(dev)]), 1)
     out = {"1view": views[4], "10view": views.mean(0), "full": full[0],
            "10view+full": torch.cat([views, full]).mean(0)}
     return {k: v.cpu().numpy() for k, v in out.items()}
