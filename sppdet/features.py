@@ -28,7 +28,7 @@ class ScaleMap:
     """One scale of an image pyramid: its conv map and the resize factor that made it."""
 
     factor: float  # scaled image size / original size
-    fmap: torch.Tensor  # [C, h, w]
+    fmap: torch.Tensor  # [C, h, w], float16 for SPP-net maps (the precision they are cached at)
 
 
 def scale_factors(height: int, width: int, scales: Sequence[int], max_size: int) -> list[float]:
@@ -74,9 +74,9 @@ class FeatureExtractor:
             resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image
             x = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
             x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-            # Rounded to fp16 precision, as the disk cache stores it, so that a cached and an
-            # uncached run compute exactly the same detections.
-            maps.append(ScaleMap(f, self.trunk(x)[0].half().float()))
+            # Kept at fp16, as the disk cache stores it, so that a cached and an uncached run
+            # compute exactly the same detections (and pooling moves half the bytes).
+            maps.append(ScaleMap(f, self.trunk(x)[0].half()))
         return maps
 
     def feature_boxes(self, maps: Sequence[ScaleMap], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +112,7 @@ class FeatureExtractor:
             idx = np.nonzero(which == k)[0]
             if len(idx) == 0:
                 continue
-            fmap = m.fmap.to(self.device, torch.float32)
+            fmap = m.fmap.to(self.device)
             sel = torch.from_numpy(cells[idx]).to(self.device)
             if len(idx) == len(boxes):  # every window at this scale: write in place
                 spp_pool(fmap, sel, self.levels, out=out)
@@ -142,7 +142,7 @@ class FeatureCache:
         try:
             with np.load(p) as z:
                 factors = z["factors"]
-                maps = [ScaleMap(float(factors[k]), torch.from_numpy(z[f"map{k}"].astype(np.float32)))
+                maps = [ScaleMap(float(factors[k]), torch.from_numpy(z[f"map{k}"].astype(np.float16)))
                         for k in range(len(factors))]
             if len(maps) != len(self.extractor.scales):
                 raise ValueError("scale count mismatch")

@@ -163,3 +163,15 @@ def test_spp_pool_into_buffer_and_extractor_reuse():
     fresh = ext.pool(maps, b)
     assert torch.equal(ext.pool(maps, b, reuse_buffer=True), fresh)
     assert torch.equal(ext.pool(maps, b[:10], reuse_buffer=True), fresh[:10])
+
+
+def test_half_maps_pool_exactly_and_return_float32():
+    """fp16 maps (as cached) take the table path in fp16; maxima are exact, so the result must
+    equal pooling the same values in float32, in both implementations."""
+    rng = np.random.default_rng(5)
+    half = torch.from_numpy(rng.normal(size=(7, 23, 31)).astype(np.float16))
+    boxes = torch.from_numpy(random_boxes(rng, 200, 23, 31))
+    ref = spp_pool(half.float(), boxes, impl="roi_pool")
+    for impl in ("table", "roi_pool", "auto"):
+        got = spp_pool(half, boxes, impl=impl)
+        assert got.dtype == torch.float32 and torch.equal(got, ref), impl
