@@ -5,7 +5,6 @@ the full image (shorter side resized to 256 for 224 views, no crop), or on both.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,7 @@ from torch import nn
 
 from .backbones import build_trunk
 from .errors import UserError
-from .images import ImageReadError, is_image_file, read_image
+from .images import is_image_file, read_image
 from .ops import spp_pool
 from .progress import progress
 

@@ -105,20 +105,9 @@ def cmd_train(args) -> int:
 
 def _write_metrics(out_dir: Path, res: dict, dets: list[dict], classes, split: str, records,
                    coco: dict | None = None, plots: bool = False) -> Path:
-    from .evaluation.voc import write_comp4
+    from .evaluation.report import write_results
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {"metric": res["metric"], "mAP": res["mAP"], "AP": res["AP"], "npos": res["npos"],
-               "images": len(records), "detections": len(dets)}
-    if coco is not None:
-        metrics["coco"] = coco
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out_dir / "detections.json").write_text(json.dumps(dets))
-    write_comp4(dets, classes, Path(split).stem, out_dir / "comp4")
-    if plots:
-        from .evaluation.plots import plot_pr_curves
-
-        plot_pr_curves(res, out_dir / "plots")
+    write_results(out_dir, res, dets, classes, split, len(records), coco, plots)
     print(f"metrics, detections and comp4 files written to {out_dir}", file=sys.stderr)
     return out_dir
 
@@ -130,10 +119,9 @@ def cmd_eval(args) -> int:
     if (args.run is None) == (args.detections is None):
         raise UserError("give either a RUN directory or --detections FILE")
     if args.run is not None:
+        from .config import override_config
         from .detector import Detector
         from .training import CachedData, run_detection
-
-        from .config import override_config
 
         det = Detector.load(args.run, device=args.device)
         if args.set:

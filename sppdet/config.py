@@ -204,25 +204,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise UserError(f"config file {p} must hold a mapping")
         tree = loaded
-    for item in overrides or []:
-        if "=" not in item:
-            raise UserError(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        _set_dotted(tree, key.strip(), value)
+    _apply_overrides(tree, overrides or [])
     return _build(Config, tree, "").validate()
 
 
-def override_config(cfg: Config, overrides: list[str], allowed: tuple[str, ...] = ("test.", "bbox_reg.enabled")) -> Config:
-    """A copy of ``cfg`` with ``key=value`` overrides, restricted to keys that can change
-    without retraining (test-time settings)."""
-    tree = cfg.to_dict()
+def _apply_overrides(tree: dict[str, Any], overrides: list[str],
+                     allowed: tuple[str, ...] | None = None) -> None:
+    """Set each ``key=value`` (value parsed as YAML) in ``tree``; with ``allowed``, only keys
+    starting with one of those prefixes."""
     for item in overrides:
         key = item.split("=", 1)[0].strip()
-        if not key.startswith(allowed):
+        if allowed is not None and not key.startswith(allowed):
             raise UserError(f"--set {key}: only {', '.join(allowed)} can change after training")
         if "=" not in item:
             raise UserError(f"--set expects key=value, got {item!r}")
@@ -232,6 +224,13 @@ def override_config(cfg: Config, overrides: list[str], allowed: tuple[str, ...] 
         except yaml.YAMLError:
             value = raw
         _set_dotted(tree, key, value)
+
+
+def override_config(cfg: Config, overrides: list[str], allowed: tuple[str, ...] = ("test.", "bbox_reg.enabled")) -> Config:
+    """A copy of ``cfg`` with ``key=value`` overrides, restricted to keys that can change
+    without retraining (test-time settings)."""
+    tree = cfg.to_dict()
+    _apply_overrides(tree, overrides, allowed)
     return _build(Config, tree, "").validate()
 
 

@@ -20,8 +20,8 @@ def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = N
     from .bench import run_bench
     from .datasets import load_dataset
     from .datasets.synth import write_synthetic
-    from .evaluation.plots import plot_pr_curves
-    from .evaluation.voc import evaluate_voc, format_table, write_comp4
+    from .evaluation.report import write_results
+    from .evaluation.voc import evaluate_voc, format_table
     from .features import resolve_device
     from .images import read_image
     from .training import CachedData, run_detection, train_detector
@@ -57,13 +57,7 @@ def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = N
     dets = run_detection(det, recs, data, test.report)
     res = evaluate_voc(recs, dets, train.classes, "voc07")
     print(format_table(res))
-    eval_dir = out / "eval"
-    eval_dir.mkdir(exist_ok=True)
-    (eval_dir / "metrics.json").write_text(json.dumps(
-        {"metric": "voc07", "mAP": res["mAP"], "AP": res["AP"], "npos": res["npos"]}, indent=2))
-    (eval_dir / "detections.json").write_text(json.dumps(dets))
-    write_comp4(dets, train.classes, "test", eval_dir / "comp4")
-    plot_pr_curves(res, eval_dir / "plots")
+    eval_dir = write_results(out / "eval", res, dets, train.classes, "test", len(recs), plots=True)
 
     _say("5/6 detecting objects in 4 test images")
     painted = out / "detections"

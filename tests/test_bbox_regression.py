@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from sppdet.bbox_regression import BoxRegressor, ExampleReservoir, apply_deltas, box_targets
 
