@@ -23,12 +23,9 @@ def default_cache() -> Path:
 
 
 def _setup_runtime(args) -> None:
-    import cv2
-    import torch
+    from .runtime import configure
 
-    threads = getattr(args, "threads", None) or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
+    configure(getattr(args, "threads", None))
 
 
 def _print_timings(timings: dict[str, float]) -> None:

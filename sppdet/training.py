@@ -64,8 +64,9 @@ class CachedData:
         # "v2": proposals no longer depend on C rand() history (see proposals._seed_c_rand)
         self.proposals = ProposalCache(root / "proposals" / config_digest(["v2", asdict(cfg.proposals)]),
                                        cfg.proposals)
+        # "cl": maps from the channels-last conv (0.2), which may differ from 0.1's in the last bit
         self.features = FeatureCache(root / "features" / config_digest(
-            [trunk.name, trunk.weights_id, extractor.scales, extractor.max_size]), extractor)
+            ["cl", trunk.name, trunk.weights_id, extractor.scales, extractor.max_size]), extractor)
 
     def prepare(self, records: Sequence[ImageRecord], report: LoadReport,
                 timings: dict[str, float] | None = None, features: bool = True) -> list[ImageRecord]:

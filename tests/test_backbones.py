@@ -113,3 +113,14 @@ def test_local_state_dict_full_or_trunk(tmp_path):
         build_trunk("mobilenet_v2", weights=str(tmp_path / "bad.pth"))
     with pytest.raises(UserError, match="not found"):
         build_trunk("mobilenet_v2", weights=str(tmp_path / "missing.pth"))
+
+
+def test_trunk_output_does_not_depend_on_the_input_layout():
+    """On CPU the trunk runs channels-last; its result must match the plain NCHW forward."""
+    trunk = build_trunk("mobilenet_v2", pretrained=False).eval()
+    x = torch.rand(37, 45, 3).permute(2, 0, 1).unsqueeze(0)  # an HWC image, as the extractor sees it
+    with torch.no_grad():
+        ref = trunk.body(((x - trunk.mean) / trunk.std).contiguous())
+        got = trunk(x)
+    assert got.is_contiguous() and got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)

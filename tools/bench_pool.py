@@ -16,6 +16,7 @@ from sppdet.backbones import build_trunk
 from sppdet.features import FeatureExtractor
 from sppdet.images import read_image
 from sppdet.ops import spp_pool
+from sppdet.runtime import configure
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--random-weights", action="store_true", help="skip loading ImageNet weights")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    configure(args.threads)  # threads and the allocator setting, as the CLI runs
     rng = np.random.default_rng(0)
     image = read_image(args.image) if args.image else rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
     h, w = image.shape[:2]
