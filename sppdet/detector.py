@@ -131,6 +131,7 @@ class Detector:
             "bbox_W": None if self.bbox is None else torch.from_numpy(self.bbox.W),
             "bbox_b": None if self.bbox is None else torch.from_numpy(self.bbox.b),
             "bbox_trained": None if self.bbox is None else torch.from_numpy(self.bbox.trained),
+            "channels_last": self.extractor.channels_last,
         }
         tmp = run / (MODEL_FILE + ".tmp")
         torch.save(blob, tmp)
@@ -175,6 +176,7 @@ class Detector:
         from .training import make_extractor
 
         ext = make_extractor(cfg, trunk, dev)
+        ext.channels_last = bool(blob.get("channels_last", False))  # runs before 0.2: [C, n, n]
         head = None
         if blob["head"] is not None:
             sd = blob["head"]

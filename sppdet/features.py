@@ -51,8 +51,12 @@ class FeatureExtractor:
     """Computes a trunk's conv maps at several scales (once per image) and pools windows."""
 
     def __init__(self, trunk: Trunk, scales: Sequence[int] = (688,), max_size: int = 2000,
-                 levels: Sequence[int] = (6, 3, 2, 1), device: torch.device | str = "cpu"):
+                 levels: Sequence[int] = (6, 3, 2, 1), device: torch.device | str = "cpu",
+                 channels_last: bool = True):
         self.device = torch.device(device)
+        # Order of each pyramid level in the pooled vector: [n, n, C] (faster on CPU, see
+        # spp_pool) or [C, n, n] (runs saved before sppdet 0.2). Heads are trained on one order.
+        self.channels_last = bool(channels_last)
         self.trunk = trunk.to(self.device).eval()
         self.scales = [int(s) for s in scales]
         self.max_size = int(max_size)
@@ -115,9 +119,10 @@ class FeatureExtractor:
             fmap = m.fmap.to(self.device)
             sel = torch.from_numpy(cells[idx]).to(self.device)
             if len(idx) == len(boxes):  # every window at this scale: write in place
-                spp_pool(fmap, sel, self.levels, out=out)
+                spp_pool(fmap, sel, self.levels, out=out, channels_last=self.channels_last)
             else:
-                out.index_copy_(0, torch.from_numpy(idx).to(self.device), spp_pool(fmap, sel, self.levels))
+                out.index_copy_(0, torch.from_numpy(idx).to(self.device),
+                                spp_pool(fmap, sel, self.levels, channels_last=self.channels_last))
         return out
 
 

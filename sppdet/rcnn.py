@@ -21,8 +21,9 @@ class RCNNExtractor:
     per_window = True
 
     def __init__(self, trunk: Trunk, levels: Sequence[int] = (6, 3, 2, 1), device: torch.device | str = "cpu",
-                 size: int = 224, context: int = 16, batch_size: int = 64):
+                 size: int = 224, context: int = 16, batch_size: int = 64, channels_last: bool = True):
         self.device = torch.device(device)
+        self.channels_last = bool(channels_last)  # pooled vector order, as FeatureExtractor's
         self.trunk = trunk.to(self.device).eval()
         self.levels = [int(n) for n in levels]
         self.size, self.context, self.batch_size = size, context, batch_size
@@ -62,7 +63,7 @@ class RCNNExtractor:
             t0 = time.perf_counter()
             fmap = self.trunk(self.warp(image, boxes[i:i + self.batch_size]))
             t1 = time.perf_counter()
-            out[i:i + len(fmap)] = spp_pool(fmap, None, self.levels)
+            out[i:i + len(fmap)] = spp_pool(fmap, None, self.levels, channels_last=self.channels_last)
             t_pool += time.perf_counter() - t1
             t_conv += t1 - t0
         self.timings = {"conv": t_conv, "pooling": t_pool}

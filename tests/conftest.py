@@ -13,3 +13,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def random_weights(tmp_path) -> Path:
+    """A seeded random MobileNetV2 state dict on disk: a run needs a weights file to record
+    and check, and the tests need no ImageNet download."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path / "w.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
+    return path

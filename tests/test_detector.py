@@ -62,10 +62,8 @@ def test_postprocess_is_per_class_nms_with_threshold_and_cap():
 
 
 @pytest.fixture
-def small_run(tmp_path):
-    torch.manual_seed(0)
-    wpath = tmp_path / "w.pth"
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), wpath)
+def small_run(tmp_path, random_weights):
+    wpath = random_weights
     cfg = Config()
     cfg.backbone.weights = str(wpath)
     cfg.device = "cpu"
@@ -91,6 +89,27 @@ def test_run_round_trip(small_run):
     a = det.detect(img, props)
     b = loaded.detect(img, props)
     np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_runs_saved_before_the_channels_last_order_still_load(small_run):
+    """A 0.1 run has no "channels_last" key: its heads were trained on [C, n, n] vectors, so
+    loading must pool in that order and detect exactly as the same detector did then."""
+    tmp_path, det = small_run
+    run = tmp_path / "run"
+    assert Detector.load(run, device="cpu").extractor.channels_last is True
+    blob = torch.load(run / "model.pt", weights_only=True)
+    del blob["channels_last"]
+    torch.save(blob, run / "model.pt")
+    old = Detector.load(run, device="cpu")
+    assert old.extractor.channels_last is False
+    det.extractor.channels_last = False
+    img = np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    props = np.array([[0, 0, 50, 50], [20, 10, 119, 89], [5, 5, 60, 40]], dtype=np.float32)
+    ref = det.detect(img, props).scores
+    assert len(ref) > 0
+    np.testing.assert_array_equal(ref, old.detect(img, props).scores)
+    det.extractor.channels_last = True  # the other order must change the scores
+    assert not np.array_equal(det.detect(img, props).scores, ref)
 
 
 def test_damaged_or_mismatched_runs_are_refused(small_run, tmp_path):

@@ -57,6 +57,26 @@ def test_spp_pool_matches_naive(levels, impl):
         np.testing.assert_array_equal(got[k], naive_spp(fmap, box, levels))
 
 
+@pytest.mark.parametrize("impl", ["roi_pool", "table"])
+def test_spp_pool_channels_last_is_the_naive_levels_reordered(impl):
+    """channels_last=True: each level is the naive [C, n, n] block transposed to [n, n, C]."""
+    rng = np.random.default_rng(1)
+    levels, c = (6, 3, 2, 1), 5
+    fmap = rng.normal(size=(c, 11, 14)).astype(np.float32)
+    boxes = np.concatenate([random_boxes(rng, 70, 11, 14), [[0, 0, 0, 0], [0, 0, 13, 10]]])
+    got = spp_pool(torch.from_numpy(fmap), torch.from_numpy(boxes), levels, impl=impl,
+                   channels_last=True).numpy()
+    for k, box in enumerate(boxes):
+        ref, pos = naive_spp(fmap, box, levels), 0
+        for n in levels:
+            block = ref[pos:pos + c * n * n].reshape(c, n, n).transpose(1, 2, 0).reshape(-1)
+            np.testing.assert_array_equal(got[k, pos:pos + c * n * n], block)
+            pos += c * n * n
+    whole = spp_pool(torch.from_numpy(fmap[None]), None, (2, 1), channels_last=True).numpy()[0]
+    full = naive_spp(fmap, (0, 0, 13, 10), (2, 1))
+    np.testing.assert_array_equal(whole[:c * 4], full[:c * 4].reshape(c, 2, 2).transpose(1, 2, 0).ravel())
+
+
 def test_spp_pool_layout_hand_worked():
     # A 1-channel 2x2 map, whole-map window, levels (2, 1): the 2x2 level is the map itself
     # in row-major order, the 1x1 level its max.
