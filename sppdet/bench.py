@@ -15,7 +15,7 @@ from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
 from .config import Config
 from .detector import Detector
-from .features import FeatureExtractor
+from .features import FeatureExtractor, scale_factors
 from .heads import FCHead
 from .images import read_image
 from .progress import progress
@@ -43,6 +43,15 @@ def _random_detector(cfg: Config, classes: Sequence[str], extractor, seed: int) 
     return Detector(cfg, classes, extractor, head, W, np.zeros(len(classes)), 1.0, bbox, 1.0)
 
 
+def conv_pixels(extractor, height: int, width: int, n_windows: int) -> int:
+    """Input pixels the trunk convolves for one image: every window's warp for R-CNN, every
+    scale of the pyramid for SPP-net. On a CPU, conv time is close to proportional to it."""
+    if isinstance(extractor, RCNNExtractor):
+        return n_windows * extractor.size * extractor.size
+    return sum(max(1, round(height * f)) * max(1, round(width * f))
+               for f in scale_factors(height, width, extractor.scales, extractor.max_size))
+
+
 def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndarray],
                 proposal_times: list[float], desc: str) -> dict:
     device = det.extractor.device
@@ -67,6 +76,8 @@ def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndar
         tot + t["proposals"] for tot, t in zip(totals, per_image))
     stats["total_min_median_max"] = [min(totals), statistics.median(totals), max(totals)]
     stats["windows_per_image"] = statistics.median(len(p) for p in proposals)
+    stats["conv_pixels_per_image"] = statistics.median(
+        conv_pixels(det.extractor, img.shape[0], img.shape[1], len(p)) for img, p in zip(images, proposals))
     return stats
 
 
@@ -86,6 +97,7 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
 
     def make(extractor):
         if run is not None:
+            extractor.channels_last = run.extractor.channels_last
             return Detector(cfg, classes, extractor, run.head, run.svm_W.numpy(), run.svm_b.numpy(),
                             run.feat_scale, run.bbox, run.pool5_scale)
         return _random_detector(cfg, classes, extractor, seed)
@@ -105,6 +117,11 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
     r = result["methods"]["rcnn"]["seconds_per_image"]["total"]
     result["speedup_vs_rcnn"] = {m: r / result["methods"][m]["seconds_per_image"]["total"]
                                  for m in ("spp-1scale", "spp-5scale")}
+    # What the speedup would be if each method's time were its conv pixels alone (per-pixel conv
+    # cost equal): near the ceiling on a CPU, where conv dominates and costs the same per pixel.
+    rp = result["methods"]["rcnn"]["conv_pixels_per_image"]
+    result["conv_pixel_ratio"] = {m: rp / result["methods"][m]["conv_pixels_per_image"]
+                                  for m in ("spp-1scale", "spp-5scale")}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
     (out_dir / "bench.md").write_text(markdown_table(result))
@@ -114,18 +131,24 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
 
 def markdown_table(result: dict) -> str:
     cols = STAGES + ["total"]
-    lines = ["| method | " + " | ".join(cols) + " | speedup vs R-CNN (excl. proposals) |",
-             "|---" * (len(cols) + 2) + "|"]
+    lines = ["| method | " + " | ".join(cols) + " | speedup vs R-CNN (excl. proposals) "
+             "| conv pixels (M) | pixel ratio |",
+             "|---" * (len(cols) + 4) + "|"]
     for name, m in result["methods"].items():
         s = m["seconds_per_image"]
         sp = result["speedup_vs_rcnn"].get(name)
+        px = result.get("conv_pixel_ratio", {}).get(name)
         lines.append(f"| {name} | " + " | ".join(f"{s[c]:.3f}" for c in cols)
-                     + f" | {'1.0×' if sp is None else f'{sp:.1f}×'} |")
+                     + f" | {'1.0×' if sp is None else f'{sp:.1f}×'}"
+                     + f" | {m.get('conv_pixels_per_image', 0) / 1e6:.2f} | {'1.0×' if px is None else f'{px:.1f}×'} |")
     noise = "; ".join(f"{n}: {m['total_min_median_max'][0]:.3f}/{m['total_min_median_max'][1]:.3f}/"
                       f"{m['total_min_median_max'][2]:.3f}" for n, m in result["methods"].items())
     lines.append("")
     lines.append(f"Median seconds per image on {result['device']} ({result['threads']} threads); "
-                 f"total excludes proposals, as in the paper. min/median/max total: {noise}.")
+                 f"total excludes proposals, as in the paper. min/median/max total: {noise}. "
+                 f"Windows per image (median): {result['methods']['spp-1scale']['windows_per_image']:g}. "
+                 "Pixel ratio: R-CNN's conv input pixels over the method's, the speedup if conv "
+                 "cost the same per pixel and nothing else cost anything.")
     return "\n".join(lines) + "\n"
 
 

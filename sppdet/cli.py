@@ -232,12 +232,15 @@ def cmd_synth(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import run_bench
-    from .config import load_config
+    from .config import load_config, override_config
     from .detector import Detector
     from .features import resolve_device
 
     run = Detector.load(args.run, device=args.device) if args.run else None
-    cfg = run.cfg if run is not None else load_config(args.config, args.set)
+    if run is not None:  # test-time keys and the proposals to time on; the model stays as trained
+        cfg = override_config(run.cfg, args.set, allowed=("test.", "bbox_reg.enabled", "proposals."))
+    else:
+        cfg = load_config(args.config, args.set)
     ds = _load_data(args, cfg, classes=run.classes if run else None)
     recs = ds.records[: args.images]
     device = resolve_device(args.device or cfg.device)
@@ -392,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--run", help="also evaluate this trained run's mAP on the split")
     p.add_argument("--config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key; with --run only test.*, bbox_reg.enabled and proposals.*")
     cache_opt(p)
     device_opt(p)
 
