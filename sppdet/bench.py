@@ -15,7 +15,7 @@ from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
 from .config import Config
 from .detector import Detector
-from .features import FeatureExtractor, scale_factors
+from .features import FeatureExtractor, pyramid_sizes
 from .heads import FCHead
 from .images import read_image
 from .progress import progress
@@ -48,8 +48,7 @@ def conv_pixels(extractor, height: int, width: int, n_windows: int) -> int:
     scale of the pyramid for SPP-net. On a CPU, conv time is close to proportional to it."""
     if isinstance(extractor, RCNNExtractor):
         return n_windows * extractor.size * extractor.size
-    return sum(max(1, round(height * f)) * max(1, round(width * f))
-               for f in scale_factors(height, width, extractor.scales, extractor.max_size))
+    return sum(nh * nw for _, nh, nw in pyramid_sizes(height, width, extractor.scales, extractor.max_size))
 
 
 def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndarray],
@@ -137,10 +136,10 @@ def markdown_table(result: dict) -> str:
     for name, m in result["methods"].items():
         s = m["seconds_per_image"]
         sp = result["speedup_vs_rcnn"].get(name)
-        px = result.get("conv_pixel_ratio", {}).get(name)
+        px = result["conv_pixel_ratio"].get(name)
         lines.append(f"| {name} | " + " | ".join(f"{s[c]:.3f}" for c in cols)
                      + f" | {'1.0×' if sp is None else f'{sp:.1f}×'}"
-                     + f" | {m.get('conv_pixels_per_image', 0) / 1e6:.2f} | {'1.0×' if px is None else f'{px:.1f}×'} |")
+                     + f" | {m['conv_pixels_per_image'] / 1e6:.2f} | {'1.0×' if px is None else f'{px:.1f}×'} |")
     noise = "; ".join(f"{n}: {m['total_min_median_max'][0]:.3f}/{m['total_min_median_max'][1]:.3f}/"
                       f"{m['total_min_median_max'][2]:.3f}" for n, m in result["methods"].items())
     lines.append("")

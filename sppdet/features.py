@@ -37,6 +37,12 @@ def scale_factors(height: int, width: int, scales: Sequence[int], max_size: int)
     return [min(float(s) / short, float(max_size) / long_) for s in scales]
 
 
+def pyramid_sizes(height: int, width: int, scales: Sequence[int], max_size: int) -> list[tuple[float, int, int]]:
+    """``(factor, height, width)`` of each scaled image: what the trunk convolves per scale."""
+    return [(f, max(1, int(round(height * f))), max(1, int(round(width * f))))
+            for f in scale_factors(height, width, scales, max_size)]
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,8 +78,7 @@ class FeatureExtractor:
         """``image``: ``[H, W, 3]`` RGB uint8 → one conv map per configured scale."""
         h, w = image.shape[:2]
         maps = []
-        for f in scale_factors(h, w, self.scales, self.max_size):
-            nh, nw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+        for f, nh, nw in pyramid_sizes(h, w, self.scales, self.max_size):
             interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
             resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image
             x = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
