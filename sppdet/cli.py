@@ -65,7 +65,9 @@ def cmd_weights(args) -> int:
 def cmd_train(args) -> int:
     from .config import load_config
     from .evaluation.voc import evaluate_voc, format_table
-    from .training import CachedData, run_detection, train_detector
+    from .cache import CachedData
+    from .detector import run_detection
+    from .training import train_detector
 
     cfg = load_config(args.config, args.set)
     if args.device:
@@ -118,7 +120,8 @@ def cmd_eval(args) -> int:
     if args.run is not None:
         from .config import override_config
         from .detector import Detector
-        from .training import CachedData, run_detection
+        from .cache import CachedData
+        from .detector import run_detection
 
         det = Detector.load(args.run, device=args.device)
         if args.set:
@@ -249,7 +252,8 @@ def cmd_bench(args) -> int:
     print((out / "bench.md").read_text())
     if run is not None:
         from .evaluation.voc import evaluate_voc
-        from .training import CachedData, run_detection
+        from .cache import CachedData
+        from .detector import run_detection
 
         data = CachedData(run.cfg, run.extractor, args.cache)
         r = data.prepare(ds.records, ds.report)

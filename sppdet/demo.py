@@ -24,7 +24,9 @@ def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = N
     from .evaluation.voc import evaluate_voc, format_table
     from .features import resolve_device
     from .images import read_image
-    from .training import CachedData, run_detection, train_detector
+    from .cache import CachedData
+    from .detector import run_detection
+    from .training import train_detector
     from .viz import paint
 
     t_start = time.perf_counter()

@@ -16,13 +16,27 @@ from torchvision.ops import batched_nms
 from . import __version__
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
+from .cache import CachedData
 from .config import Config, config_from_dict
 from .errors import UserError
+from .datasets.common import ImageRecord, LoadReport
 from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
+from .images import ImageReadError, read_image
+from .progress import progress as tqdm
 from .proposals import selective_search
 
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.yaml", "meta.json"
+
+
+def make_extractor(cfg: Config, trunk, device):
+    """SPP-net's once-per-image extractor, or R-CNN's once-per-window one (``method: rcnn``)."""
+    f = cfg.features
+    if cfg.method == "rcnn":
+        from .rcnn import RCNNExtractor
+
+        return RCNNExtractor(trunk, f.levels, device)
+    return FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
 
 
 @dataclass
@@ -173,8 +187,6 @@ class Detector:
             raise UserError(f"{run} was trained with {cfg.backbone.name} weights sha256 "
                             f"{blob['weights_sha256'][:16]}…, but the weights found now have "
                             f"{trunk.weights_id[:16]}…; use the same weights file (--weights)")
-        from .training import make_extractor
-
         ext = make_extractor(cfg, trunk, dev)
         ext.channels_last = bool(blob.get("channels_last", False))  # runs before 0.2: [C, n, n]
         head = None
@@ -197,3 +209,23 @@ class Detector:
             bbox.trained = blob["bbox_trained"].numpy()
         return cls(cfg, blob["classes"], ext, head, blob["svm_W"].numpy(), blob["svm_b"].numpy(),
                    blob["feat_scale"], bbox, blob["pool5_scale"])
+
+
+def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,
+                  report: LoadReport, desc: str = "detect") -> list[dict]:
+    """Detections (``{"image", "label", "score", "bbox"}``) for each record, using caches when given."""
+    out = []
+    for r in tqdm(records, desc=desc, unit="img"):
+        try:
+            if data is not None:
+                props, maps = data.boxes(r), data.maps(r)
+                d = det.detect_maps(maps, props, r.width, r.height)
+            else:
+                d = det.detect(read_image(r.path))
+        except ImageReadError as exc:
+            report.add("image that cannot be decoded (skipped)", str(exc))
+            continue
+        for b, s, c in zip(d.boxes, d.scores, d.labels):
+            out.append({"image": r.path.name, "label": det.classes[int(c)], "score": float(s),
+                        "bbox": [float(v) for v in b]})
+    return out

@@ -5,14 +5,12 @@ positives and box-regression examples → SVMs with hard-negative mining → box
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,80 +18,17 @@ from .progress import progress as tqdm
 
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
-from .config import Config, config_digest
-from .datasets import DetectionDataset, ImageRecord, LoadReport
-from .detector import Detector
+from .cache import CachedData
+from .config import Config
+from .datasets import DetectionDataset
+from .detector import Detector, make_extractor
 from .errors import UserError
-from .features import FeatureCache, FeatureExtractor, resolve_device
+from .features import resolve_device
 from .heads import FCHead, finetune_head
-from .images import ImageReadError, read_image
-from .proposals import ProposalCache
 from .svm import HardNegativeSVMs
 from .windows import ImageWindows, build_windows, iou
 
 log = logging.getLogger(__name__)
-
-
-def make_extractor(cfg: Config, trunk, device):
-    """SPP-net's once-per-image extractor, or R-CNN's once-per-window one (``method: rcnn``)."""
-    f = cfg.features
-    if cfg.method == "rcnn":
-        from .rcnn import RCNNExtractor
-
-        return RCNNExtractor(trunk, f.levels, device)
-    return FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
-
-
-def cache_key(record: ImageRecord) -> str:
-    """Cache file stem: the image id plus a hash of the file's path, size and mtime, so data
-    sets sharing a cache never collide and an edited image is recomputed."""
-    st = record.path.stat()
-    h = hashlib.sha1(f"{record.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:10]
-    return f"{record.image_id}-{h}"
-
-
-class CachedData:
-    """Proposal and conv-map caches for a configuration; records whose image is unreadable
-    are dropped with a report entry instead of stopping a long run."""
-
-    def __init__(self, cfg: Config, extractor: FeatureExtractor, cache_root: str | Path):
-        root = Path(cache_root)
-        trunk = extractor.trunk
-        # R-CNN has no per-image conv map to cache: its "maps" are the image itself.
-        self.per_window = getattr(extractor, "per_window", False)
-        # "v2": proposals no longer depend on C rand() history (see proposals._seed_c_rand)
-        self.proposals = ProposalCache(root / "proposals" / config_digest(["v2", asdict(cfg.proposals)]),
-                                       cfg.proposals)
-        # "cl": maps from the channels-last conv (0.2), which may differ from 0.1's in the last bit
-        self.features = FeatureCache(root / "features" / config_digest(
-            ["cl", trunk.name, trunk.weights_id, extractor.scales, extractor.max_size]), extractor)
-
-    def prepare(self, records: Sequence[ImageRecord], report: LoadReport,
-                timings: dict[str, float] | None = None, features: bool = True) -> list[ImageRecord]:
-        timings = {} if timings is None else timings
-        ok = []
-        t0 = time.perf_counter()
-        for r in tqdm(records, desc="proposals", unit="img"):
-            try:
-                self.proposals.get(cache_key(r), lambda r=r: read_image(r.path))
-                ok.append(r)
-            except ImageReadError as exc:
-                report.add("image that cannot be decoded (skipped)", str(exc))
-        timings["proposals"] = timings.get("proposals", 0.0) + time.perf_counter() - t0
-        if features and not self.per_window:
-            t0 = time.perf_counter()
-            for r in tqdm(ok, desc="conv features", unit="img"):
-                self.features.get(cache_key(r), lambda r=r: read_image(r.path))
-            timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - t0
-        return ok
-
-    def boxes(self, r: ImageRecord) -> np.ndarray:
-        return self.proposals.get(cache_key(r), lambda: read_image(r.path))
-
-    def maps(self, r: ImageRecord):
-        if self.per_window:
-            return self.features.extractor.compute(read_image(r.path))
-        return self.features.get(cache_key(r), lambda: read_image(r.path))
 
 
 @contextmanager
@@ -227,23 +162,3 @@ def peak_rss_mb() -> float | None:
         return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
     except (ImportError, OSError):
         return None
-
-
-def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,
-                  report: LoadReport, desc: str = "detect") -> list[dict]:
-    """Detections (``{"image", "label", "score", "bbox"}``) for each record, using caches when given."""
-    out = []
-    for r in tqdm(records, desc=desc, unit="img"):
-        try:
-            if data is not None:
-                props, maps = data.boxes(r), data.maps(r)
-                d = det.detect_maps(maps, props, r.width, r.height)
-            else:
-                d = det.detect(read_image(r.path))
-        except ImageReadError as exc:
-            report.add("image that cannot be decoded (skipped)", str(exc))
-            continue
-        for b, s, c in zip(d.boxes, d.scores, d.labels):
-            out.append({"image": r.path.name, "label": det.classes[int(c)], "score": float(s),
-                        "bbox": [float(v) for v in b]})
-    return out

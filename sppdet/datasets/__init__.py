@@ -1,4 +1,38 @@
-"""Detection data sets: VOC devkit, labelImg flat folders, COCO JSON, and the synthetic set."""
-from .common import DetectionDataset, ImageRecord, LoadReport, load_dataset
+"""Detection data sets: VOC devkit, labelImg flat folders, COCO JSON, and the synthetic set.
+
+The readers share :mod:`.common`; this package picks the reader for a path, so the import
+graph runs one way (package → readers → common).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from .coco import load_coco
+from .common import DetectionDataset, ImageRecord, LoadReport
+from .labelimg import load_flat
+from .voc import find_devkit_root, load_voc
 
 __all__ = ["DetectionDataset", "ImageRecord", "LoadReport", "load_dataset"]
+
+
+def load_dataset(path: str | Path, split: str = "all", classes: list[str] | None = None,
+                 seed: int = 0, test_fraction: float = 0.2, min_box_size: float = 1.0) -> DetectionDataset:
+    """Read a data set in any supported layout; ``split`` is a split name, ``all``, or a list file."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"data path not found: {p}")
+    if p.is_file() and p.suffix.lower() == ".json":
+        ds = load_coco(p, split, classes, seed, test_fraction, min_box_size)
+    else:
+        root = find_devkit_root(p)
+        if root is not None:
+            ds = load_voc(root, split, classes, min_box_size)
+        else:
+            ds = load_flat(p, split, classes, seed, test_fraction, min_box_size)
+    if not ds.records:
+        raise UserError(f"split {split!r} of {p} holds no usable images"
+                        + (f"\n{ds.report.summary()}" if ds.report.counts else ""))
+    if not ds.classes:
+        raise UserError(f"no object classes found in {p} (split {split!r})")
+    return ds

@@ -105,34 +105,6 @@ def repair_boxes(boxes: np.ndarray, width: int, height: int, min_size: float,
     return keep
 
 
-def load_dataset(path: str | Path, split: str = "all", classes: list[str] | None = None,
-                 seed: int = 0, test_fraction: float = 0.2, min_box_size: float = 1.0) -> DetectionDataset:
-    """Read a data set in any supported layout; ``split`` is a split name, ``all``, or a list file."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"data path not found: {p}")
-    if p.is_file() and p.suffix.lower() == ".json":
-        from .coco import load_coco
-
-        ds = load_coco(p, split, classes, seed, test_fraction, min_box_size)
-    else:
-        from .voc import find_devkit_root, load_voc
-
-        root = find_devkit_root(p)
-        if root is not None:
-            ds = load_voc(root, split, classes, min_box_size)
-        else:
-            from .labelimg import load_flat
-
-            ds = load_flat(p, split, classes, seed, test_fraction, min_box_size)
-    if not ds.records:
-        raise UserError(f"split {split!r} of {p} holds no usable images"
-                        + (f"\n{ds.report.summary()}" if ds.report.counts else ""))
-    if not ds.classes:
-        raise UserError(f"no object classes found in {p} (split {split!r})")
-    return ds
-
-
 def read_list_file(path: Path, report: LoadReport | None = None) -> list[str]:
     """Image ids from a list file: one per line (first token), or a CSV's ``filename`` column.
     Repeated ids are kept once (a CSV has one row per object, so repeats are expected there)."""
