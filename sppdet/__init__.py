@@ -1,3 +1,25 @@
-"""sppdet: SPP-net object detection (He et al., 2014) on torchvision trunks."""
+"""sppdet: SPP-net object detection (He et al., 2014) on torchvision trunks.
 
-__version__ = "0.2.0"
+>>> import sppdet
+>>> det = sppdet.load("runs/bccd")
+>>> r = det("photo.jpg")          # r.boxes, r.scores, r.labels, r.names, r.to_dict(), r.plot()
+
+``sppdet.train``, ``sppdet.evaluate`` and ``sppdet.detect`` are what the ``sppdet`` command runs.
+"""
+
+__version__ = "0.3.0"
+
+from .api import bench, detect, evaluate, load, load_data, make_config, train  # noqa: E402
+from .errors import UserError  # noqa: E402
+
+__all__ = ["Detector", "Detections", "UserError", "__version__", "bench", "detect", "evaluate", "load",
+           "load_data", "make_config", "train"]
+
+
+def __getattr__(name: str):
+    # The detector pulls in torch and torchvision: loaded on first use, so `import sppdet` is quick.
+    if name in ("Detector", "Detections"):
+        from . import detector
+
+        return getattr(detector, name)
+    raise AttributeError(f"module 'sppdet' has no attribute {name!r}")

@@ -6,6 +6,7 @@ long run.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,14 @@ from .features import FeatureCache, FeatureExtractor
 from .images import ImageReadError, read_image
 from .progress import progress as tqdm
 from .proposals import ProposalCache
+
+
+def default_cache_root() -> Path:
+    """``$SPPDET_CACHE``, else ``$XDG_CACHE_HOME/sppdet``, else ``~/.cache/sppdet``."""
+    env = os.environ.get("SPPDET_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sppdet"
 
 
 def cache_key(record: ImageRecord) -> str:

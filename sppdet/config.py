@@ -190,8 +190,10 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then ``key=value`` overrides (values parsed as YAML)."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                settings: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``settings`` (a nested mapping such as
+    ``{"svm": {"C": 0.01}}``), then ``key=value`` overrides (values parsed as YAML)."""
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -204,8 +206,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise UserError(f"config file {p} must hold a mapping")
         tree = loaded
+    _merge(tree, settings or {})
     _apply_overrides(tree, overrides or [])
     return _build(Config, tree, "").validate()
+
+
+def _merge(tree: dict[str, Any], settings: dict[str, Any]) -> None:
+    for key, value in settings.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value)
+        else:
+            tree[key] = value
 
 
 def _apply_overrides(tree: dict[str, Any], overrides: list[str],
@@ -226,9 +237,10 @@ def _apply_overrides(tree: dict[str, Any], overrides: list[str],
         _set_dotted(tree, key, value)
 
 
-def override_config(cfg: Config, overrides: list[str], allowed: tuple[str, ...] = ("test.", "bbox_reg.enabled")) -> Config:
-    """A copy of ``cfg`` with ``key=value`` overrides, restricted to keys that can change
-    without retraining (test-time settings)."""
+def override_config(cfg: Config, overrides: list[str],
+                    allowed: tuple[str, ...] | None = ("test.", "bbox_reg.enabled")) -> Config:
+    """A copy of ``cfg`` with ``key=value`` overrides; by default only keys that can change
+    without retraining (test-time settings), ``allowed=None`` for any key."""
     tree = cfg.to_dict()
     _apply_overrides(tree, overrides, allowed)
     return _build(Config, tree, "").validate()

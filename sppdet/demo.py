@@ -3,7 +3,6 @@ weights → synthetic data → train a 1-scale SPP-net → VOC07 mAP → painted
 a short bench against R-CNN → a summary of results and where every output is."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,20 +16,16 @@ def _say(msg: str) -> None:
 
 
 def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = None) -> int:
+    from . import api
     from .bench import run_bench
-    from .datasets import load_dataset
     from .datasets.synth import write_synthetic
-    from .evaluation.report import write_results
-    from .evaluation.voc import evaluate_voc, format_table
+    from .evaluation.voc import format_table
     from .features import resolve_device
-    from .images import read_image
-    from .cache import CachedData
-    from .detector import run_detection
-    from .training import train_detector
+    from .fileio import atomic_write_json, ensure_writable_dir
     from .viz import paint
 
     t_start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out, "--out")
     cache = cache or out / "cache"
     _say("1/6 ImageNet weights for mobilenet_v2")
     if not weights_cache_path("mobilenet_v2").is_file():
@@ -44,47 +39,41 @@ def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = N
         write_synthetic(data_dir, images, seed)
     # A demo-sized recipe: the defaults with fewer proposals per image.
     cfg = load_config(None, [f"seed={seed}", "proposals.max_boxes=1000"])
-    train = load_dataset(data_dir, "trainval")
-    test = load_dataset(data_dir, "test", classes=train.classes)
+    train = api.load_data(data_dir, "trainval", cfg)
 
     _say(f"3/6 training a 1-scale SPP-net on {len(train)} images")
-    timings: dict[str, float] = {}
-    det, log = train_detector(cfg, train, cache, timings)
     run_dir = out / "run"
-    det.save(run_dir, log)
+    det = api.train(train, run_dir, cfg, cache=cache, overwrite=True)
 
-    _say(f"4/6 evaluating on {len(test)} test images (VOC07 mAP)")
-    data = CachedData(cfg, det.extractor, cache)
-    recs = data.prepare(test.records, test.report)
-    dets = run_detection(det, recs, data, test.report)
-    res = evaluate_voc(recs, dets, train.classes, "voc07")
-    print(format_table(res))
-    eval_dir = write_results(out / "eval", res, dets, train.classes, "test", len(recs), plots=True)
+    _say("4/6 evaluating on the test images (VOC07 mAP)")
+    test = api.load_data(data_dir, "test", cfg, classes=det.classes)
+    metrics = api.evaluate(det, data=test, split="test", out=out / "eval", plots=True, cache=cache)
+    print(format_table(metrics))
+    eval_dir = Path(metrics["out"])
 
     _say("5/6 detecting objects in 4 test images")
     painted = out / "detections"
-    for r in recs[:4]:
-        img = read_image(r.path)
-        d = det.detect(img)
+    for r in test.records[:4]:
+        d = det(r.path)
         keep = d.scores > 0
-        paint(img, d.boxes[keep], [det.classes[int(c)] for c in d.labels[keep]], d.scores[keep], det.classes,
+        paint(d.image, d.boxes[keep], [n for n, k in zip(d.class_names, keep) if k], d.scores[keep], det.classes,
               painted / f"{r.image_id}_det.jpg")
 
     _say("6/6 speed: R-CNN vs SPP-net (1 and 5 scales) on 3 test images")
-    bench = run_bench(cfg, [r.path for r in recs[:3]], resolve_device(cfg.device), out / "bench", run=det,
-                      rcnn_images=1)
+    bench = run_bench(det.cfg, [r.path for r in test.records[:3]], resolve_device(det.cfg.device), out / "bench",
+                      run=det, rcnn_images=1)
     print((out / "bench" / "bench.md").read_text())
 
     total = time.perf_counter() - t_start
     sp = bench["speedup_vs_rcnn"]
-    summary = {"mAP_voc07": res["mAP"], "speedup_vs_rcnn": sp, "seconds": total,
+    summary = {"mAP_voc07": metrics["mAP"], "speedup_vs_rcnn": sp, "seconds": total,
                "outputs": {"data": str(data_dir), "run": str(run_dir), "metrics": str(eval_dir / "metrics.json"),
                            "pr_curves": str(eval_dir / "plots"), "painted_images": str(painted),
                            "bench": str(out / "bench" / "bench.md")}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "summary.json", summary)
     print("\n" + "=" * 72)
     print(f"sppdet demo finished in {total / 60:.1f} min")
-    print(f"  VOC07 mAP on the synthetic test split: {res['mAP']:.3f}")
+    print(f"  VOC07 mAP on the synthetic test split: {metrics['mAP']:.3f}")
     print(f"  speed vs R-CNN (proposals excluded): {sp['spp-1scale']:.0f}× (1 scale), "
           f"{sp['spp-5scale']:.0f}× (5 scales)")
     for k, v in summary["outputs"].items():

@@ -3,6 +3,7 @@ box regression → per-class NMS. Saved as a run directory and checked when load
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from .errors import UserError
 from .datasets.common import ImageRecord, LoadReport
 from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
-from .images import ImageReadError, read_image
+from .images import ImageReadError, read_image, to_rgb_array
 from .progress import progress as tqdm
 from .proposals import selective_search
 
@@ -41,10 +42,52 @@ def make_extractor(cfg: Config, trunk, device):
 
 @dataclass
 class Detections:
+    """One image's detections (what ``detector(image)`` returns).
+
+    ``boxes`` are ``[N, 4]`` ``(x1, y1, x2, y2)`` in 0-based *inclusive* pixels (a box covering
+    the whole image is ``[0, 0, W-1, H-1]``), ``labels`` index ``names``. ``to_dict`` gives
+    torchvision's continuous convention instead (``x2 + 1``), as its detection models return.
+    """
+
     boxes: np.ndarray  # [N, 4] 0-based inclusive pixels
-    scores: np.ndarray  # [N]
-    labels: np.ndarray  # [N] class index
+    scores: np.ndarray  # [N] SVM scores (not probabilities)
+    labels: np.ndarray  # [N] class index into ``names``
     timings: dict[str, float] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)  # the detector's classes
+    image: np.ndarray | None = field(default=None, repr=False)  # the RGB image, for plot()
+    path: str | None = None  # the file it came from, when it came from one
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class name of each detection."""
+        return [self.names[int(c)] for c in self.labels]
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        """torchvision's detection output: ``boxes`` float32 ``[N, 4]`` (continuous
+        coordinates), ``scores`` float32 ``[N]``, ``labels`` int64 ``[N]``."""
+        boxes = torch.as_tensor(np.asarray(self.boxes, dtype=np.float32)).reshape(-1, 4)
+        return {"boxes": boxes + torch.tensor([0.0, 0.0, 1.0, 1.0]),
+                "scores": torch.as_tensor(np.asarray(self.scores, dtype=np.float32)),
+                "labels": torch.as_tensor(np.asarray(self.labels, dtype=np.int64))}
+
+    def to_list(self, image: str | None = None) -> list[dict]:
+        """Rows of ``detections.json``: ``{"image", "label", "score", "bbox"}``."""
+        name = image if image is not None else self.path
+        return [{"image": name, "label": lab, "score": float(s), "bbox": [float(v) for v in b]}
+                for b, s, lab in zip(self.boxes, self.scores, self.class_names)]
+
+    def plot(self, min_score: float | None = None) -> np.ndarray:
+        """The image with the detections painted on it (``[H, W, 3]`` uint8)."""
+        from .viz import draw
+
+        if self.image is None:
+            raise ValueError("these detections carry no image to paint on")
+        keep = np.ones(len(self), bool) if min_score is None else self.scores >= min_score
+        return draw(self.image, self.boxes[keep], [n for n, k in zip(self.class_names, keep) if k],
+                    self.scores[keep], self.names)
 
 
 class Detector:
@@ -83,7 +126,7 @@ class Detector:
         t = self.cfg.test
         ks, cs = np.nonzero(scores > t.score_thresh)
         if len(ks) == 0:
-            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
+            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), names=self.classes)
         boxes = np.asarray(proposals, dtype=np.float64)[ks].copy()
         if self.bbox is not None and pool5 is not None and self.cfg.bbox_reg.enabled:
             p5 = pool5.float().cpu().numpy()
@@ -95,7 +138,7 @@ class Detector:
         b = torch.from_numpy(boxes) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
         keep = batched_nms(b.float(), torch.from_numpy(s).float(), torch.from_numpy(cs), t.nms).numpy()
         keep = keep[: t.max_per_image]  # batched_nms returns indices by decreasing score
-        return Detections(boxes[keep], s[keep], cs[keep])
+        return Detections(boxes[keep], s[keep], cs[keep], names=self.classes)
 
     def detect_maps(self, maps: Sequence[ScaleMap], proposals: np.ndarray, width: int, height: int,
                     timings: dict[str, float] | None = None) -> Detections:
@@ -129,13 +172,41 @@ class Detector:
         timings.update(proposals=t1 - t0, conv=t2 - t1)
         return self.detect_maps(maps, proposals, w, h, timings)
 
+    def __call__(self, source, proposals: np.ndarray | None = None,
+                 exif_transpose: bool = True) -> "Detections | list[Detections]":
+        """Detect objects in an image file path, a PIL image, an ``[H, W, 3]`` RGB uint8 array,
+        a ``[3, H, W]`` tensor (uint8, or float in [0, 1]) — or a list of them (a list back).
+
+        Files are read as a viewer shows them (EXIF orientation applied unless
+        ``exif_transpose=False``), and the boxes are in that orientation.
+        """
+        if isinstance(source, (list, tuple)):
+            return [self(s, None, exif_transpose) for s in source]
+        path = None
+        if isinstance(source, (str, Path)):
+            path = str(source)
+            image = read_image(source, exif_transpose=exif_transpose)
+        else:
+            image = to_rgb_array(source)
+        d = self.detect(image, proposals)
+        d.image, d.path = image, path
+        return d
+
     # -- persistence --------------------------------------------------------------------
     def save(self, run_dir: str | Path, train_log: dict | None = None) -> None:
+        """Write the run directory; each file atomically and ``model.pt`` last, all stamped
+        with one ``run_id`` so that a loader can tell a half-replaced run from a whole one."""
+        import uuid
+
+        from .fileio import atomic_save, atomic_write, atomic_write_json
+
         run = Path(run_dir)
         run.mkdir(parents=True, exist_ok=True)
         trunk = self.extractor.trunk
+        run_id = uuid.uuid4().hex
         blob = {
             "format": 1,
+            "run_id": run_id,
             "classes": self.classes,
             "backbone": trunk.name,
             "weights_sha256": trunk.weights_id,
@@ -147,16 +218,15 @@ class Detector:
             "bbox_trained": None if self.bbox is None else torch.from_numpy(self.bbox.trained),
             "channels_last": self.extractor.channels_last,
         }
-        tmp = run / (MODEL_FILE + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(run / MODEL_FILE)
-        (run / CONFIG_FILE).write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        meta = {"sppdet_version": __version__, "classes": self.classes, "backbone": trunk.name,
+        atomic_write(run / CONFIG_FILE, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        meta = {"sppdet_version": __version__, "run_id": run_id, "classes": self.classes, "backbone": trunk.name,
                 "weights_sha256": trunk.weights_id, "feature_dim": int(self.svm_W.shape[0]),
                 "fine_tuned": self.head is not None, "method": self.cfg.method}
-        (run / META_FILE).write_text(json.dumps(meta, indent=2))
+        atomic_write_json(run / META_FILE, meta)
         if train_log is not None:
-            (run / "train_log.json").write_text(json.dumps(train_log, indent=2, default=float))
+            atomic_write_json(run / "train_log.json", train_log)
+        atomic_save(run / MODEL_FILE, lambda tmp: torch.save(blob, tmp))
+        self.run_dir = run
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | None = None, weights: str | None = None) -> "Detector":
@@ -166,16 +236,35 @@ class Detector:
         for f in (MODEL_FILE, CONFIG_FILE, META_FILE):
             if not (run / f).is_file():
                 raise UserError(f"{run} is not a complete sppdet run: {f} is missing (was training interrupted?)")
+        model_path = run / MODEL_FILE
+        if model_path.stat().st_size == 0:
+            raise UserError(f"{model_path} is empty (0 bytes): the run was not saved completely; train it again")
         try:
             cfg = config_from_dict(yaml.safe_load((run / CONFIG_FILE).read_text()) or {})
             meta = json.loads((run / META_FILE).read_text())
-            blob = torch.load(run / MODEL_FILE, map_location="cpu", weights_only=True)
-        except UserError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any parse/unpickle failure: a damaged run
+        except UserError as exc:
+            raise UserError(f"{run / CONFIG_FILE}: {exc}") from None
+        except (OSError, ValueError, yaml.YAMLError) as exc:
             raise UserError(f"{run} is damaged and cannot be loaded: {exc}") from None
+        try:
+            blob = torch.load(model_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise UserError(f"{model_path} holds objects other than tensors and plain values, which sppdet "
+                            "refuses to unpickle (it is not a file sppdet wrote, or it was altered)") from None
+        except Exception as exc:  # noqa: BLE001 - zip/pickle damage of any kind: a damaged file
+            raise UserError(f"{model_path} is damaged and cannot be loaded ({type(exc).__name__}: "
+                            f"{exc or 'no detail'})") from None
+        if not isinstance(meta, dict):
+            raise UserError(f"{run / META_FILE} must hold a JSON object, not a {type(meta).__name__}")
         if not isinstance(blob, dict) or blob.get("format") != 1:
-            raise UserError(f"{run / MODEL_FILE} is not an sppdet model file")
+            raise UserError(f"{model_path} is not an sppdet model file")
+        missing = sorted({"classes", "backbone", "weights_sha256", "head", "svm_W", "svm_b", "feat_scale",
+                          "pool5_scale", "bbox_W", "bbox_b", "bbox_trained"} - blob.keys())
+        if missing:
+            raise UserError(f"{model_path} lacks {', '.join(missing)}: it is damaged or not an sppdet model")
+        if "run_id" in blob and blob["run_id"] != meta.get("run_id"):
+            raise UserError(f"{run}: model.pt and meta.json come from different trainings (the run was "
+                            "interrupted while being replaced); train it again")
         if blob["classes"] != meta.get("classes") or blob["backbone"] != cfg.backbone.name:
             raise UserError(f"{run}: model.pt, meta.json and config.yaml disagree "
                             "(classes or backbone); the run directory was mixed up")
@@ -189,26 +278,42 @@ class Detector:
                             f"{trunk.weights_id[:16]}…; use the same weights file (--weights)")
         ext = make_extractor(cfg, trunk, dev)
         ext.channels_last = bool(blob.get("channels_last", False))  # runs before 0.2: [C, n, n]
+        try:
+            head, bbox = cls._load_heads(blob, ext, dev)
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
+            raise UserError(f"{model_path} is damaged: its fc head or box regressors do not load "
+                            f"({type(exc).__name__}: {exc})") from None
+        if head is not None and head.fc6.in_features != ext.dim:
+            raise UserError(f"{run}: its fc6 expects {head.fc6.in_features}-d SPP vectors but the "
+                            f"config gives {ext.dim}")
+        expected = head.fc7.out_features if head is not None else ext.dim
+        if tuple(blob["svm_W"].shape) != (expected, len(blob["classes"])):
+            raise UserError(f"{run}: SVM weights have shape {tuple(blob['svm_W'].shape)}, expected "
+                            f"({expected}, {len(blob['classes'])})")
+        n_cls = len(blob["classes"])
+        if bbox is not None and (bbox.W.shape != (n_cls, ext.dim, 4) or bbox.b.shape != (n_cls, 4)
+                                 or bbox.trained.shape != (n_cls,)):
+            raise UserError(f"{run}: box regressors have shape {tuple(bbox.W.shape)}, expected "
+                            f"({n_cls}, {ext.dim}, 4)")
+        det = cls(cfg, blob["classes"], ext, head, blob["svm_W"].numpy(), blob["svm_b"].numpy(),
+                  blob["feat_scale"], bbox, blob["pool5_scale"])
+        det.run_dir = run
+        return det
+
+    @staticmethod
+    def _load_heads(blob: dict, ext, dev) -> tuple[FCHead | None, BoxRegressor | None]:
         head = None
         if blob["head"] is not None:
             sd = blob["head"]
             head = FCHead(sd["fc6.weight"].shape[1], sd["fc6.weight"].shape[0], len(blob["classes"]))
             head.load_state_dict(sd)
             head.to(dev)
-            if head.fc6.in_features != ext.dim:
-                raise UserError(f"{run}: its fc6 expects {head.fc6.in_features}-d SPP vectors but the "
-                                f"config gives {ext.dim}")
-        expected = head.fc7.out_features if head is not None else ext.dim
-        if blob["svm_W"].shape != (expected, len(blob["classes"])):
-            raise UserError(f"{run}: SVM weights have shape {tuple(blob['svm_W'].shape)}, expected "
-                            f"({expected}, {len(blob['classes'])})")
         bbox = None
         if blob["bbox_W"] is not None:
             bbox = BoxRegressor(len(blob["classes"]), ext.dim)
             bbox.W, bbox.b = blob["bbox_W"].numpy(), blob["bbox_b"].numpy()
             bbox.trained = blob["bbox_trained"].numpy()
-        return cls(cfg, blob["classes"], ext, head, blob["svm_W"].numpy(), blob["svm_b"].numpy(),
-                   blob["feat_scale"], bbox, blob["pool5_scale"])
+        return head, bbox
 
 
 def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,

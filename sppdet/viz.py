@@ -12,8 +12,9 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f
            "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
 
 
-def paint(image: np.ndarray, boxes: np.ndarray, labels: list[str], scores: np.ndarray,
-          class_names: list[str], out_path: str | Path) -> Path:
+def draw(image: np.ndarray, boxes: np.ndarray, labels: list[str], scores: np.ndarray,
+         class_names: list[str]) -> np.ndarray:
+    """``image`` with labelled boxes (0-based inclusive pixels) drawn on it, a new array."""
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if len(boxes):
         b = torch.as_tensor(np.asarray(boxes, dtype=np.float32)) + torch.tensor([0, 0, 1, 1])
@@ -22,7 +23,17 @@ def paint(image: np.ndarray, boxes: np.ndarray, labels: list[str], scores: np.nd
         width = max(1, round(max(image.shape[:2]) / 300))
         img = draw_bounding_boxes(img, b, [f"{lab} {s:.2f}" for lab, s in zip(labels, scores)],
                                   colors=colors, width=width)
+    return img.permute(1, 2, 0).contiguous().numpy()
+
+
+def paint(image: np.ndarray, boxes: np.ndarray, labels: list[str], scores: np.ndarray,
+          class_names: list[str], out_path: str | Path) -> Path:
+    """:func:`draw`, saved to ``out_path`` (format from its suffix) atomically."""
+    from .fileio import atomic_path
+
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img.permute(1, 2, 0).numpy()).save(out_path)
+    with atomic_path(out_path) as tmp:
+        Image.fromarray(draw(image, boxes, labels, scores, class_names)).save(
+            tmp, format=Image.registered_extensions().get(out_path.suffix.lower(), "JPEG"))
     return out_path

@@ -1,0 +1,361 @@
+"""sppdet's Python API: what a notebook, a service and the ``sppdet`` command all call.
+
+>>> import sppdet
+>>> det = sppdet.load("runs/bccd")                    # a trained run directory
+>>> r = det("photo.jpg")                               # or a PIL image, an array, a tensor, a list
+>>> r.boxes, r.scores, r.labels, r.names               # numpy arrays + the class names
+>>> metrics = sppdet.evaluate("runs/bccd", data="VOCdevkit/VOC2007", split="test")
+
+Every function checks its inputs and output folders before any long work and raises
+:class:`~sppdet.errors.UserError` with a one-line fix-it message for bad input. Messages for
+the user go to the ``sppdet`` logger (the CLI prints them on stderr).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import Config, load_config, override_config
+from .errors import UserError
+
+log = logging.getLogger("sppdet")
+
+# Keys that change what a trained model computes only at test time, so they may differ from
+# the run's own config when evaluating or detecting.
+TEST_TIME_KEYS = ("test.", "bbox_reg.enabled")
+
+
+def make_config(config: str | Path | Config | None = None, overrides: Sequence[str] = (),
+                **settings: Any) -> Config:
+    """A validated :class:`~sppdet.config.Config`: defaults, then the YAML file ``config``,
+    then ``settings`` (``svm={"C": 0.01}``, ``seed=1``), then ``"key=value"`` ``overrides``."""
+    if isinstance(config, Config):
+        if settings:
+            raise UserError("give settings either in a Config object or as keyword arguments, not both")
+        return override_config(config, list(overrides), allowed=None)
+    return load_config(config, list(overrides), settings or None)
+
+
+def load(run: str | Path, device: str | None = None, weights: str | Path | None = None):
+    """A trained :class:`~sppdet.detector.Detector` from its run directory."""
+    from .detector import Detector
+
+    return Detector.load(run, device=device, weights=None if weights is None else str(weights))
+
+
+def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str] | None = None):
+    """A data set in any supported layout (VOC devkit, labelImg folders, COCO JSON, YOLO), with
+    its repairs summarised once on the ``sppdet`` logger. ``data`` may already be a data set."""
+    from .datasets import DetectionDataset, load_dataset
+
+    if isinstance(data, DetectionDataset):
+        return data
+    cfg = cfg or Config()
+    ds = load_dataset(data, split, classes=list(classes) if classes else cfg.data.classes,
+                      seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction,
+                      min_box_size=cfg.data.min_box_size)
+    if ds.report.counts:
+        log.warning(ds.report.summary())
+    return ds
+
+
+def default_cache() -> Path:
+    from .cache import default_cache_root
+
+    return default_cache_root()
+
+
+def _cache_dir(cache: str | Path | None) -> Path:
+    from .fileio import ensure_writable_dir
+
+    return ensure_writable_dir(Path(cache) if cache is not None else default_cache(), "cache folder")
+
+
+def train(data, out: str | Path, config: str | Path | Config | None = None, *, split: str = "trainval",
+          eval_split: str | None = None, cache: str | Path | None = None, overwrite: bool = False,
+          device: str | None = None, overrides: Sequence[str] = (), timings: dict | None = None,
+          **settings: Any):
+    """Train a detector on ``split`` of ``data`` and save it as the run directory ``out``.
+
+    With ``eval_split``, evaluate it afterwards (VOC07 mAP, written to ``out/eval_<split>``).
+    Returns the :class:`~sppdet.detector.Detector`; its ``train_log`` holds timings, data
+    problems, SVM statistics and, with ``eval_split``, the metrics.
+    """
+    from .fileio import atomic_write_json, ensure_writable_dir
+    from .training import train_detector
+
+    cfg = make_config(config, overrides, **settings)
+    if device:
+        cfg.device = device
+    out = Path(out)
+    if (out / "model.pt").exists() and not overwrite:
+        raise UserError(f"{out} already holds a trained run; choose another --out or pass --overwrite")
+    ensure_writable_dir(out, "--out")
+    cache_dir = _cache_dir(cache)
+    ds = load_data(data, split, cfg)
+    test = load_data(data, eval_split, cfg, classes=ds.classes) if eval_split else None  # checked up front
+    source = getattr(data, "name", data)
+    log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
+    timings = {} if timings is None else timings
+    det, train_log = train_detector(cfg, ds, cache_dir, timings)
+    train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts))
+    out = _save_run(det, out, train_log, overwrite=overwrite)
+    det.run_dir = out
+    log.info(f"run saved to {out}")
+    if test is not None:
+        test_timings: dict[str, float] = {}
+        metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
+                           cache=cache_dir, timings=test_timings)
+        timings.update({f"test {k}": v for k, v in test_timings.items()})
+        train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
+    train_log["timings_s"] = dict(timings)
+    atomic_write_json(out / "train_log.json", train_log)
+    det.train_log = train_log
+    return det
+
+
+def evaluate(run=None, *, data, split: str = "test", detections: str | Path | None = None,
+             out: str | Path | None = None, metric: str = "voc07", coco: bool = False, plots: bool = False,
+             cache: str | Path | None = None, device: str | None = None, overrides: Sequence[str] = (),
+             timings: dict | None = None) -> dict:
+    """VOC AP (``metric`` voc07 or voc12) of a run (a directory or a loaded detector) or of a
+    ``detections.json`` on ``split`` of ``data``; optionally COCO metrics and PR plots.
+
+    Writes ``metrics.json``, ``detections.json``, COCO results and comp4 files to ``out``
+    (default ``RUN/eval_SPLIT``, or ``eval/`` beside the detections file) and returns the
+    metrics (the content of ``metrics.json``).
+    """
+    from .evaluation.report import write_results
+    from .evaluation.voc import evaluate_voc
+    from .fileio import ensure_writable_dir
+
+    if metric not in ("voc07", "voc12"):
+        raise UserError(f"metric must be voc07 or voc12, not {metric!r}")
+    if (run is None) == (detections is None):
+        raise UserError("give either a run (directory or detector) or a detections file")
+    timings = {} if timings is None else timings
+    if run is not None:
+        from .cache import CachedData
+        from .detector import Detector, run_detection
+
+        det = run if isinstance(run, Detector) else load(run, device=device)
+        if overrides:
+            det.cfg = override_config(det.cfg, list(overrides), allowed=TEST_TIME_KEYS)
+        out_dir = Path(out) if out else Path(run) / f"eval_{Path(split).stem}"
+        ensure_writable_dir(out_dir, "--out")
+        ds = load_data(data, split, det.cfg, classes=det.classes)
+        cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache))
+        recs = cache_data.prepare(ds.records, ds.report, timings)
+        t0 = time.perf_counter()
+        dets = run_detection(det, recs, cache_data, ds.report)
+        timings["detection"] = time.perf_counter() - t0
+        classes = det.classes
+    else:
+        from .evaluation.detections import match_to_records, read_detections
+
+        dets = read_detections(Path(detections))
+        out_dir = Path(out) if out else Path(detections).parent / "eval"
+        ensure_writable_dir(out_dir, "--out")
+        ds = load_data(data, split)
+        recs, classes = ds.records, ds.classes
+        dets, stray = match_to_records(dets, recs)
+        if stray:
+            log.warning(f"{stray} detections are for images outside split {split!r}; ignored")
+    res = evaluate_voc(recs, dets, classes, metric)
+    coco_metrics = None
+    if coco:
+        from .evaluation.coco import evaluate_coco
+
+        coco_metrics = evaluate_coco(recs, dets, classes)
+    write_results(out_dir, res, dets, classes, split, len(recs), coco_metrics, plots)
+    log.info(f"metrics, detections and comp4 files written to {out_dir}")
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    metrics["out"] = str(out_dir)
+    return metrics
+
+
+# -- detection over files --------------------------------------------------------------------
+def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, threshold: float | None = None,
+           paint: bool = True, exif_transpose: bool = True, device: str | None = None,
+           overwrite: bool = False) -> dict:
+    """Detect objects in image files, folders of images and ``.txt`` lists of paths.
+
+    Results are appended to ``out/detections.jsonl`` image by image (so an interruption keeps
+    every finished image, and running the same call again continues where it stopped); at the
+    end ``out/detections.json`` (a list of ``{"image", "label", "score", "bbox"}``, ``image``
+    being the path as given) is written atomically. Painted images keep each input's path
+    relative to the inputs' common folder, so equal file names never collide.
+    Returns ``{"images", "detections", "skipped": [messages], "out"}``.
+    """
+    from .detector import Detector
+    from .fileio import atomic_write_json, ensure_writable_dir
+    from .images import ImageReadError, read_image
+    from .inputs import expand_inputs, output_names
+    from .progress import progress
+    from .viz import paint as paint_image
+
+    det = run if isinstance(run, Detector) else load(run, device=device)
+    if threshold is not None:
+        det.cfg = override_config(det.cfg, [f"test.score_thresh={threshold!r}"], allowed=TEST_TIME_KEYS)
+    out = ensure_writable_dir(out, "--out")
+    paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    if not paths:
+        raise UserError("no input images found" + (":\n  " + "\n  ".join(skipped) if skipped else ""))
+    names = output_names(paths)
+    journal = _DetectJournal(out / "detections.jsonl", {
+        "run": str(getattr(det, "run_dir", None)), "test": det.cfg.to_dict()["test"],
+        "bbox_reg": det.cfg.bbox_reg.enabled, "exif_transpose": exif_transpose}, overwrite)
+    todo = [p for p in paths if str(p) not in journal.done]
+    if len(todo) < len(paths):
+        log.info(f"{len(paths) - len(todo)} of {len(paths)} images already done in {journal.path}; continuing")
+    try:
+        for p in progress(todo, desc="detect", unit="img"):
+            try:
+                image = read_image(p, exif_transpose=exif_transpose)
+            except ImageReadError as exc:
+                skipped.append(str(exc))
+                journal.add(str(p), None, str(exc))
+                continue
+            d = det.detect(image)
+            d.path = str(p)
+            if paint:
+                paint_image(image, d.boxes, d.class_names, d.scores, det.classes, out / names[p])
+            journal.add(str(p), d.to_list(), None)
+    except KeyboardInterrupt:
+        raise UserInterrupt(f"{len(journal.done)} of {len(paths)} images are done and kept in {journal.path}; "
+                            "run the same command again to continue") from None
+    rows = [row for p in paths for row in journal.done.get(str(p)) or []]
+    skipped += [f"{p}: {journal.errors[str(p)]}" for p in paths
+                if str(p) in journal.errors and all(str(p) not in s for s in skipped)]
+    atomic_write_json(out / "detections.json", rows, indent=1)
+    return {"images": len(paths), "detections": len(rows), "skipped": skipped, "out": str(out)}
+
+
+class UserInterrupt(UserError):
+    """Ctrl-C during long work: the message says what was kept and how to resume."""
+
+    exit_code = 130
+
+
+class _DetectJournal:
+    """``detections.jsonl``: a header with the settings, then one line per finished image.
+
+    Appends are flushed per image; a torn last line (a kill mid-write) is ignored on reading.
+    A journal written with other settings is not mixed with this one's results.
+    """
+
+    def __init__(self, path: Path, settings: dict, overwrite: bool):
+        self.path = path
+        self.done: dict[str, list[dict] | None] = {}
+        self.errors: dict[str, str] = {}
+        header = {"sppdet_detect": 1, "settings": settings}
+        if path.exists() and not overwrite:
+            lines = path.read_text(errors="replace").splitlines()
+            try:
+                first = json.loads(lines[0]) if lines else None
+            except json.JSONDecodeError:
+                first = None
+            if first is not None and first != json.loads(json.dumps(header)):
+                raise UserError(f"{path} holds results of another detect command (other run or settings); "
+                                "use another --out, or --overwrite to start again")
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                    self.done[row["image"]] = row["detections"]
+                    if row.get("error"):
+                        self.errors[row["image"]] = row["error"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line torn by a kill: that image is simply done again
+            if lines:
+                self._f = open(path, "a", encoding="utf-8")
+                return
+        self._f = open(path, "w", encoding="utf-8")
+        self._write(header)
+
+    def _write(self, obj: dict) -> None:
+        self._f.write(json.dumps(obj) + "\n")
+        self._f.flush()
+
+    def add(self, image: str, rows: list[dict] | None, error: str | None) -> None:
+        self._write({"image": image, "detections": rows or [], "error": error})
+        self.done[image] = rows or []
+        if error:
+            self.errors[image] = error
+
+
+def summarize_timings(timings: dict[str, float]) -> str:
+    if not timings:
+        return ""
+    lines = ["stage timings:"] + [f"  {k:<28s} {v:8.1f} s" for k, v in timings.items()]
+    lines.append(f"  {'total':<28s} {sum(timings.values()):8.1f} s")
+    return "\n".join(lines)
+
+
+def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None = None, out: str | Path,
+          run=None, config: str | Path | None = None, overrides: Sequence[str] = (),
+          cache: str | Path | None = None, device: str | None = None) -> dict:
+    """R-CNN vs SPP-net 1-scale vs 5-scale on the same images and proposals (``bench.json``,
+    ``bench.md``, ``bench.png`` in ``out``); with ``run``, also that run's mAP on the split."""
+    from .bench import run_bench
+    from .detector import Detector
+    from .features import resolve_device
+    from .fileio import atomic_write_json, ensure_writable_dir
+
+    if images < 1:
+        raise UserError(f"--images must be at least 1, got {images}")
+    if rcnn_images is not None and rcnn_images < 1:
+        raise UserError(f"--rcnn-images must be at least 1, got {rcnn_images}")
+    det = None
+    if run is not None:
+        det = run if isinstance(run, Detector) else load(run, device=device)
+        # test-time keys and the proposals to time on; the model stays as trained
+        cfg = override_config(det.cfg, list(overrides), allowed=TEST_TIME_KEYS + ("proposals.",))
+    else:
+        cfg = make_config(config, overrides)
+    out = ensure_writable_dir(out, "--out")
+    ds = load_data(data, split, cfg, classes=det.classes if det else None)
+    recs = ds.records[:images]
+    res = run_bench(cfg, [r.path for r in recs], resolve_device(device or cfg.device), out, run=det,
+                    rcnn_images=rcnn_images)
+    if det is not None:
+        metrics = evaluate(det, data=ds, split=split, out=out / f"eval_{Path(split).stem}", cache=cache)
+        key = det.cfg.method + ("" if det.cfg.method == "rcnn" else f"-{len(det.cfg.features.scales)}scale")
+        res["mAP"] = {key: metrics["mAP"]}
+        res["mAP_images"] = metrics["images"]
+        atomic_write_json(out / "bench.json", res)
+    return res
+
+
+def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
+    """Save a freshly trained run; never lose it to an unwritable or full ``out``.
+
+    Replacing a run removes its ``eval_*`` folders, which describe the old model. If writing
+    fails, the run goes to a new folder under the system's temporary directory instead, and
+    the error says where.
+    """
+    import tempfile
+
+    from .fileio import describe_os_error
+
+    try:
+        if overwrite:
+            for p in sorted(out.glob("eval_*")):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+        det.save(out, train_log)
+        return out
+    except OSError as exc:
+        reason = describe_os_error(exc)
+    rescue = Path(tempfile.mkdtemp(prefix="sppdet-run-"))
+    try:
+        det.save(rescue, train_log)
+    except OSError as exc2:
+        raise UserError(f"could not save the trained run to {out} ({reason}) nor to {rescue} "
+                        f"({describe_os_error(exc2)}); free some disk space and train again "
+                        "(the proposal and conv-map caches are kept, so it will be quicker)") from None
+    raise UserError(f"could not save the trained run to {out} ({reason}); it was saved to {rescue} "
+                    f"instead: move that folder where you want it") from None
