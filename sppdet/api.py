@@ -83,7 +83,8 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
 
     With ``eval_split``, evaluate it afterwards (VOC07 mAP, written to ``out/eval_<split>``).
     Returns the :class:`~sppdet.detector.Detector`; its ``train_log`` holds timings, data
-    problems, SVM statistics and, with ``eval_split``, the metrics.
+    problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
+    returns.
     """
     from .fileio import atomic_write_json, ensure_writable_dir
     from .training import train_detector
@@ -112,6 +113,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
                            cache=cache_dir, timings=test_timings)
         timings.update({f"test {k}": v for k, v in test_timings.items()})
         train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
+        det.metrics = metrics
     train_log["timings_s"] = dict(timings)
     atomic_write_json(out / "train_log.json", train_log)
     det.train_log = train_log

@@ -58,13 +58,10 @@ def cmd_train(args) -> int:
     det = train(args.data, args.out, args.config, split=args.split, eval_split=args.eval_split,
                 cache=args.cache, overwrite=args.overwrite, device=args.device, overrides=args.set,
                 timings=timings)
-    if "eval" in det.train_log:
+    if getattr(det, "metrics", None):
         from .evaluation.voc import format_table
 
-        ev = det.train_log["eval"]
-        print(format_table({"metric": "voc07", "mAP": ev["mAP"], "AP": ev["AP"],
-                            "npos": json.loads((Path(args.out) / f"eval_{Path(args.eval_split).stem}"
-                                                / "metrics.json").read_text())["npos"]}))
+        print(format_table(det.metrics))
     print(summarize_timings(timings), file=sys.stderr)
     return 0
 

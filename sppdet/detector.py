@@ -103,6 +103,9 @@ class Detector:
         self.feat_scale = float(feat_scale)
         self.bbox = bbox
         self.pool5_scale = float(pool5_scale)
+        self.run_dir: Path | None = None  # where it was loaded from or saved to
+        self.train_log: dict | None = None  # set by sppdet.train
+        self.metrics: dict | None = None  # set by sppdet.train with an eval split
 
     @property
     def device(self) -> torch.device:
