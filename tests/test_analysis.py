@@ -105,8 +105,14 @@ def check_report(out: Path) -> list[str]:
     return parser.links
 
 
-def test_report_written_and_links_resolve(scene, tmp_path):
+def test_report_written_and_links_resolve(scene, tmp_path, monkeypatch):
+    import sppdet.evaluation.analysis as an
+
     records, dets = scene
+    # the TIDE table as tidecv's numbers would fill it (tidecv itself is optional)
+    monkeypatch.setattr(an, "tide_breakdown", lambda *a: {
+        "available": True, "AP50": 0.5, "dAP": {"Cls": 0.1, "Loc": 0.2, "Both": 0.0, "Dupe": 0.0, "Bkg": 0.05,
+                                                 "Miss": 0.0}, "dAP_special": {"FalsePos": 0.3, "FalseNeg": 0.0}})
     out = tmp_path / "analysis"
     result = analyze(records, dets, ["bird", "cat", "dog"], out, max_gallery=3, similar=[["cat", "dog"]])
     links = check_report(out)
@@ -119,6 +125,8 @@ def test_report_written_and_links_resolve(scene, tmp_path):
     assert cat["ignored"] == 1 and cat["missed"] == 1
     assert (out / "analysis.json").is_file() and (out / "fp_cat.png").is_file()
     assert len(result["files"]["gallery"]["cat"]["false_positives"]) == 3
+    page = (out / "report.html").read_text()
+    assert "AP50 50.00" in page and "<td>20.00</td>" in page
 
 
 def test_tide_when_installed(scene):

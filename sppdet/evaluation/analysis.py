@@ -20,8 +20,10 @@ only correct detections, so every other entry is an error that costs precision w
 matters. The full list and the top N/4 … 4N are in ``analysis.json`` too.
 
 When ``tidecv`` (Bolya et al., *TIDE*, ECCV 2020) is installed, its ΔAP per error type is
-added; it is optional because it pulls ``opencv-python``, which would shadow the
-``opencv-contrib`` build sppdet's selective search needs.
+added. It is optional, and must be installed with ``pip install --no-deps tidecv appdirs
+pandas seaborn``: its declared dependency ``opencv-python`` overwrites the files of the
+``opencv-contrib-python-headless`` build sppdet needs (``cv2.ximgproc.segmentation``, selective
+search, is then gone).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ CATEGORIES = ("correct", "localisation", "similar", "other", "background")
 COLORS = {"correct": "#3cb44b", "localisation": "#ffe119", "similar": "#f58231", "other": "#911eb4",
           "background": "#e6194b"}
 RANK_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
+TIDE_INSTALL = "pip install --no-deps tidecv appdirs pandas seaborn"
 
 
 def _iou(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
@@ -352,7 +355,9 @@ def _html(result: dict, res: dict, title: str) -> str:
                      + "".join(f"<td>{v * 100:.2f}</td>" for v in tide["dAP"].values())
                      + "".join(f"<td>{v * 100:.2f}</td>" for v in tide["dAP_special"].values()) + "</tr></table>")
     else:
-        tide_html = f"<p>TIDE breakdown not computed ({e(tide.get('reason', ''))}; <code>pip install tidecv</code>).</p>"
+        tide_html = (f"<p>TIDE breakdown not computed ({e(tide.get('reason', ''))}). To add it: "
+                     f"<code>{TIDE_INSTALL}</code> (not a plain <code>pip install tidecv</code>, which "
+                     "replaces the OpenCV build that selective search needs).</p>")
     per_class = []
     pr_by_name = {Path(p).stem: p for p in f["pr_curves"]}
     for c in result["classes"]:
