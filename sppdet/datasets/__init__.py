@@ -1,4 +1,4 @@
-"""Detection data sets: VOC devkit, labelImg flat folders, COCO JSON, and the synthetic set.
+"""Detection data sets: VOC devkit, labelImg flat folders, COCO JSON, YOLO, and the synthetic set.
 
 The readers share :mod:`.common`; this package picks the reader for a path, so the import
 graph runs one way (package → readers → common).
@@ -12,6 +12,7 @@ from .coco import load_coco
 from .common import DetectionDataset, ImageRecord, LoadReport
 from .labelimg import load_flat
 from .voc import find_devkit_root, load_voc
+from .yolo import find_yaml, is_yolo_dir, load_yolo
 
 __all__ = ["DetectionDataset", "ImageRecord", "LoadReport", "load_dataset"]
 
@@ -24,10 +25,14 @@ def load_dataset(path: str | Path, split: str = "all", classes: list[str] | None
         raise UserError(f"data path not found: {p}")
     if p.is_file() and p.suffix.lower() == ".json":
         ds = load_coco(p, split, classes, seed, test_fraction, min_box_size)
+    elif p.is_file() and find_yaml(p) is not None:
+        ds = load_yolo(p, split, classes, seed, test_fraction, min_box_size)
     else:
         root = find_devkit_root(p)
         if root is not None:
             ds = load_voc(root, split, classes, min_box_size)
+        elif is_yolo_dir(p):
+            ds = load_yolo(p, split, classes, seed, test_fraction, min_box_size)
         else:
             ds = load_flat(p, split, classes, seed, test_fraction, min_box_size)
     if not ds.records:

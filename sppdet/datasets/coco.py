@@ -68,8 +68,12 @@ def load_coco(json_path: Path, split: str, classes: list[str] | None, seed: int 
         keep = repair_boxes(b, size[0], size[1], min_box_size, report, stem)
         records.append(ImageRecord(stem, path, b[keep], [lab for lab, k in zip(labels, keep) if k],
                                    np.array(crowd, dtype=bool)[keep] if crowd else np.zeros(0, bool),
-                                   size[0], size[1]))
+                                   size[0], size[1], coco_id=im["id"] if isinstance(im.get("id"), int) else None))
     if classes is None:
         classes = [cat_name[c["id"]] for c in sorted(cats, key=lambda c: c["id"])]
     classes, records = finish_classes(records, classes, report)
-    return DetectionDataset(json_path.stem, classes, records, report)
+    id_of_name: dict[str, int] = {}
+    for c in sorted(cats, key=lambda c: c["id"]):
+        id_of_name.setdefault(c["name"], c["id"])
+    return DetectionDataset(json_path.stem, classes, records, report,
+                            category_ids={c: id_of_name[c] for c in classes if c in id_of_name})

@@ -30,6 +30,8 @@ class ImageRecord:
     # Objects exactly as the annotation file has them, for evaluation: (class, [x1, y1, x2, y2]
     # 1-based, unrepaired), difficult). The devkit scores against these, not the repaired boxes.
     raw_objects: list[tuple[str, list[float], bool]] | None = None
+    # The image's id in the COCO file it came from, so results can be written with that id.
+    coco_id: int | None = None
 
     def eval_objects(self) -> list[tuple[str, list[float], bool]]:
         if self.raw_objects is not None:
@@ -65,6 +67,8 @@ class DetectionDataset:
     records: list[ImageRecord]
     report: LoadReport = field(default_factory=LoadReport)
     is_voc2007: bool = False  # the VOC07 11-point metric is the default either way
+    # class name → the COCO file's category id (COCO-sourced sets only), for COCO results files
+    category_ids: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.records)

@@ -1,24 +1,37 @@
-"""Writing an evaluation's outputs: metrics.json, detections.json, comp4 files, PR plots."""
+"""Writing an evaluation's outputs: metrics.json, detections.json, coco_results.json, comp4 files,
+PR plots."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
+from ..fileio import atomic_write_json
 from .voc import write_comp4
 
 
 def write_results(out_dir: str | Path, res: dict, dets: list[dict], classes: Sequence[str], split: str,
-                  n_images: int, coco: dict | None = None, plots: bool = False) -> Path:
-    """``res`` is :func:`~sppdet.evaluation.voc.evaluate_voc`'s result for ``dets``."""
+                  n_images: int, coco: dict | None = None, plots: bool = False, records=None,
+                  category_ids: Mapping[str, int] | None = None) -> Path:
+    """``res`` is :func:`~sppdet.evaluation.voc.evaluate_voc`'s result for ``dets``.
+
+    With the evaluated ``records`` (and, for a set read from a COCO file, its
+    ``category_ids``), also writes ``coco_results.json`` with the ids of the ground truth
+    that :func:`~sppdet.evaluation.coco.coco_ground_truth` builds (the original file's ids
+    for a COCO-sourced set), for pycocotools' ``COCO.loadRes`` or any COCO tool.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {"metric": res["metric"], "mAP": res["mAP"], "AP": res["AP"], "npos": res["npos"],
                "images": n_images, "detections": len(dets)}
     if coco is not None:
         metrics["coco"] = coco
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out_dir / "detections.json").write_text(json.dumps(dets))
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "detections.json", dets, indent=None)
+    if records is not None:
+        from .coco import coco_results
+
+        atomic_write_json(out_dir / "coco_results.json", coco_results(records, dets, classes, category_ids),
+                          indent=None)
     write_comp4(dets, classes, Path(split).stem, out_dir / "comp4")
     if plots:
         from .plots import plot_pr_curves
