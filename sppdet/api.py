@@ -122,14 +122,17 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
 
 def evaluate(run=None, *, data, split: str = "test", detections: str | Path | None = None,
              out: str | Path | None = None, metric: str = "voc07", coco: bool = False, plots: bool = False,
+             analyze: bool = False, similar: Sequence[Sequence[str]] | None = None, gallery: int = 12,
              cache: str | Path | None = None, device: str | None = None, overrides: Sequence[str] = (),
              timings: dict | None = None) -> dict:
     """VOC AP (``metric`` voc07 or voc12) of a run (a directory or a loaded detector) or of a
     ``detections.json`` on ``split`` of ``data``; optionally COCO metrics and PR plots.
 
-    Writes ``metrics.json``, ``detections.json``, COCO results and comp4 files to ``out``
-    (default ``RUN/eval_SPLIT``, or ``eval/`` beside the detections file) and returns the
-    metrics (the content of ``metrics.json``).
+    Writes ``metrics.json``, ``detections.json``, ``coco_results.json`` and comp4 files to
+    ``out`` (default ``RUN/eval_SPLIT``, or ``eval/`` beside the detections file) and returns
+    the metrics (the content of ``metrics.json``). ``analyze`` adds ``out/analysis/``: the
+    false-positive breakdown per class (``similar`` groups classes that count as look-alikes)
+    and ``report.html`` with galleries of ``gallery`` false positives and misses per class.
     """
     from .evaluation.report import write_results
     from .evaluation.voc import evaluate_voc
@@ -137,6 +140,8 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
     if metric not in ("voc07", "voc12"):
         raise UserError(f"metric must be voc07 or voc12, not {metric!r}")
+    if gallery < 0:
+        raise UserError(f"gallery must be 0 or more images per class, got {gallery}")
     if (run is None) == (detections is None):
         raise UserError("give either a run (directory or detector) or a detections file")
     timings = {} if timings is None else timings
@@ -167,14 +172,25 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         dets, stray = match_to_records(dets, recs)
         if stray:
             log.warning(f"{stray} detections are for images outside split {split!r}; ignored")
+    if similar:
+        unknown = sorted({c for group in similar for c in group} - set(classes))
+        if unknown:
+            raise UserError(f"--similar names classes the data set does not have: {', '.join(unknown)}")
     res = evaluate_voc(recs, dets, classes, metric)
     coco_metrics = None
     if coco:
         from .evaluation.coco import evaluate_coco
 
-        coco_metrics = evaluate_coco(recs, dets, classes)
-    write_results(out_dir, res, dets, classes, split, len(recs), coco_metrics, plots)
-    log.info(f"metrics, detections and comp4 files written to {out_dir}")
+        coco_metrics = evaluate_coco(recs, dets, classes, ds.category_ids)
+    write_results(out_dir, res, dets, classes, split, len(recs), coco_metrics, plots, records=recs,
+                  category_ids=ds.category_ids)
+    log.info(f"metrics, detections, COCO results and comp4 files written to {out_dir}")
+    if analyze:
+        from .evaluation.analysis import analyze as analyze_errors
+
+        analyze_errors(recs, dets, classes, out_dir / "analysis", max_gallery=gallery, metric=metric,
+                       similar=[list(g) for g in similar] if similar else None, res=res)
+        log.info(f"error analysis written to {out_dir / 'analysis' / 'report.html'}")
     metrics = json.loads((out_dir / "metrics.json").read_text())
     metrics["out"] = str(out_dir)
     return metrics

@@ -73,8 +73,9 @@ def cmd_eval(args) -> int:
     if (args.run is None) == (args.detections is None):
         raise UserError("give either a RUN directory or --detections FILE")
     metrics = evaluate(args.run, data=args.data, split=args.split, detections=args.detections, out=args.out,
-                       metric=args.metric, coco=args.coco, plots=args.plots, cache=args.cache,
-                       device=args.device, overrides=args.set)
+                       metric=args.metric, coco=args.coco, plots=args.plots, analyze=args.analyze,
+                       similar=[g.split(",") for g in args.similar] or None, gallery=args.gallery,
+                       cache=args.cache, device=args.device, overrides=args.set)
     print(format_table(metrics))
     if "coco" in metrics:
         print("COCO: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["coco"].items()))
@@ -264,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["voc07", "voc12"], default="voc07")
     p.add_argument("--coco", action="store_true", help="also COCO AP, AP50, AP75, AP by size (pycocotools)")
     p.add_argument("--plots", action="store_true", help="precision-recall curve per class (PNG)")
+    p.add_argument("--analyze", action="store_true",
+                   help="false-positive types per class (Hoiem et al.) and report.html with galleries")
+    p.add_argument("--similar", action="append", default=[], metavar="CLS,CLS,...",
+                   help="with --analyze: classes that count as look-alikes of each other (repeatable)")
+    p.add_argument("--gallery", type=int, default=12, help="with --analyze: images per class and gallery")
     set_opt(p, "test-time override, e.g. bbox_reg.enabled=false or test.nms=0.4")
     cache_opt(p)
     device_opt(p)

@@ -57,6 +57,34 @@ def test_evaluate_returns_what_metrics_json_holds(trained, tmp_path):
     assert m2["AP"] == m["AP"]
 
 
+def test_eval_cli_analyze_and_coco_results(trained, tmp_path):
+    """The CLI's eval --analyze --coco: the report and COCO results land beside the metrics, and
+    pycocotools takes the results file as it is."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    from sppdet.evaluation.coco import coco_ground_truth
+
+    d, _ = trained
+    r = _cli("eval", d / "run", "--data", d / "data", "--split", "test", "--out", tmp_path / "ev", "--cache",
+             d / "cache", "--coco", "--analyze", "--similar", "disc,ring", "--gallery", "2")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ev" / "analysis" / "report.html").is_file()
+    ds = sppdet.load_data(d / "data", "test")
+    gt = COCO()
+    gt.dataset = coco_ground_truth(ds.records, ds.classes)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        res = gt.loadRes(str(tmp_path / "ev" / "coco_results.json"))
+    n = len(json.loads((tmp_path / "ev" / "detections.json").read_text()))
+    assert len(res.getAnnIds()) == n > 0
+    r = _cli("eval", d / "run", "--data", d / "data", "--out", tmp_path / "ev2", "--cache", d / "cache",
+             "--analyze", "--similar", "disc,unicorn")
+    assert r.returncode == 2 and "unicorn" in r.stderr
+
+
 def test_detector_call_accepts_every_image_form(trained):
     d, _ = trained
     det = sppdet.load(d / "run")
