@@ -23,7 +23,6 @@ def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = N
     from .evaluation.report import write_results
     from .evaluation.voc import evaluate_voc, format_table
     from .features import resolve_device
-    from .images import read_image
     from .cache import CachedData
     from .detector import run_detection
     from .training import train_detector
@@ -59,12 +58,13 @@ def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = N
     dets = run_detection(det, recs, data, test.report)
     res = evaluate_voc(recs, dets, train.classes, "voc07")
     print(format_table(res))
-    eval_dir = write_results(out / "eval", res, dets, train.classes, "test", len(recs), plots=True)
+    eval_dir = write_results(out / "eval", res, dets, train.classes, "test", len(recs), plots=True,
+                             records=recs)
 
     _say("5/6 detecting objects in 4 test images")
     painted = out / "detections"
     for r in recs[:4]:
-        img = read_image(r.path)
+        img = r.read()
         d = det.detect(img)
         keep = d.scores > 0
         paint(img, d.boxes[keep], [det.classes[int(c)] for c in d.labels[keep]], d.scores[keep], det.classes,

@@ -17,19 +17,24 @@ __all__ = ["DetectionDataset", "ImageRecord", "LoadReport", "load_dataset"]
 
 
 def load_dataset(path: str | Path, split: str = "all", classes: list[str] | None = None,
-                 seed: int = 0, test_fraction: float = 0.2, min_box_size: float = 1.0) -> DetectionDataset:
-    """Read a data set in any supported layout; ``split`` is a split name, ``all``, or a list file."""
+                 seed: int = 0, test_fraction: float = 0.2, min_box_size: float = 1.0,
+                 exif_transpose: bool = False) -> DetectionDataset:
+    """Read a data set in any supported layout; ``split`` is a split name, ``all``, or a list file.
+
+    ``exif_transpose`` (config ``data.exif_transpose``) makes record sizes, boxes and pixels
+    follow the images' EXIF orientation; off by default, as annotation tools draw on the
+    stored pixels."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"data path not found: {p}")
     if p.is_file() and p.suffix.lower() == ".json":
-        ds = load_coco(p, split, classes, seed, test_fraction, min_box_size)
+        ds = load_coco(p, split, classes, seed, test_fraction, min_box_size, exif_transpose)
     else:
         root = find_devkit_root(p)
         if root is not None:
-            ds = load_voc(root, split, classes, min_box_size)
+            ds = load_voc(root, split, classes, min_box_size, exif_transpose)
         else:
-            ds = load_flat(p, split, classes, seed, test_fraction, min_box_size)
+            ds = load_flat(p, split, classes, seed, test_fraction, min_box_size, exif_transpose)
     if not ds.records:
         raise UserError(f"split {split!r} of {p} holds no usable images"
                         + (f"\n{ds.report.summary()}" if ds.report.counts else ""))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .detections import image_id_of, record_index
 
 COCO_KEYS = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"]
@@ -38,8 +39,9 @@ def evaluate_coco(records, detections: list[dict], classes: Sequence[str]) -> di
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
     res = []
+    index = record_index(records)
     for d in detections:
-        stem = Path(d["image"]).stem
+        stem = image_id_of(index, d["image"])
         if stem in img_id and d["label"] in cat_id:
             x1, y1, x2, y2 = (float(v) for v in d["bbox"])
             res.append({"image_id": img_id[stem], "category_id": cat_id[d["label"]],
