@@ -24,9 +24,9 @@ from .proposals import ProposalCache
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _content_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    """blake2b of the file's bytes (remembered per path and stat, so one run reads each file
-    once however often it asks)."""
+def _content_digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    """blake2b of the file's bytes, remembered per path and stat (ctime changes on every write
+    and cannot be set back), so one run reads each file once however often it asks."""
     h = hashlib.blake2b(digest_size=8)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -40,7 +40,8 @@ def cache_key(record: ImageRecord) -> str:
     (``cp -p``, rsync), gives a new key; a renamed or moved file keeps its cache entries."""
     try:
         st = record.path.stat()
-        digest = _content_digest(os.path.abspath(record.path), st.st_size, st.st_mtime_ns, st.st_ino)
+        digest = _content_digest(os.path.abspath(record.path), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                 st.st_ino)
     except OSError as exc:
         raise ImageReadError(f"{record.path}: cannot read ({exc.strerror or exc})") from None
     return f"{record.image_id}-{digest}{'-t' if record.exif_transpose else ''}"

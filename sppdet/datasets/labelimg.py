@@ -32,11 +32,12 @@ def load_flat(root: Path, split: str, classes: list[str] | None, seed: int = 0,
     report = LoadReport()
     ann_dir, img_dir = _dirs(root)
     roots = DataRoots(root, ann_dir, img_dir)
-    images = {}
+    images, refused = {}, set()
     for p in sorted(img_dir.iterdir()):
         if p.is_file() and is_image_file(p):
             if not roots.contains(p):
                 report.add(OUTSIDE, p.name)
+                refused.add(p.stem)
                 continue
             if p.stem in images:
                 report.add("duplicate image id (first file kept)", p.name)
@@ -59,6 +60,8 @@ def load_flat(root: Path, split: str, classes: list[str] | None, seed: int = 0,
         if parsed is None:
             continue
         path = images.get(image_id)
+        if path is None and image_id in refused:
+            continue  # its image leads outside the data folder: counted above
         if path is None and parsed["filename"]:
             n = report.counts[OUTSIDE]
             path = roots.inside(img_dir, parsed["filename"], report)
