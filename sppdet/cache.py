@@ -18,6 +18,7 @@ import numpy as np
 from .config import Config, config_digest
 from .datasets.common import ImageRecord, LoadReport
 from .features import FeatureCache, FeatureExtractor
+from .fileio import remove_stale_temporaries
 from .images import ImageReadError
 from .progress import progress as tqdm
 from .proposals import ProposalCache
@@ -53,6 +54,9 @@ class CachedData:
 
     def __init__(self, cfg: Config, extractor: FeatureExtractor, cache_root: str | Path):
         root = Path(cache_root)
+        for kind in ("proposals", "features"):  # temporaries left by sppdet < 0.3 in any config's folder
+            for folder in (root / kind).glob("*/") if (root / kind).is_dir() else ():
+                remove_stale_temporaries(folder)
         trunk = extractor.trunk
         # R-CNN has no per-image conv map to cache: its "maps" are the image itself.
         self.per_window = getattr(extractor, "per_window", False)

@@ -64,6 +64,21 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_boxes: int = 200
     return boxes.astype(np.float32)
 
 
+def _checked_boxes(arr, source: Path | str, width: int, height: int) -> np.ndarray:
+    """External boxes as float32 ``[K, 4]`` clipped to the image; a file with a count of
+    numbers that is not a multiple of 4, or with NaN/inf, is a :class:`UserError`."""
+    try:
+        arr = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"proposals in {source} are not numbers") from None
+    if arr.size % 4:
+        raise UserError(f"proposals in {source}: {arr.size} numbers, not 4 per box (x1 y1 x2 y2)")
+    if not np.isfinite(arr).all():
+        raise UserError(f"proposals in {source} contain NaN or infinite coordinates")
+    arr = arr.reshape(-1, 4)
+    return np.clip(arr, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+
+
 def load_external(directory: str | Path, image_id: str, width: int, height: int) -> np.ndarray:
     """Proposals for one image from ``<dir>/<image_id>.{npy,txt,csv}`` (x1 y1 x2 y2, 0-based)."""
     d = Path(directory)
@@ -71,12 +86,11 @@ def load_external(directory: str | Path, image_id: str, width: int, height: int)
         p = d / f"{image_id}{ext}"
         if p.is_file():
             try:
-                arr = np.load(p) if ext == ".npy" else np.loadtxt(p, delimiter="," if ext == ".csv" else None,
-                                                                 ndmin=2)
+                arr = np.load(p, allow_pickle=False) if ext == ".npy" else np.loadtxt(
+                    p, delimiter="," if ext == ".csv" else None, ndmin=2)
             except (OSError, ValueError) as exc:
                 raise UserError(f"cannot read proposals file {p}: {exc}") from None
-            arr = np.asarray(arr, dtype=np.float64).reshape(-1, 4)
-            return np.clip(arr, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+            return _checked_boxes(arr, p, width, height)
     raise UserError(f"no proposals for image {image_id} in {d} (expected {image_id}.npy/.txt/.csv)")
 
 
@@ -123,8 +137,7 @@ class ProposalCache:
             if self._mat is not None:
                 if image_id not in self._mat:
                     raise UserError(f"{self.cfg.external_dir} has no proposals for image {image_id}")
-                b = self._mat[image_id]
-                return np.clip(b, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+                return _checked_boxes(self._mat[image_id], f"{self.cfg.external_dir} ({image_id})", w, h)
             return load_external(self.cfg.external_dir, image_id, w, h)
         return selective_search(image, self.cfg.mode, self.cfg.max_boxes, self.cfg.work_size, self.cfg.min_size)
 

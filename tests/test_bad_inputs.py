@@ -651,3 +651,16 @@ def test_damaged_classifier_runs_are_user_errors(tmp_path):
     (tmp_path / "garbage" / "classifier.pt").write_bytes(b"not a torch file")
     with pytest.raises(UserError, match="damaged"):
         load_classifier(tmp_path / "garbage")
+
+
+def test_external_proposals_with_bad_numbers(tmp_path):
+    from sppdet.proposals import load_external
+
+    (tmp_path / "a.txt").write_text("0 0 10 10\n1 1 nan 5\n")
+    (tmp_path / "b.txt").write_text("0 0 10 10 4\n")
+    np.save(tmp_path / "c.npy", np.array([[0, 0, np.inf, 3]]))
+    (tmp_path / "d.txt").write_text("0 0 30 10\n2 2 5 5\n")
+    for image_id, message in (("a", "NaN or infinite"), ("b", "not 4 per box"), ("c", "NaN or infinite")):
+        with pytest.raises(UserError, match=message):
+            load_external(tmp_path, image_id, 20, 20)
+    np.testing.assert_array_equal(load_external(tmp_path, "d", 20, 20), [[0, 0, 19, 10], [2, 2, 5, 5]])
