@@ -132,7 +132,7 @@ class FeatureExtractor:
 
 
 class FeatureCache:
-    """One checked ``.npz`` per image holding its fp16 conv maps (a blake2b digest of the
+    """One checked ``.npz`` per image holding its fp16 conv maps (a CRC-32 of the
     content inside); atomic writes; a damaged file, or one whose maps do not fit the trunk
     and scales, is recomputed with a warning."""
 
