@@ -57,7 +57,7 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
     cfg = cfg or Config()
     ds = load_dataset(data, split, classes=list(classes) if classes else cfg.data.classes,
                       seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction,
-                      min_box_size=cfg.data.min_box_size)
+                      min_box_size=cfg.data.min_box_size, exif_transpose=cfg.data.exif_transpose)
     if ds.report.counts:
         log.warning(ds.report.summary())
     return ds

@@ -4,8 +4,7 @@ sizes (the paper alternates 224 and 180 per epoch), and is tested on the standar
 the full image (shorter side resized to 256 for 224 views, no crop), or on both."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +14,9 @@ import torch
 from torch import nn
 
 from .backbones import build_trunk
+from .config import Rule, check_fields
 from .errors import UserError
+from .fileio import atomic_save, atomic_write_json
 from .images import is_image_file, read_image
 from .ops import spp_pool
 from .progress import progress
@@ -40,6 +41,20 @@ class ClsConfig:
     seed: int = 0
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        check_fields(self, CLS_RULES, "classifier config")
+
+
+CLS_RULES: dict[str, Rule] = {
+    "backbone": Rule("str"), "weights": Rule("str", optional=True),
+    "levels": Rule("ints", "[1, 64]"), "hidden": Rule("int", "[1, 65536]"),
+    "sizes": Rule("ints", "[16, 4096]"), "epochs": Rule("int", "[1, 100000]"),
+    "batch_size": Rule("int", "[1, 100000]"), "lr": Rule("float", "(0, inf)"),
+    "momentum": Rule("float", "[0, 1)"), "weight_decay": Rule("float", "[0, inf)"),
+    "dropout": Rule("float", "[0, 1)"), "train_blocks": Rule("int", "[0, 1000]"),
+    "seed": Rule("int", "[0, 4294967295]"), "device": Rule("choice", choices=("auto", "cpu", "cuda")),
+}
+
 
 class SPPClassifier(nn.Module):
     def __init__(self, cfg: ClsConfig, num_classes: int, pretrained: bool = True):
@@ -53,6 +68,9 @@ class SPPClassifier(nn.Module):
         for p in self.trunk.parameters():
             p.requires_grad = False
         body = list(self.trunk.body.children())
+        if cfg.train_blocks > len(body):
+            raise UserError(f"classifier config: train_blocks is {cfg.train_blocks} but the {cfg.backbone} "
+                            f"trunk has {len(body)} blocks")
         for block in body[len(body) - cfg.train_blocks:] if cfg.train_blocks else []:
             for p in block.parameters():
                 p.requires_grad = True
@@ -230,11 +248,11 @@ def evaluate_classifier(model: SPPClassifier, samples: list[ClsSample], modes: S
 
 def save_classifier(model: SPPClassifier, classes: list[str], out: Path, log: list) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "sppdet-cls-1", "classes": classes, "config": asdict(model.cfg),
-                "trunk_weights": model.trunk.weights_id,
-                "state": {k: v.cpu() for k, v in model.state_dict().items()}}, out / "classifier.pt")
-    (out / "train_log.json").write_text(json.dumps({"classes": classes, "config": asdict(model.cfg),
-                                                    "epochs": log}, indent=2))
+    blob = {"format": "sppdet-cls-1", "classes": classes, "config": asdict(model.cfg),
+            "trunk_weights": model.trunk.weights_id,
+            "state": {k: v.cpu() for k, v in model.state_dict().items()}}
+    atomic_save(out / "classifier.pt", lambda tmp: torch.save(blob, tmp))
+    atomic_write_json(out / "train_log.json", {"classes": classes, "config": asdict(model.cfg), "epochs": log})
 
 
 def load_classifier(run: str | Path, device: str | None = None) -> tuple[SPPClassifier, list[str]]:
@@ -243,11 +261,36 @@ def load_classifier(run: str | Path, device: str | None = None) -> tuple[SPPClas
         raise UserError(f"{run} is not a classifier run (classifier.pt missing)")
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
-        cfg = ClsConfig(**blob["config"])
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{p} is damaged: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means a damaged file
+        raise UserError(f"{p} is damaged or not a classifier ({type(exc).__name__}: {exc})") from None
+    if not isinstance(blob, dict):
+        raise UserError(f"{p} is damaged: it holds a {type(blob).__name__}, not a classifier record")
+    missing = [k for k in ("classes", "config", "state") if k not in blob]
+    if missing:
+        raise UserError(f"{p} is damaged: missing {', '.join(missing)}")
+    classes, conf, state = blob["classes"], blob["config"], blob["state"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{p} is damaged: 'classes' must be a non-empty list of names")
+    if not isinstance(conf, dict):
+        raise UserError(f"{p} is damaged: 'config' is a {type(conf).__name__}, not a mapping")
+    if not isinstance(state, dict):
+        raise UserError(f"{p} is damaged: 'state' is a {type(state).__name__}, not a state dict")
+    known = {f.name for f in fields(ClsConfig)}
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise UserError(f"{p} is damaged or from a newer sppdet: unknown config keys {', '.join(unknown)}")
+    cfg = ClsConfig(**conf)  # validates every field (UserError naming it)
     if device:
         cfg.device = device
-    model = SPPClassifier(cfg, len(blob["classes"]), pretrained=False)
-    model.load_state_dict(blob["state"])
-    return model.to(_device(cfg.device)).eval(), blob["classes"]
+        check_fields(cfg, CLS_RULES, "classifier config")
+    model = SPPClassifier(cfg, len(classes), pretrained=False)
+    out_w = state.get("fc.6.weight")
+    if out_w is None or not hasattr(out_w, "shape") or out_w.shape[0] != len(classes):
+        raise UserError(f"{p} is damaged: {len(classes)} classes but the output layer has "
+                        f"{'no weights' if out_w is None else tuple(getattr(out_w, 'shape', ()))}")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{p} does not match its own config (levels/hidden/backbone): {first}") from None
+    return model.to(_device(cfg.device)).eval(), classes

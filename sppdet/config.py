@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,10 @@ class DataConfig:
     split_seed: int = 0
     test_fraction: float = 0.2  # for flat folders without a split
     min_box_size: float = 1.0  # smaller (after clipping) ground-truth boxes are dropped
+    # Apply the EXIF orientation tag to training/evaluation images? None: as the tools of the
+    # data's format do: labelImg, VOC and COCO tools draw boxes on the stored pixels (no),
+    # Ultralytics' YOLO tools on the oriented image (yes).
+    exif_transpose: bool | None = None
 
 
 @dataclass
@@ -116,25 +121,159 @@ class Config:
         return asdict(self)
 
     def validate(self) -> "Config":
-        if self.method not in ("spp", "rcnn"):
-            raise UserError(f"config: method must be 'spp' or 'rcnn', not {self.method!r}")
-        if not self.features.scales or any(int(s) <= 0 for s in self.features.scales):
-            raise UserError("config: features.scales must be a non-empty list of positive sizes")
-        if not self.features.levels or any(int(n) <= 0 for n in self.features.levels):
-            raise UserError("config: features.levels must be a non-empty list of positive ints")
-        if self.proposals.mode not in ("fast", "quality"):
-            raise UserError("config: proposals.mode must be 'fast' or 'quality'")
-        if self.proposals.method not in ("selective_search", "external"):
-            raise UserError("config: proposals.method must be 'selective_search' or 'external'")
+        """Check every field against :data:`RULES` (type and range), then the few rules that
+        tie two fields together; the first problem is a :class:`UserError` naming the key,
+        the allowed values and the value given."""
+        tree = self.to_dict()
+        for key, rule in RULES.items():
+            node: Any = tree
+            for part in key.split("."):
+                node = node[part]
+            rule.check(key, node)
         if self.proposals.method == "external" and not self.proposals.external_dir:
             raise UserError("config: proposals.method=external needs proposals.external_dir")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UserError("config: device must be auto, cpu or cuda")
-        if not 0 < self.finetune.fg_fraction <= 1:
-            raise UserError("config: finetune.fg_fraction must be in (0, 1]")
-        if self.svm.C <= 0:
-            raise UserError("config: svm.C must be positive")
+        if self.finetune.bg_iou_low >= self.finetune.bg_iou_high:
+            raise UserError(f"config: finetune.bg_iou_low ({self.finetune.bg_iou_low:g}) must be below "
+                            f"finetune.bg_iou_high ({self.finetune.bg_iou_high:g})")
+        if self.svm.evict_thresh > self.svm.hard_thresh:
+            raise UserError(f"config: svm.evict_thresh ({self.svm.evict_thresh:g}) must not exceed "
+                            f"svm.hard_thresh ({self.svm.hard_thresh:g}): new hard negatives would be "
+                            "evicted at once")
         return self
+
+
+def _show(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else repr(v)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Allowed values of one config field.
+
+    ``kind``: ``int``, ``float`` (finite), ``bool``, ``str``, ``choice``, ``ints`` (non-empty
+    list of ints) or ``strs`` (list of non-empty, distinct strings). ``interval`` is written as
+    in the error message, e.g. ``"(0, 1]"`` or ``"[1, inf)"``; ``optional`` allows ``None``.
+    """
+
+    kind: str
+    interval: str = ""
+    choices: tuple = ()
+    optional: bool = False
+
+    def _in_range(self, v: float) -> bool:
+        if not self.interval:
+            return True
+        lo_s, hi_s = (x.strip() for x in self.interval[1:-1].split(","))
+        lo, hi = float(lo_s), float(hi_s)
+        ok_lo = v > lo if self.interval[0] == "(" else v >= lo
+        ok_hi = v < hi if self.interval[-1] == ")" else v <= hi
+        return ok_lo and ok_hi
+
+    def _number_ok(self, v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if self.kind in ("int", "ints") and not isinstance(v, int):
+            return False
+        return math.isfinite(v) and self._in_range(v)
+
+    def describe(self) -> str:
+        where = f" in {self.interval}" if self.interval else ""
+        return {"int": f"an integer{where}", "float": f"a finite number{where}", "bool": "true or false",
+                "str": "a non-empty string", "choice": "one of " + ", ".join(map(repr, self.choices)),
+                "ints": f"a non-empty list of integers{where}",
+                "strs": "a list of distinct non-empty strings"}[self.kind] + (" (or null)" if self.optional else "")
+
+    def check(self, key: str, v: Any, where: str = "config") -> None:
+        if v is None and self.optional:
+            return
+        k = self.kind
+        if k in ("int", "float"):
+            if not isinstance(v, bool) and isinstance(v, int if k == "int" else (int, float)):
+                if not math.isfinite(v):  # NaN compares false with every bound: test it first
+                    raise UserError(f"{where}: {key} must be {self.describe()}, got {_show(v)}")
+                if not self._in_range(v):
+                    raise UserError(f"{where}: {key} must be in {self.interval}, got {_show(v)}")
+                return
+            ok = False
+        elif k == "bool":
+            ok = isinstance(v, bool)
+        elif k == "str":
+            ok = isinstance(v, str) and bool(v.strip())
+        elif k == "choice":
+            ok = isinstance(v, str) and v in self.choices
+        elif k == "ints":
+            ok = isinstance(v, list) and bool(v) and all(self._number_ok(x) for x in v)
+        else:  # strs
+            ok = (isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
+                  and len(set(v)) == len(v))
+        if not ok:
+            raise UserError(f"{where}: {key} must be {self.describe()}, got {_show(v)}")
+
+
+_ANY = ""  # any finite number
+_POS = "(0, inf)"
+_FRAC = "[0, 1]"
+# Every field of every section, with what it may hold. tests/test_bad_inputs.py checks that
+# no field of Config is missing here.
+RULES: dict[str, Rule] = {
+    "method": Rule("choice", choices=("spp", "rcnn")),
+    "device": Rule("choice", choices=("auto", "cpu", "cuda")),
+    "seed": Rule("int", "[0, 4294967295]"),
+    "backbone.name": Rule("str"),
+    "backbone.weights": Rule("str", optional=True),
+    "features.scales": Rule("ints", "[1, 10000]"),
+    "features.max_size": Rule("int", "[1, 20000]"),
+    "features.levels": Rule("ints", "[1, 64]"),
+    "proposals.method": Rule("choice", choices=("selective_search", "external")),
+    "proposals.mode": Rule("choice", choices=("fast", "quality")),
+    "proposals.max_boxes": Rule("int", "[1, 1000000]"),
+    "proposals.work_size": Rule("int", "[0, 20000]"),  # 0: the full-size image
+    "proposals.min_size": Rule("int", "[0, 10000]"),
+    "proposals.external_dir": Rule("str", optional=True),
+    "finetune.enabled": Rule("bool"),
+    "finetune.hidden": Rule("int", "[1, 65536]"),
+    "finetune.iterations": Rule("int", "[1, 100000000]"),
+    "finetune.batch_size": Rule("int", "[1, 1000000]"),
+    "finetune.images_per_batch": Rule("int", "[1, 100000]"),
+    "finetune.fg_fraction": Rule("float", "(0, 1]"),
+    "finetune.fg_iou": Rule("float", "(0, 1]"),
+    "finetune.bg_iou_low": Rule("float", "[0, 1)"),
+    "finetune.bg_iou_high": Rule("float", "(0, 1]"),
+    "finetune.lr": Rule("float", _POS),
+    "finetune.lr_step": Rule("int", "[1, 100000000]"),
+    "finetune.momentum": Rule("float", "[0, 1)"),
+    "finetune.weight_decay": Rule("float", "[0, inf)"),
+    "finetune.dropout": Rule("float", "[0, 1)"),
+    "svm.C": Rule("float", _POS),
+    "svm.pos_weight": Rule("float", _POS),
+    "svm.bias_mult": Rule("float", _POS),
+    "svm.feat_norm": Rule("float", _POS),
+    "svm.neg_iou": Rule("float", _FRAC),
+    "svm.hard_thresh": Rule("float", _ANY),
+    "svm.evict_thresh": Rule("float", _ANY),
+    "svm.retrain_limit": Rule("int", "[1, 100000000]"),
+    "svm.epochs": Rule("int", "[1, 1000]"),
+    "svm.max_negatives": Rule("int", "[1, 100000000]"),
+    "svm.max_iter": Rule("int", "[1, 100000000]"),
+    "bbox_reg.enabled": Rule("bool"),
+    "bbox_reg.min_iou": Rule("float", "(0, 1]"),
+    "bbox_reg.alpha": Rule("float", _POS),
+    "bbox_reg.max_examples": Rule("int", "[1, 100000000]"),
+    "test.nms": Rule("float", "(0, 1]"),
+    "test.score_thresh": Rule("float", _ANY),
+    "test.max_per_image": Rule("int", "[1, 1000000]"),
+    "data.classes": Rule("strs", optional=True),
+    "data.split_seed": Rule("int", "[0, 4294967295]"),
+    "data.test_fraction": Rule("float", _FRAC),
+    "data.min_box_size": Rule("float", "[0, 10000]"),
+    "data.exif_transpose": Rule("bool", optional=True),
+}
+
+
+def check_fields(obj: Any, rules: dict[str, Rule], where: str) -> None:
+    """Check a flat dataclass's fields against ``rules`` (each field must have one)."""
+    for f in fields(obj):
+        rules[f.name].check(f.name, getattr(obj, f.name), where)
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

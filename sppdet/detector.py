@@ -329,7 +329,7 @@ def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedDat
                 props, maps = data.boxes(r), data.maps(r)
                 d = det.detect_maps(maps, props, r.width, r.height)
             else:
-                d = det.detect(read_image(r.path))
+                d = det.detect(r.read())
         except ImageReadError as exc:
             report.add("image that cannot be decoded (skipped)", str(exc))
             continue

@@ -7,8 +7,6 @@ few GB; pooling from a cached map costs a few percent of the conv (see tools/ben
 from __future__ import annotations
 
 import logging
-import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +16,8 @@ import numpy as np
 import torch
 
 from .backbones import Trunk
+from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
+                     write_cache_file)
 from .ops import best_scale, map_windows, spp_pool
 
 log = logging.getLogger(__name__)
@@ -132,43 +132,46 @@ class FeatureExtractor:
 
 
 class FeatureCache:
-    """One ``.npz`` per image holding its fp16 conv maps; atomic writes, corrupt files recomputed."""
+    """One checked ``.npz`` per image holding its fp16 conv maps (a CRC-32 of the
+    content inside); atomic writes; a damaged file, or one whose maps do not fit the trunk
+    and scales, is recomputed with a warning."""
 
     def __init__(self, root: str | Path, extractor: FeatureExtractor):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = ensure_writable_dir(root, "cache folder")
+        remove_stale_temporaries(self.root)
         self.extractor = extractor
 
     def path(self, image_id: str) -> Path:
         return self.root / f"{image_id}.npz"
 
     def has(self, image_id: str) -> bool:
-        return self.path(image_id).is_file()
+        return self.load(image_id) is not None
 
     def load(self, image_id: str) -> list[ScaleMap] | None:
         p = self.path(image_id)
-        if not p.is_file():
-            return None
+        n = len(self.extractor.scales)
         try:
-            with np.load(p) as z:
-                factors = z["factors"]
-                maps = [ScaleMap(float(factors[k]), torch.from_numpy(z[f"map{k}"].astype(np.float16)))
-                        for k in range(len(factors))]
-            if len(maps) != len(self.extractor.scales):
-                raise ValueError("scale count mismatch")
-            return maps
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            z = load_checked_arrays(p, ("factors", *(f"map{k}" for k in range(n))))
+            factors = z["factors"]
+            if factors.shape != (n,) or not (np.isfinite(factors) & (factors > 0)).all():
+                raise CheckedFileError(f"scale factors {factors!r}")
+            channels = self.extractor.trunk.channels
+            for k in range(n):
+                m = z[f"map{k}"]
+                if m.dtype != np.float16 or m.ndim != 3 or m.shape[0] != channels or min(m.shape) < 1:
+                    raise CheckedFileError(f"map{k} is {m.dtype} {m.shape}, expected float16 "
+                                           f"[{channels}, h, w] for this trunk")
+            return [ScaleMap(float(factors[k]), torch.from_numpy(z[f"map{k}"])) for k in range(n)]
+        except FileNotFoundError:
+            return None
+        except CheckedFileError as exc:
             log.warning("damaged feature cache file %s (%s); recomputing", p, exc)
-            p.unlink(missing_ok=True)
             return None
 
     def save(self, image_id: str, maps: Sequence[ScaleMap]) -> None:
-        p = self.path(image_id)
-        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
         arrays = {f"map{k}": m.fmap.detach().to("cpu", torch.float16).numpy() for k, m in enumerate(maps)}
-        with open(tmp, "wb") as f:
-            np.savez(f, factors=np.array([m.factor for m in maps]), **arrays)
-        os.replace(tmp, p)
+        write_cache_file(self.path(image_id), {"factors": np.array([m.factor for m in maps], dtype=np.float64),
+                                               **arrays})
 
     def get(self, image_id: str, image_loader) -> list[ScaleMap]:
         """Cached maps for ``image_id``, computing (and caching) them from ``image_loader()``."""

@@ -3,7 +3,6 @@ and a per-image on-disk cache (atomic writes, so an interrupted run resumes)."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -11,6 +10,8 @@ import numpy as np
 
 from .config import ProposalConfig
 from .errors import UserError
+from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
+                     write_cache_file)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,21 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_boxes: int = 200
     return boxes.astype(np.float32)
 
 
+def _checked_boxes(arr, source: Path | str, width: int, height: int) -> np.ndarray:
+    """External boxes as float32 ``[K, 4]`` clipped to the image; a file with a count of
+    numbers that is not a multiple of 4, or with NaN/inf, is a :class:`UserError`."""
+    try:
+        arr = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"proposals in {source} are not numbers") from None
+    if arr.size % 4:
+        raise UserError(f"proposals in {source}: {arr.size} numbers, not 4 per box (x1 y1 x2 y2)")
+    if not np.isfinite(arr).all():
+        raise UserError(f"proposals in {source} contain NaN or infinite coordinates")
+    arr = arr.reshape(-1, 4)
+    return np.clip(arr, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+
+
 def load_external(directory: str | Path, image_id: str, width: int, height: int) -> np.ndarray:
     """Proposals for one image from ``<dir>/<image_id>.{npy,txt,csv}`` (x1 y1 x2 y2, 0-based)."""
     d = Path(directory)
@@ -70,12 +86,11 @@ def load_external(directory: str | Path, image_id: str, width: int, height: int)
         p = d / f"{image_id}{ext}"
         if p.is_file():
             try:
-                arr = np.load(p) if ext == ".npy" else np.loadtxt(p, delimiter="," if ext == ".csv" else None,
-                                                                 ndmin=2)
+                arr = np.load(p, allow_pickle=False) if ext == ".npy" else np.loadtxt(
+                    p, delimiter="," if ext == ".csv" else None, ndmin=2)
             except (OSError, ValueError) as exc:
                 raise UserError(f"cannot read proposals file {p}: {exc}") from None
-            arr = np.asarray(arr, dtype=np.float64).reshape(-1, 4)
-            return np.clip(arr, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+            return _checked_boxes(arr, p, width, height)
     raise UserError(f"no proposals for image {image_id} in {d} (expected {image_id}.npy/.txt/.csv)")
 
 
@@ -99,21 +114,22 @@ def load_rcnn_mat(mat_path: str | Path) -> dict[str, np.ndarray]:
 
 
 class ProposalCache:
-    """Proposals per image, computed once and kept in ``root`` (one ``.npy`` per image)."""
+    """Proposals per image, computed once and kept in ``root`` (one checked ``.npz`` per image:
+    a damaged or tampered file is recomputed, never used)."""
 
     def __init__(self, root: str | Path, cfg: ProposalConfig):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = ensure_writable_dir(root, "cache folder")
+        remove_stale_temporaries(self.root)
         self.cfg = cfg
         self._mat: dict[str, np.ndarray] | None = None
         if cfg.method == "external" and cfg.external_dir and str(cfg.external_dir).endswith(".mat"):
             self._mat = load_rcnn_mat(cfg.external_dir)
 
     def path(self, image_id: str) -> Path:
-        return self.root / f"{image_id}.npy"
+        return self.root / f"{image_id}.npz"
 
     def has(self, image_id: str) -> bool:
-        return self.path(image_id).is_file()
+        return self.load(image_id) is not None
 
     def compute(self, image_id: str, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
@@ -121,25 +137,31 @@ class ProposalCache:
             if self._mat is not None:
                 if image_id not in self._mat:
                     raise UserError(f"{self.cfg.external_dir} has no proposals for image {image_id}")
-                b = self._mat[image_id]
-                return np.clip(b, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+                return _checked_boxes(self._mat[image_id], f"{self.cfg.external_dir} ({image_id})", w, h)
             return load_external(self.cfg.external_dir, image_id, w, h)
         return selective_search(image, self.cfg.mode, self.cfg.max_boxes, self.cfg.work_size, self.cfg.min_size)
 
-    def get(self, image_id: str, image_loader) -> np.ndarray:
+    def load(self, image_id: str) -> np.ndarray | None:
+        """The cached boxes, or None when absent or damaged (with a warning)."""
         p = self.path(image_id)
-        if p.is_file():
-            try:
-                boxes = np.load(p)
-                if boxes.ndim == 2 and boxes.shape[1] == 4:
-                    return boxes
-                raise ValueError(f"shape {boxes.shape}")
-            except (OSError, ValueError, EOFError) as exc:
-                log.warning("damaged proposal cache file %s (%s); recomputing", p, exc)
-                p.unlink(missing_ok=True)
-        boxes = self.compute(image_id, image_loader())
-        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.save(f, boxes)
-        os.replace(tmp, p)
+        try:
+            boxes = load_checked_arrays(p, ("boxes",))["boxes"]
+            if boxes.dtype != np.float32 or boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) == 0:
+                raise CheckedFileError(f"boxes of {boxes.dtype} {boxes.shape}, expected float32 [K, 4]")
+            if not np.isfinite(boxes).all():
+                raise CheckedFileError("non-finite boxes")
+            return boxes
+        except FileNotFoundError:
+            return None
+        except CheckedFileError as exc:
+            log.warning("damaged proposal cache file %s (%s); recomputing", p, exc)
+            return None
+
+    def get(self, image_id: str, image_loader) -> np.ndarray:
+        boxes = self.load(image_id)
+        if boxes is not None:
+            return boxes
+        boxes = np.ascontiguousarray(self.compute(image_id, image_loader()), dtype=np.float32)
+        write_cache_file(self.path(image_id), {"boxes": boxes})
         return boxes
+

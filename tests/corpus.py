@@ -30,6 +30,6 @@ def make_corpus(d: Path, large: bool = True) -> dict[str, Path]:
     (d / "not_an_image.jpg").write_text("this is text, not a JPEG")
     files["not_image"] = d / "not_an_image.jpg"
     if large:
-        Image.new("RGB", (12000, 9000), (40, 90, 160)).save(d / "large.jpg", quality=50)
+        Image.new("RGB", (10000, 8000), (40, 90, 160)).save(d / "large.jpg", quality=50)  # 80 Mpx: under the 100 Mpx limit
         files["large"] = d / "large.jpg"
     return files

@@ -104,12 +104,12 @@ def test_same_seed_same_metrics_and_resume_after_kill(world, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "sppdet.cli", *map(str, args)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((tmp_path / "cache").glob("proposals/*/*.npy"))) < 4:
+    while time.time() < deadline and len(list((tmp_path / "cache").glob("proposals/*/*.npz"))) < 4:
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "run" / "model.pt").exists()
-    done = list((tmp_path / "cache").glob("proposals/*/*.npy"))
+    done = list((tmp_path / "cache").glob("proposals/*/*.npz"))
     assert 4 <= len(done) < 14
     done[0].write_bytes(b"damaged")  # a torn write must be detected and recomputed
     r = run_cli(*args)

@@ -18,23 +18,31 @@ __all__ = ["DetectionDataset", "ImageRecord", "LoadReport", "load_dataset"]
 
 
 def load_dataset(path: str | Path, split: str = "all", classes: list[str] | None = None,
-                 seed: int = 0, test_fraction: float = 0.2, min_box_size: float = 1.0) -> DetectionDataset:
-    """Read a data set in any supported layout; ``split`` is a split name, ``all``, or a list file."""
+                 seed: int = 0, test_fraction: float = 0.2, min_box_size: float = 1.0,
+                 exif_transpose: bool | None = None) -> DetectionDataset:
+    """Read a data set in any supported layout; ``split`` is a split name, ``all``, or a list file.
+
+    ``exif_transpose`` (config ``data.exif_transpose``) makes record sizes, boxes and pixels
+    follow the images' EXIF orientation. ``None`` follows the convention of the tools that
+    write each format: labelImg and VOC/COCO tools draw boxes on the stored pixels (off),
+    Ultralytics' YOLO tools on the oriented image (on)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"data path not found: {p}")
+    stored = bool(exif_transpose)  # None → False: the stored pixels
+    oriented = True if exif_transpose is None else exif_transpose
     if p.is_file() and p.suffix.lower() == ".json":
-        ds = load_coco(p, split, classes, seed, test_fraction, min_box_size)
+        ds = load_coco(p, split, classes, seed, test_fraction, min_box_size, stored)
     elif p.is_file() and find_yaml(p) is not None:
-        ds = load_yolo(p, split, classes, seed, test_fraction, min_box_size)
+        ds = load_yolo(p, split, classes, seed, test_fraction, min_box_size, oriented)
     else:
         root = find_devkit_root(p)
         if root is not None:
-            ds = load_voc(root, split, classes, min_box_size)
+            ds = load_voc(root, split, classes, min_box_size, stored)
         elif is_yolo_dir(p):
-            ds = load_yolo(p, split, classes, seed, test_fraction, min_box_size)
+            ds = load_yolo(p, split, classes, seed, test_fraction, min_box_size, oriented)
         else:
-            ds = load_flat(p, split, classes, seed, test_fraction, min_box_size)
+            ds = load_flat(p, split, classes, seed, test_fraction, min_box_size, stored)
     if not ds.records:
         raise UserError(f"split {split!r} of {p} holds no usable images"
                         + (f"\n{ds.report.summary()}" if ds.report.counts else ""))

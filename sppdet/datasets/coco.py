@@ -1,14 +1,20 @@
-"""COCO JSON detection annotations (``images``, ``annotations``, ``categories``)."""
+"""COCO JSON detection annotations (``images``, ``annotations``, ``categories``).
+
+Every entry is checked before use: a malformed entry is skipped and counted in the load
+report; only a file that is not a COCO detection file at all is a :class:`UserError`.
+"""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
-from .common import (DetectionDataset, ImageRecord, LoadReport, finish_classes, image_size,
-                     read_list_file, repair_boxes, seeded_split)
+from .common import (MISSING_IN_SPLIT, OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport,
+                     finish_classes, probe_image, read_list_file, repair_boxes, safe_image_id, seeded_split)
 
 
 def _image_dir(json_path: Path) -> Path:
@@ -18,62 +24,140 @@ def _image_dir(json_path: Path) -> Path:
     return json_path.parent
 
 
-def load_coco(json_path: Path, split: str, classes: list[str] | None, seed: int = 0,
-              test_fraction: float = 0.2, min_box_size: float = 1.0) -> DetectionDataset:
-    report = LoadReport()
+def _is_id(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v != "")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _read_json(json_path: Path) -> dict:
     try:
-        data = json.loads(json_path.read_text())
-        images, anns, cats = data["images"], data.get("annotations", []), data["categories"]
-    except (json.JSONDecodeError, KeyError, TypeError, OSError) as exc:
-        raise UserError(f"{json_path} is not a COCO detection file: {exc}") from None
-    cat_name = {c["id"]: c["name"] for c in cats}
-    by_image: dict = {}
-    for a in anns:
-        by_image.setdefault(a.get("image_id"), []).append(a)
-    img_dir = _image_dir(json_path)
-    id_of = {}
-    for im in images:
+        data = json.loads(json_path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{json_path} is not valid JSON ({exc})") from None
+    except (OSError, RecursionError) as exc:
+        raise UserError(f"cannot read {json_path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{json_path} is not a COCO detection file: the top level is a "
+                        f"{type(data).__name__}, not an object with images/annotations/categories")
+    for key, required in (("images", True), ("categories", True), ("annotations", False)):
+        if key not in data:
+            if required:
+                raise UserError(f"{json_path} is not a COCO detection file: no {key!r} key")
+            data[key] = []
+        elif not isinstance(data[key], list):
+            raise UserError(f"{json_path}: {key!r} must be a list, got {type(data[key]).__name__}")
+    return data
+
+
+def load_coco(json_path: Path, split: str, classes: list[str] | None, seed: int = 0,
+              test_fraction: float = 0.2, min_box_size: float = 1.0,
+              exif_transpose: bool = False) -> DetectionDataset:
+    report = LoadReport()
+    data = _read_json(json_path)
+    name = json_path.name
+
+    cat_name: dict = {}
+    for c in data["categories"]:
+        if not (isinstance(c, dict) and _is_id(c.get("id")) and isinstance(c.get("name"), str)
+                and c["name"].strip()):
+            report.add("category without an id or a name (skipped)", f"{name}: {str(c)[:80]}")
+        elif c["id"] in cat_name:
+            report.add("duplicate category id (first kept)", f"{name}: {c['id']!r}")
+        else:
+            cat_name[c["id"]] = c["name"].strip()
+
+    by_id: dict = {}  # image id → image entry (the first with that id)
+    by_stem: dict[str, dict] = {}
+    for im in data["images"]:
+        if not (isinstance(im, dict) and _is_id(im.get("id")) and isinstance(im.get("file_name"), str)
+                and im["file_name"].strip()):
+            report.add("image entry without an id or a file_name (skipped)", f"{name}: {str(im)[:80]}")
+            continue
+        if im["id"] in by_id:
+            report.add("duplicate image id (its annotations go to the first image)", f"{name}: {im['id']!r}")
+            continue
+        by_id[im["id"]] = im
         stem = Path(im["file_name"]).stem
-        if stem in id_of:
-            report.add("duplicate image id (first kept)", im["file_name"])
+        if stem in by_stem:
+            report.add("duplicate image file stem (first kept)", im["file_name"])
             continue
-        id_of[stem] = im
-    wanted = read_list_file(Path(split), report) if Path(split).is_file() else seeded_split(
-        list(id_of), split, seed, test_fraction)
-    records = []
+        by_stem[stem] = im
+
+    by_image: dict = {}
+    for a in data["annotations"]:
+        if not isinstance(a, dict) or not _is_id(a.get("image_id")) or a["image_id"] not in by_id:
+            report.add("annotation of an unknown image_id (skipped)",
+                       f"{name}: {a.get('image_id') if isinstance(a, dict) else str(a)[:40]!r}")
+            continue
+        by_image.setdefault(a["image_id"], []).append(a)
+
+    img_dir = _image_dir(json_path)
+    roots = DataRoots(json_path.parent, img_dir)
+    if Path(split).is_file():
+        wanted = []
+        for stem in read_list_file(Path(split), report):
+            if stem in by_stem:
+                wanted.append(stem)
+            else:
+                report.add(MISSING_IN_SPLIT, stem)
+    else:
+        wanted = seeded_split(list(by_stem), split, seed, test_fraction)
+
+    records, seen = [], set()
     for stem in wanted:
-        im = id_of.get(stem)
-        if im is None:
+        im = by_stem[stem]
+        fname = im["file_name"]
+        n_outside = report.counts[OUTSIDE]
+        path = roots.inside(img_dir, fname, report)
+        if path is None and report.counts[OUTSIDE] == n_outside and img_dir != json_path.parent:
+            path = roots.inside(json_path.parent, fname, report)
+        if path is None:
+            if report.counts[OUTSIDE] == n_outside:
+                report.add("annotation whose image is missing (skipped)", fname)
             continue
-        path = img_dir / im["file_name"]
-        if not path.is_file():
-            path = json_path.parent / im["file_name"]
-        if not path.is_file():
-            report.add("annotation whose image is missing (skipped)", im["file_name"])
-            continue
-        size = image_size(path)
+        size = probe_image(path, report, fname, exif_transpose)
         if size is None:
-            report.add("file that is not a readable image (skipped)", im["file_name"])
             continue
         boxes, labels, crowd = [], [], []
         for a in by_image.get(im["id"], []):
-            if a.get("category_id") not in cat_name or len(a.get("bbox", [])) != 4:
-                report.add("annotation with unknown category or no bbox (skipped)", im["file_name"])
+            bbox, cid = a.get("bbox"), a.get("category_id")
+            if not _is_id(cid) or cid not in cat_name:
+                report.add("annotation with an unknown category_id (skipped)", f"{fname}: {cid!r}"[:120])
                 continue
-            x, y, w, h = (float(v) for v in a["bbox"])
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+                report.add("annotation without a bbox of 4 finite numbers (skipped)", f"{fname}: {bbox!r}"[:120])
+                continue
+            x, y, w, h = (float(v) for v in bbox)
             boxes.append([x, y, x + w - 1, y + h - 1])  # continuous → inclusive pixels
-            labels.append(cat_name[a["category_id"]])
-            crowd.append(bool(a.get("iscrowd", 0)))
+            labels.append(cat_name[cid])
+            c = a.get("iscrowd", 0)
+            if c not in (0, 1, True, False, None):
+                report.add("unreadable iscrowd value (read as 0)", f"{fname}: {c!r}"[:80])
+                c = 0
+            crowd.append(bool(c))
+        image_id = safe_image_id(stem, report)
+        if image_id in seen:
+            report.add("duplicate image id (first kept)", image_id)
+            continue
+        seen.add(image_id)
         b = np.array(boxes, dtype=np.float64).reshape(-1, 4)
         keep = repair_boxes(b, size[0], size[1], min_box_size, report, stem)
-        records.append(ImageRecord(stem, path, b[keep], [lab for lab, k in zip(labels, keep) if k],
+        records.append(ImageRecord(image_id, path, b[keep], [lab for lab, k in zip(labels, keep) if k],
                                    np.array(crowd, dtype=bool)[keep] if crowd else np.zeros(0, bool),
-                                   size[0], size[1], coco_id=im["id"] if isinstance(im.get("id"), int) else None))
+                                   size[0], size[1], coco_id=im["id"] if isinstance(im.get("id"), int) else None,
+                                   exif_transpose=exif_transpose))
     if classes is None:
-        classes = [cat_name[c["id"]] for c in sorted(cats, key=lambda c: c["id"])]
+        ids = list(cat_name)
+        if all(isinstance(i, int) for i in ids):
+            ids.sort()
+        classes = list(dict.fromkeys(cat_name[i] for i in ids))
     classes, records = finish_classes(records, classes, report)
     id_of_name: dict[str, int] = {}
-    for c in sorted(cats, key=lambda c: c["id"]):
-        id_of_name.setdefault(c["name"], c["id"])
+    for cid in sorted(cat_name, key=lambda i: (not isinstance(i, int), str(i) if not isinstance(i, int) else i)):
+        if isinstance(cid, int):
+            id_of_name.setdefault(cat_name[cid], cid)
     return DetectionDataset(json_path.stem, classes, records, report,
                             category_ids={c: id_of_name[c] for c in classes if c in id_of_name})

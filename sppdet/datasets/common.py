@@ -6,14 +6,16 @@ shifted by one on reading, and shifted back when results are written for the dev
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import UserError
+from ..images import ImageReadError, ImageTooLargeError, header_size, read_image
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,13 @@ class ImageRecord:
     raw_objects: list[tuple[str, list[float], bool]] | None = None
     # The image's id in the COCO file it came from, so results can be written with that id.
     coco_id: int | None = None
+    # Whether the image's EXIF orientation applies (``data.exif_transpose``); width/height
+    # and boxes are in the pixels :meth:`read` returns.
+    exif_transpose: bool = False
+
+    def read(self) -> np.ndarray:
+        """The image as ``[H, W, 3]`` RGB uint8, oriented as the record's boxes are."""
+        return read_image(self.path, exif_transpose=self.exif_transpose)
 
     def eval_objects(self) -> list[tuple[str, list[float], bool]]:
         if self.raw_objects is not None:
@@ -77,13 +86,83 @@ class DetectionDataset:
         return {c: i for i, c in enumerate(self.classes)}
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header, or None when it is not a readable image."""
+def image_size(path: Path, exif_transpose: bool = False) -> tuple[int, int] | None:
+    """(width, height) from the file header, or None when it is not a readable image.
+    With ``exif_transpose`` the size is that of the image turned by its EXIF orientation."""
     try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # noqa: BLE001 - any decoder failure: not an image
+        return header_size(path, exif_transpose, max_pixels=2**62)
+    except ImageReadError:
         return None
+
+
+def probe_image(path: Path, report: LoadReport, where: str, exif_transpose: bool = False) -> tuple[int, int] | None:
+    """The image's size, or None with a report entry when it is unreadable or above the
+    pixel limit (so a long run never meets it later)."""
+    try:
+        return header_size(path, exif_transpose)
+    except ImageTooLargeError as exc:
+        report.add("image above the pixel limit (skipped)", str(exc))
+    except ImageReadError:
+        report.add("file that is not a readable image (skipped)", where)
+    return None
+
+
+OUTSIDE = "image path outside the data folder (skipped)"
+
+
+class DataRoots:
+    """The folders a data set may read images from. Every path a file names (an XML
+    ``<filename>``, a COCO ``file_name``, a list-file entry) goes through :meth:`inside`:
+    absolute names and ``..`` are never opened, so an annotation file cannot make sppdet read
+    (or reveal the size of) files elsewhere. Symbolic links that the data's owner placed in
+    these folders are followed: linking images from a shared pool is a common layout, and a
+    link is the owner's choice, not the annotation's."""
+
+    def __init__(self, *roots: Path):
+        self.roots = [Path(os.path.abspath(r)) for r in roots]
+
+    def contains(self, path: Path) -> bool:
+        """Whether ``path`` lies lexically in a root (links are not resolved)."""
+        try:
+            p = Path(os.path.abspath(path))
+        except (OSError, ValueError):  # NUL bytes
+            return False
+        return any(p == r or p.is_relative_to(r) for r in self.roots)
+
+    def inside(self, base: Path, name: str, report: LoadReport | None = None) -> Path | None:
+        """``base / name`` if it names a file inside the roots; None (counted when it leads
+        outside) otherwise."""
+        if not name:
+            return None
+        try:
+            rel = Path(name)
+            if rel.is_absolute() or ".." in rel.parts or "\x00" in name:
+                raise ValueError
+            cand = base / rel
+            if not cand.is_file():
+                return None
+        except (ValueError, OSError):
+            if report is not None:
+                report.add(OUTSIDE, name)
+            return None
+        if not self.contains(cand):
+            if report is not None:
+                report.add(OUTSIDE, name)
+            return None
+        return cand
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def safe_image_id(stem: str, report: LoadReport | None = None) -> str:
+    """The image id used in records, comp4 files and cache names: the file stem with each run
+    of whitespace replaced by ``_`` (comp4 lines are ``id score x1 y1 x2 y2``, split on spaces).
+    The image's file name is kept as it is."""
+    safe = _SPACE.sub("_", stem.strip()) if _SPACE.search(stem) else stem
+    if safe != stem and report is not None:
+        report.add("image id with whitespace (spaces replaced by _ in its id)", stem)
+    return safe
 
 
 def repair_boxes(boxes: np.ndarray, width: int, height: int, min_size: float,
@@ -110,27 +189,45 @@ def repair_boxes(boxes: np.ndarray, width: int, height: int, min_size: float,
 
 
 def read_list_file(path: Path, report: LoadReport | None = None) -> list[str]:
-    """Image ids from a list file: one per line (first token), or a CSV's ``filename`` column.
-    Repeated ids are kept once (a CSV has one row per object, so repeats are expected there)."""
-    text = path.read_text(errors="replace").splitlines()
+    """Image names from a list file: one per line (first token), or a CSV's ``filename``
+    column, as file stems. Repeated ids are kept once (a CSV has one row per object, so
+    repeats are expected there); absolute names or names climbing with ``..`` are skipped
+    and counted (the image is looked up by its stem inside the data folder only)."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read split file {path}: {exc.strerror or exc}") from None
     if path.suffix.lower() == ".csv":
         import csv
 
-        rows = list(csv.DictReader(text))
+        try:
+            rows = list(csv.DictReader(text))
+        except csv.Error as exc:
+            raise UserError(f"{path}: not a readable CSV ({exc})") from None
         if not rows or "filename" not in rows[0]:
             raise UserError(f"{path}: a CSV split file needs a 'filename' column")
-        names = [r["filename"] for r in rows]
+        names = [(r["filename"] or "").strip() for r in rows]
     else:
-        names = [ln.split()[0] for ln in text if ln.strip() and not ln.startswith("#")]
+        names = [ln.split()[0] for ln in text if ln.strip() and not ln.lstrip().startswith("#")]
     seen, ids = set(), []
     for n in names:
-        stem = Path(n).stem
+        if not n:
+            continue
+        p = Path(n)
+        if p.is_absolute() or ".." in p.parts or "\x00" in n:
+            if report is not None:
+                report.add(OUTSIDE, n)
+            continue
+        stem = p.stem
         if stem not in seen:
             seen.add(stem)
             ids.append(stem)
         elif report is not None and path.suffix.lower() != ".csv":
             report.add("duplicate image id in the split file (kept once)", stem)
     return ids
+
+
+MISSING_IN_SPLIT = "image id in the split without an annotation file (skipped)"
 
 
 def seeded_split(ids: list[str], split: str, seed: int, test_fraction: float) -> list[str]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..images import is_image_file
-from .common import (DetectionDataset, LoadReport, finish_classes, read_list_file, seeded_split)
+from .common import (MISSING_IN_SPLIT, OUTSIDE, DataRoots, DetectionDataset, LoadReport, finish_classes,
+                     read_list_file, seeded_split)
 from .voc import make_record, parse_voc_xml
 
 ANNOTATION_DIRS = ("annotations", "Annotations", "annots", "labels", "xml", "xmls")
@@ -26,32 +27,54 @@ def _dirs(root: Path) -> tuple[Path, Path]:
 
 
 def load_flat(root: Path, split: str, classes: list[str] | None, seed: int = 0,
-              test_fraction: float = 0.2, min_box_size: float = 1.0) -> DetectionDataset:
+              test_fraction: float = 0.2, min_box_size: float = 1.0,
+              exif_transpose: bool = False) -> DetectionDataset:
     report = LoadReport()
     ann_dir, img_dir = _dirs(root)
-    images = {}
+    roots = DataRoots(root, ann_dir, img_dir)
+    images, refused = {}, set()
     for p in sorted(img_dir.iterdir()):
         if p.is_file() and is_image_file(p):
+            if not roots.contains(p):
+                report.add(OUTSIDE, p.name)
+                refused.add(p.stem)
+                continue
             if p.stem in images:
                 report.add("duplicate image id (first file kept)", p.name)
                 continue
             images[p.stem] = p
     xmls = {p.stem: p for p in sorted(ann_dir.glob("*.xml"))}
     if Path(split).is_file():
-        ids = [i for i in read_list_file(Path(split), report) if i in xmls]
+        ids = []
+        for i in read_list_file(Path(split), report):
+            if i in xmls:
+                ids.append(i)
+            else:
+                report.add(MISSING_IN_SPLIT, i)
     else:
         ids = seeded_split(list(xmls), split, seed, test_fraction)
-    records = []
+    records, seen = [], set()
     for image_id in ids:
-        parsed = parse_voc_xml(xmls[image_id], report)
+        xml = roots.inside(ann_dir, xmls[image_id].name, report)
+        parsed = parse_voc_xml(xml, report) if xml is not None else None
         if parsed is None:
             continue
         path = images.get(image_id)
+        if path is None and image_id in refused:
+            continue  # its image leads outside the data folder: counted above
         if path is None and parsed["filename"]:
-            cand = img_dir / parsed["filename"]
-            path = cand if cand.is_file() else images.get(Path(parsed["filename"]).stem)
-        rec = make_record(image_id, path, parsed, report, min_box_size)
+            n = report.counts[OUTSIDE]
+            path = roots.inside(img_dir, parsed["filename"], report)
+            if path is None and report.counts[OUTSIDE] > n:
+                continue  # counted as outside the data folder
+            if path is None:
+                path = images.get(Path(parsed["filename"]).stem)
+        rec = make_record(image_id, path, parsed, report, min_box_size, exif_transpose)
         if rec is not None:
+            if rec.image_id in seen:
+                report.add("duplicate image id (first kept)", rec.image_id)
+                continue
+            seen.add(rec.image_id)
             records.append(rec)
     classes, records = finish_classes(records, classes, report)
     return DetectionDataset(root.name, classes, records, report)

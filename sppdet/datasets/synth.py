@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..errors import UserError
 from ..progress import progress
 
 CLASSES = ["disc", "triangle", "star", "cross", "ring"]
@@ -153,6 +154,12 @@ def _xml(image_id: str, w: int, h: int, objects) -> str:
 
 def write_synthetic(out: str | Path, n_images: int = 200, seed: int = 0, test_fraction: float = 0.3) -> Path:
     """Write ``n_images`` images in the devkit layout under ``out``; returns ``out``."""
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise UserError(f"synth: the number of images must be a positive integer, got {n_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"synth: the seed must be a non-negative integer, got {seed!r}")
+    if not (isinstance(test_fraction, (int, float)) and 0 <= test_fraction <= 1):
+        raise UserError(f"synth: test_fraction must be in [0, 1], got {test_fraction!r}")
     out = Path(out)
     for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (out / d).mkdir(parents=True, exist_ok=True)

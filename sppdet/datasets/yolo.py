@@ -199,8 +199,8 @@ def parse_label_file(path: Path, width: int, height: int, n_classes: int | None,
 
 
 def _record(image: Path, image_id: str, names: list[str] | None, report: LoadReport,
-            min_box_size: float) -> ImageRecord | None:
-    size = image_size(image)
+            min_box_size: float, exif_transpose: bool) -> ImageRecord | None:
+    size = image_size(image, exif_transpose=exif_transpose)
     if size is None:
         report.add("file that is not a readable image (skipped)", image.name)
         return None
@@ -219,7 +219,7 @@ def _record(image: Path, image_id: str, names: list[str] | None, report: LoadRep
     keep = repair_boxes(boxes, size[0], size[1], min_box_size, report, image_id)
     labels = [names[i] if names is not None else str(i) for i, k in zip(ids, keep) if k]
     return ImageRecord(image_id, image, boxes[keep], labels, np.zeros(len(labels), dtype=bool),
-                       size[0], size[1])
+                       size[0], size[1], exif_transpose=exif_transpose)
 
 
 def _split_images(root: Path, yaml_path: Path | None, data: dict, split: str, seed: int,
@@ -280,8 +280,9 @@ def _split_images(root: Path, yaml_path: Path | None, data: dict, split: str, se
 
 
 def load_yolo(path: Path, split: str, classes: list[str] | None, seed: int = 0,
-              test_fraction: float = 0.2, min_box_size: float = 1.0) -> DetectionDataset:
-    """Read a YOLO data set from its folder or its data.yaml."""
+              test_fraction: float = 0.2, min_box_size: float = 1.0, exif_transpose: bool = True) -> DetectionDataset:
+    """Read a YOLO data set from its folder or its data.yaml. Ultralytics measures and labels
+    images after their EXIF orientation, hence ``exif_transpose=True`` by default here."""
     report = LoadReport()
     yaml_path = find_yaml(path)
     root = yaml_path.parent if yaml_path is not None else path
@@ -296,7 +297,7 @@ def load_yolo(path: Path, split: str, classes: list[str] | None, seed: int = 0,
             report.add("duplicate image id (first file kept)", str(img))
             continue
         seen.add(img.stem)
-        rec = _record(img, img.stem, names, report, min_box_size)
+        rec = _record(img, img.stem, names, report, min_box_size, exif_transpose)
         if rec is not None:
             records.append(rec)
     if names is None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from .detections import image_id_of, record_index
 
 COCO_KEYS = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"]
@@ -58,10 +59,10 @@ def coco_results(records, detections: list[dict], classes: Sequence[str],
     """Detections as a COCO results list (``image_id``, ``category_id``, ``bbox`` [x, y, w, h],
     ``score``), as ``COCO.loadRes`` takes it; detections of other images or classes are left out."""
     img_id, cat_id = coco_ids(records, classes, category_ids)
-    by_name = {r.path.name: r.image_id for r in records}
     res = []
+    index = record_index(records)
     for d in detections:
-        stem = by_name.get(d["image"], Path(d["image"]).stem)
+        stem = image_id_of(index, d["image"])
         if stem in img_id and d["label"] in cat_id:
             x1, y1, x2, y2 = (float(v) for v in d["bbox"])
             res.append({"image_id": img_id[stem], "category_id": cat_id[d["label"]],

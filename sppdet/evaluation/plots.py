@@ -5,6 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
+from .voc import class_file_part
+
 
 def plot_pr_curves(result: dict, out_dir: str | Path) -> list[Path]:
     import matplotlib
@@ -23,9 +26,10 @@ def plot_pr_curves(result: dict, out_dir: str | Path) -> list[Path]:
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
                title=f"{c}: AP {'n/a' if ap is None else f'{ap:.3f}'} ({result['metric']})")
         ax.grid(alpha=0.3)
-        p = out_dir / f"pr_{''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in c)}.png"
+        p = out_dir / f"pr_{class_file_part(c)}.png"
         fig.tight_layout()
-        fig.savefig(p, dpi=100)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
         paths.append(p)
     return paths

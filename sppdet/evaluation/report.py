@@ -10,29 +10,28 @@ from .voc import write_comp4
 
 
 def write_results(out_dir: str | Path, res: dict, dets: list[dict], classes: Sequence[str], split: str,
-                  n_images: int, coco: dict | None = None, plots: bool = False, records=None,
-                  category_ids: Mapping[str, int] | None = None) -> Path:
-    """``res`` is :func:`~sppdet.evaluation.voc.evaluate_voc`'s result for ``dets``.
-
-    With the evaluated ``records`` (and, for a set read from a COCO file, its
-    ``category_ids``), also writes ``coco_results.json`` with the ids of the ground truth
-    that :func:`~sppdet.evaluation.coco.coco_ground_truth` builds (the original file's ids
-    for a COCO-sourced set), for pycocotools' ``COCO.loadRes`` or any COCO tool.
-    """
+                  n_images: int, coco: dict | None = None, plots: bool = False,
+                  records: Sequence | None = None, category_ids: Mapping[str, int] | None = None) -> Path:
+    """``res`` is :func:`~sppdet.evaluation.voc.evaluate_voc`'s result for ``dets``; pass the
+    split's ``records`` so the comp4 files carry the same image ids the metric used, and so
+    ``coco_results.json`` is written with the ids of the ground truth that
+    :func:`~sppdet.evaluation.coco.coco_ground_truth` builds (a COCO-sourced set's own ids, given
+    its ``category_ids``), for pycocotools' ``COCO.loadRes`` or any COCO tool. Every file is
+    written atomically (an interrupted write leaves the previous file or none)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {"metric": res["metric"], "mAP": res["mAP"], "AP": res["AP"], "npos": res["npos"],
                "images": n_images, "detections": len(dets)}
     if coco is not None:
         metrics["coco"] = coco
-    atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_write_json(out_dir / "detections.json", dets, indent=None)
     if records is not None:
         from .coco import coco_results
 
         atomic_write_json(out_dir / "coco_results.json", coco_results(records, dets, classes, category_ids),
                           indent=None)
-    write_comp4(dets, classes, Path(split).stem, out_dir / "comp4")
+    write_comp4(dets, classes, Path(split).stem, out_dir / "comp4", records)
+    atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence means the rest is there
     if plots:
         from .plots import plot_pr_curves
 

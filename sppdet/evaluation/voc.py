@@ -14,10 +14,16 @@ out of the mAP, as in most toolkits.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from ..datasets.common import safe_image_id
+from ..fileio import atomic_write
+from .detections import image_id_of, record_index
 
 # One detection: (image id, score, [x1, y1, x2, y2] in 1-based pixels).
 Detection = tuple[str, float, Sequence[float]]
@@ -103,14 +109,22 @@ def ground_truth_by_class(records, classes: Sequence[str]) -> dict[str, dict[str
     return out
 
 
-def detections_by_class(detections: Iterable[dict], classes: Sequence[str]) -> dict[str, list[Detection]]:
+def detections_by_class(detections: Iterable[dict], classes: Sequence[str],
+                        image_ids: dict[str, str] | None = None) -> dict[str, list[Detection]]:
     """Detections (``{"image", "label", "score", "bbox"}`` with 0-based bbox) → per-class
-    lists of 1-based detections, in input order (the order the comp4 files are written in)."""
+    lists of 1-based detections, in input order (the order the comp4 files are written in).
+
+    ``image_ids`` (from :func:`~sppdet.evaluation.detections.record_index`) maps a detection's
+    image to its record's id; without it the id is the file stem, whitespace replaced by ``_``
+    as the readers do."""
     out: dict[str, list[Detection]] = {c: [] for c in classes}
     for d in detections:
         if d["label"] in out:
-            out[d["label"]].append((Path(d["image"]).stem, float(d["score"]),
-                                    [float(v) + 1.0 for v in d["bbox"]]))
+            image = d["image"]
+            image_id = image_id_of(image_ids, image) if image_ids is not None else None
+            if image_id is None:
+                image_id = safe_image_id(Path(image).stem)
+            out[d["label"]].append((image_id, float(d["score"]), [float(v) + 1.0 for v in d["bbox"]]))
     return out
 
 
@@ -119,7 +133,7 @@ def evaluate_voc(records, detections: list[dict], classes: Sequence[str], metric
     """Per-class AP and mAP. Returns ``{"metric", "mAP", "AP", "npos", "curves"}``."""
     use_07 = metric == "voc07"
     gt = ground_truth_by_class(records, classes)
-    dets = detections_by_class(detections, classes)
+    dets = detections_by_class(detections, classes, record_index(records))
     ap, npos, curves = {}, {}, {}
     for c in classes:
         rec, prec, a, n = eval_class(gt[c], dets[c], iou_thresh, use_07)
@@ -129,17 +143,35 @@ def evaluate_voc(records, detections: list[dict], classes: Sequence[str], metric
             "npos": npos, "curves": curves}
 
 
-def write_comp4(detections: list[dict], classes: Sequence[str], split: str, out_dir: str | Path) -> list[Path]:
+_UNSAFE = re.compile(r"[^\w.+-]")
+
+
+def class_file_part(name: str) -> str:
+    """A class name as it can appear in a file name: unchanged when it is safe; otherwise
+    unsafe characters (``/``, spaces, ``:`` ...) become ``_`` and a short hash of the real
+    name keeps two such classes apart."""
+    safe = _UNSAFE.sub("_", name)[:80]
+    if safe == name and not name.startswith("."):
+        return name
+    return f"{safe.lstrip('.') or 'class'}-{hashlib.blake2b(name.encode(), digest_size=3).hexdigest()}"
+
+
+def write_comp4(detections: list[dict], classes: Sequence[str], split: str, out_dir: str | Path,
+                records: Sequence | None = None) -> list[Path]:
     """VOC ``comp4_det_<split>_<class>.txt`` files (``image_id score x1 y1 x2 y2``, 1-based),
-    written at full float precision so the official devkit sees exactly the numbers evaluated here."""
+    written at full float precision so the official devkit sees exactly the numbers evaluated
+    here. Image ids are the records' ids when ``records`` are given. A class name that is not
+    safe in a file name is written as :func:`class_file_part` gives it. Each file is written
+    atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    split_part = class_file_part(split)
     paths = []
-    for c, dets in detections_by_class(detections, classes).items():
-        p = out_dir / f"comp4_det_{split}_{c}.txt"
-        with open(p, "w") as f:
-            for image_id, score, b in dets:
-                f.write(f"{image_id} {score!r} {b[0]!r} {b[1]!r} {b[2]!r} {b[3]!r}\n")
+    index = record_index(records) if records is not None else None
+    for c, dets in detections_by_class(detections, classes, index).items():
+        p = out_dir / f"comp4_det_{split_part}_{class_file_part(c)}.txt"
+        atomic_write(p, "".join(f"{image_id} {score!r} {b[0]!r} {b[1]!r} {b[2]!r} {b[3]!r}\n"
+                                for image_id, score, b in dets))
         paths.append(p)
     return paths
 
