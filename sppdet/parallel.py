@@ -140,6 +140,21 @@ def _apply(fn: Callable, *args: Any) -> Any:  # what a worker runs (the sentinel
     return fn(*args)
 
 
+def _apply_in_child(fn: Callable, *args: Any) -> Any:
+    """Run a Ray task in a single-threaded child process of the Ray worker (kept for its next
+    tasks). A Ray worker runs threads of its own that call C ``rand()``, and OpenCV's selective
+    search ranks its regions with ``rand()`` after sppdet reseeds it, so inside a Ray worker an
+    image's windows came out differently about once in six runs; a child without those
+    threads computes exactly what ``--workers`` does."""
+    key = "ray-task-child"
+    pool = process_local(key, lambda: ProcessPoolExecutor(1, mp_context=_mp_context(), initializer=init_worker))
+    try:
+        return pool.submit(_apply, fn, *args).result()
+    except BrokenProcessPool:
+        _PROCESS_STATE.pop(key, None)  # the next try (Ray retries) starts a new child
+        raise
+
+
 def _args(shared: Any, item: Any) -> tuple:
     return (item,) if shared is _NO_SHARED else (shared, item)
 
@@ -333,7 +348,7 @@ class RayExecutor(Executor):
             opts = dict(num_cpus=1, max_retries=self.max_retries, retry_exceptions=True)
             if key:
                 opts["num_gpus"] = 1
-            self._remotes[key] = self.ray.remote(_apply).options(**opts)
+            self._remotes[key] = self.ray.remote(_apply_in_child).options(**opts)
         return self._remotes[key]
 
     def map(self, fn, items, desc="tasks", unit="task", label=str, shared=_NO_SHARED, gpu=False):
