@@ -274,7 +274,8 @@ class PoolExecutor(Executor):
                     out = head.result()
                 except BrokenProcessPool as exc:
                     raise UserError(f"{desc} failed on {label(item)}: a worker process died ({exc}); "
-                                    "out of memory? Try fewer --workers") from exc
+                                    "out of memory? Try fewer --workers (in a script of your own: is the code "
+                                    "that starts the pool under `if __name__ == '__main__':`?)") from exc
                 except Exception as exc:  # noqa: BLE001
                     raise _failure(desc, label(item), exc) from exc
                 yield out
@@ -414,18 +415,13 @@ def make_executor(workers: int | None = None, ray: str | None = None) -> Executo
     return SerialExecutor() if n == 1 else PoolExecutor(n)
 
 
-def timed(fn: Callable, *args) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t0
-
-
 # -- detection over many images -------------------------------------------------------------
 def proposal_task(cfg, path) -> dict:
     """Decode one image and compute its selective-search windows, for ``detect`` to pipeline:
     ``executor.map(proposal_task, paths, shared=cfg.proposals)`` yields, in order,
-    ``{"path", "image", "boxes", "seconds"}`` or ``{"path", "error"}`` for an unreadable file,
-    while the driver runs the conv, SPP and the SVMs on the previous images."""
+    ``{"path", "image", "boxes", "seconds", "decode_seconds"}`` (``seconds``: the selective
+    search alone), or ``{"path", "error"}`` for an unreadable file, while the driver runs the
+    conv, SPP and the SVMs on the images before it."""
     from .images import ImageReadError, read_image
     from .proposals import selective_search
 
@@ -434,8 +430,11 @@ def proposal_task(cfg, path) -> dict:
         image = read_image(path)
     except ImageReadError as exc:
         return {"path": path, "error": str(exc)}
-    boxes = selective_search(image, cfg.mode, cfg.max_boxes, cfg.work_size, cfg.min_size)
-    return {"path": path, "image": image, "boxes": boxes, "seconds": time.perf_counter() - t0}
+    t1 = time.perf_counter()
+    with single_threaded():
+        boxes = selective_search(image, cfg.mode, cfg.max_boxes, cfg.work_size, cfg.min_size)
+    return {"path": path, "image": image, "boxes": boxes, "seconds": time.perf_counter() - t1,
+            "decode_seconds": t1 - t0}
 
 
 def detect_images(det, paths: Sequence, executor: Executor, desc: str = "detect") -> Iterator[dict]:
