@@ -442,17 +442,17 @@ def detect_images(det, paths: Sequence, executor: Executor, desc: str = "detect"
     (conv, SPP, fc, SVMs, box regression) in this process, overlapped.
 
     Yields, in input order, ``{"path", "image", "detections"}`` or ``{"path", "error"}``.
-    The conv runs on one thread, the thread count the cache's maps are computed with, so a
-    detection here equals one from cached maps bit for bit.
+    On a CPU the detector runs on one thread: the workers have the other cores, and the fc
+    and SVM products differ in the last bit between thread counts, so this keeps the result
+    the same for any ``--workers`` (and the conv the same as the cache's maps).
     """
-    with executor.driver_threads():
-        for res in executor.map(proposal_task, paths, desc=desc, unit="img", shared=det.cfg.proposals):
-            if "error" in res:
-                yield res
-                continue
-            image = res["image"]
-            with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
-                maps = det.extractor.compute(image)
+    for res in executor.map(proposal_task, paths, desc=desc, unit="img", shared=det.cfg.proposals):
+        if "error" in res:
+            yield res
+            continue
+        image = res["image"]
+        with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
+            maps = det.extractor.compute(image)
             d = det.detect_maps(maps, res["boxes"], image.shape[1], image.shape[0],
                                 {"proposals": res["seconds"]})
-            yield {"path": res["path"], "image": image, "detections": d}
+        yield {"path": res["path"], "image": image, "detections": d}

@@ -79,7 +79,8 @@ def train_and_eval(root, cfg, executor, cache_name, per_class=None):
     recs = data.prepare(test.records, test.report, executor=executor)
     res = evaluate_voc(recs, run_detection(det, recs, data, test.report), train.classes, "voc07")
     return {"W": det.svm_W.numpy(), "b": det.svm_b.numpy(), "bbox_W": det.bbox.W, "bbox_b": det.bbox.b,
-            "metrics": res, "log": log, "cache": cache, "n_images": len(train) + len(test)}
+            "metrics": res, "log": log, "cache": cache, "n_images": len(train) + len(test), "det": det,
+            "test_records": recs}
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,29 @@ def test_local_ray_cluster_trains_the_same_model(setup, reference):
     assert_same_model(reference, out)
     files = cache_files(out["cache"])
     assert len(files["proposals"]) == len(files["features"]) == out["n_images"]
+
+
+def test_detect_pipeline_matches_detection_from_the_cache(reference):
+    """detect: proposals in workers, conv + SPP + SVMs in the driver, on one thread; the same
+    detections with 1 or 2 workers, and the same as from the cached maps on one thread."""
+    from sppdet.cache import CachedData
+    from sppdet.datasets.common import LoadReport
+    from sppdet.detector import run_detection
+    from sppdet.parallel import detect_images, single_threaded
+
+    det, recs = reference["det"], reference["test_records"]
+    with single_threaded():
+        dets = run_detection(det, recs, CachedData(det.cfg, det.extractor, reference["cache"]), LoadReport())
+    expected = sorted((d["image"], d["label"], d["score"], tuple(d["bbox"])) for d in dets)
+    assert len(expected) > 0
+    for workers in (1, 2):
+        got = []
+        with make_executor(workers=workers) as ex:
+            for res in detect_images(det, [r.path for r in recs], ex):
+                d = res["detections"]
+                got += [(res["path"].name, det.classes[int(c)], float(sc), tuple(float(v) for v in b))
+                        for b, sc, c in zip(d.boxes, d.scores, d.labels)]
+        assert sorted(got) == expected, workers
 
 
 def test_second_run_finds_everything_cached(setup, reference):
