@@ -12,6 +12,7 @@ the user go to the ``sppdet`` logger (the CLI prints them on stderr).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 
 from .config import Config, load_config, override_config
 from .errors import UserError
+from .parallel import make_executor
 
 log = logging.getLogger("sppdet")
 
@@ -78,10 +80,12 @@ def _cache_dir(cache: str | Path | None) -> Path:
 def train(data, out: str | Path, config: str | Path | Config | None = None, *, split: str = "trainval",
           eval_split: str | None = None, cache: str | Path | None = None, overwrite: bool = False,
           device: str | None = None, overrides: Sequence[str] = (), timings: dict | None = None,
-          **settings: Any):
+          workers: int | None = None, ray: str | None = None, **settings: Any):
     """Train a detector on ``split`` of ``data`` and save it as the run directory ``out``.
 
     With ``eval_split``, evaluate it afterwards (VOC07 mAP, written to ``out/eval_<split>``).
+    ``workers`` processes (default: every core; 1: none) or a Ray cluster (``ray``: ``"auto"``,
+    ``"local"`` or an address) compute the per-image work; the model is the same either way.
     Returns the :class:`~sppdet.detector.Detector`; its ``train_log`` holds timings, data
     problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
     returns.
@@ -102,18 +106,20 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     source = getattr(data, "name", data)
     log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
     timings = {} if timings is None else timings
-    det, train_log = train_detector(cfg, ds, cache_dir, timings)
-    train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts))
-    out = _save_run(det, out, train_log, overwrite=overwrite)
-    det.run_dir = out
-    log.info(f"run saved to {out}")
-    if test is not None:
-        test_timings: dict[str, float] = {}
-        metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
-                           cache=cache_dir, timings=test_timings)
-        timings.update({f"test {k}": v for k, v in test_timings.items()})
-        train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
-        det.metrics = metrics
+    with make_executor(workers, ray) as ex:
+        det, train_log = train_detector(cfg, ds, cache_dir, timings, executor=ex)
+        train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts),
+                         executor=repr(ex))
+        out = _save_run(det, out, train_log, overwrite=overwrite)
+        det.run_dir = out
+        log.info(f"run saved to {out}")
+        if test is not None:
+            test_timings: dict[str, float] = {}
+            metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
+                               cache=cache_dir, timings=test_timings, executor=ex)
+            timings.update({f"test {k}": v for k, v in test_timings.items()})
+            train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
+            det.metrics = metrics
     train_log["timings_s"] = dict(timings)
     atomic_write_json(out / "train_log.json", train_log)
     det.train_log = train_log
@@ -124,7 +130,8 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
              out: str | Path | None = None, metric: str = "voc07", coco: bool = False, plots: bool = False,
              analyze: bool = False, similar: Sequence[Sequence[str]] | None = None, gallery: int = 12,
              cache: str | Path | None = None, device: str | None = None, overrides: Sequence[str] = (),
-             timings: dict | None = None) -> dict:
+             timings: dict | None = None, workers: int | None = None, ray: str | None = None,
+             executor=None) -> dict:
     """VOC AP (``metric`` voc07 or voc12) of a run (a directory or a loaded detector) or of a
     ``detections.json`` on ``split`` of ``data``; optionally COCO metrics and PR plots.
 
@@ -156,7 +163,8 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         ensure_writable_dir(out_dir, "--out")
         ds = load_data(data, split, det.cfg, classes=det.classes)
         cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache))
-        recs = cache_data.prepare(ds.records, ds.report, timings)
+        with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
+            recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
         t0 = time.perf_counter()
         dets = run_detection(det, recs, cache_data, ds.report)
         timings["detection"] = time.perf_counter() - t0
@@ -199,7 +207,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 # -- detection over files --------------------------------------------------------------------
 def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, threshold: float | None = None,
            paint: bool = True, exif_transpose: bool = True, device: str | None = None,
-           overwrite: bool = False) -> dict:
+           overwrite: bool = False, workers: int | None = None, ray: str | None = None) -> dict:
     """Detect objects in image files, folders of images and ``.txt`` lists of paths.
 
     Results are appended to ``out/detections.jsonl`` image by image (so an interruption keeps
@@ -211,9 +219,8 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     """
     from .detector import Detector
     from .fileio import atomic_write_json, ensure_writable_dir
-    from .images import ImageReadError, read_image
     from .inputs import expand_inputs, output_names
-    from .progress import progress
+    from .parallel import detect_images
     from .viz import paint as paint_image
 
     det = run if isinstance(run, Detector) else load(run, device=device)
@@ -231,18 +238,19 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     if len(todo) < len(paths):
         log.info(f"{len(paths) - len(todo)} of {len(paths)} images already done in {journal.path}; continuing")
     try:
-        for p in progress(todo, desc="detect", unit="img"):
-            try:
-                image = read_image(p, exif_transpose=exif_transpose)
-            except ImageReadError as exc:
-                skipped.append(str(exc))
-                journal.add(str(p), None, str(exc))
-                continue
-            d = det.detect(image)
-            d.path = str(p)
-            if paint:
-                paint_image(image, d.boxes, d.class_names, d.scores, det.classes, out / names[p])
-            journal.add(str(p), d.to_list(), None)
+        with make_executor(workers, ray) as ex:
+            # proposals in the workers while this process runs the detector on the images before
+            for res in detect_images(det, todo, ex, exif_transpose=exif_transpose):
+                p = res["path"]
+                if "error" in res:
+                    skipped.append(res["error"])
+                    journal.add(str(p), None, res["error"])
+                    continue
+                d = res["detections"]
+                d.path = str(p)
+                if paint:
+                    paint_image(res["image"], d.boxes, d.class_names, d.scores, det.classes, out / names[p])
+                journal.add(str(p), d.to_list(), None)
     except KeyboardInterrupt:
         raise UserInterrupt(f"{len(journal.done)} of {len(paths)} images are done and kept in {journal.path}; "
                             "run the same command again to continue") from None
@@ -315,7 +323,8 @@ def summarize_timings(timings: dict[str, float]) -> str:
 
 def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None = None, out: str | Path,
           run=None, config: str | Path | None = None, overrides: Sequence[str] = (),
-          cache: str | Path | None = None, device: str | None = None) -> dict:
+          cache: str | Path | None = None, device: str | None = None, workers: int | None = None,
+          ray: str | None = None) -> dict:
     """R-CNN vs SPP-net 1-scale vs 5-scale on the same images and proposals (``bench.json``,
     ``bench.md``, ``bench.png`` in ``out``); with ``run``, also that run's mAP on the split."""
     from .bench import run_bench
@@ -337,14 +346,16 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     out = ensure_writable_dir(out, "--out")
     ds = load_data(data, split, cfg, classes=det.classes if det else None)
     recs = ds.records[:images]
-    res = run_bench(cfg, [r.path for r in recs], resolve_device(device or cfg.device), out, run=det,
-                    rcnn_images=rcnn_images)
-    if det is not None:
-        metrics = evaluate(det, data=ds, split=split, out=out / f"eval_{Path(split).stem}", cache=cache)
-        key = det.cfg.method + ("" if det.cfg.method == "rcnn" else f"-{len(det.cfg.features.scales)}scale")
-        res["mAP"] = {key: metrics["mAP"]}
-        res["mAP_images"] = metrics["images"]
-        atomic_write_json(out / "bench.json", res)
+    with make_executor(workers, ray) as ex:
+        res = run_bench(cfg, [r.path for r in recs], resolve_device(device or cfg.device), out, run=det,
+                        rcnn_images=rcnn_images, executor=ex)
+        if det is not None:
+            metrics = evaluate(det, data=ds, split=split, out=out / f"eval_{Path(split).stem}", cache=cache,
+                               executor=ex)
+            key = det.cfg.method + ("" if det.cfg.method == "rcnn" else f"-{len(det.cfg.features.scales)}scale")
+            res["mAP"] = {key: metrics["mAP"]}
+            res["mAP_images"] = metrics["images"]
+            atomic_write_json(out / "bench.json", res)
     return res
 
 

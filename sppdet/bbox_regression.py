@@ -60,18 +60,26 @@ class BoxRegressor:
         self.b = np.zeros((num_classes, 4), dtype=np.float32)
         self.trained = np.zeros(num_classes, dtype=bool)
 
-    def fit(self, reservoir: ExampleReservoir) -> None:
-        for c in range(len(self.W)):
-            if len(reservoir.X[c]) < 2:
-                continue  # no examples: identity (no regression) for this class
-            X = np.stack(reservoir.X[c]).astype(np.float32)
-            Y = np.stack(reservoir.Y[c])
-            r = Ridge(alpha=self.alpha).fit(X, Y)
-            self.W[c] = r.coef_.T
-            self.b[c] = r.intercept_
-            self.trained[c] = True
+    def fit(self, reservoir: ExampleReservoir, executor=None) -> None:
+        """One ridge regression per class, in this process or as one task per class."""
+        items = [(c, np.stack(reservoir.X[c]), np.stack(reservoir.Y[c])) for c in range(len(self.W))
+                 if len(reservoir.X[c]) >= 2]  # fewer: identity (no regression) for the class
+        if executor is None:
+            fits = (fit_class(self.alpha, item) for item in items)
+        else:
+            fits = executor.map(fit_class, items, desc="bbox regression", unit="class", shared=self.alpha,
+                                label=lambda item: f"class {item[0]}")
+        for c, W, b in fits:
+            self.W[c], self.b[c], self.trained[c] = W, b, True
 
     def predict(self, boxes: np.ndarray, feats: np.ndarray, c: int) -> np.ndarray:
         if not self.trained[c]:
             return np.asarray(boxes, dtype=np.float64)
         return apply_deltas(boxes, feats @ self.W[c] + self.b[c])
+
+
+def fit_class(alpha: float, item: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
+    """Ridge fit of one class: ``(c, X fp16, Y)`` → ``(c, W [dim, 4], b [4])``."""
+    c, X, Y = item
+    r = Ridge(alpha=alpha).fit(np.asarray(X, dtype=np.float32), Y)
+    return c, r.coef_.T.astype(np.float32), r.intercept_.astype(np.float32)

@@ -17,9 +17,9 @@ from .config import Config
 from .detector import Detector
 from .features import FeatureExtractor, pyramid_sizes
 from .heads import FCHead
-from .images import read_image
+from .images import ImageReadError
 from .progress import progress
-from .proposals import selective_search
+from .parallel import Executor, SerialExecutor, proposal_task
 from .rcnn import RCNNExtractor
 
 STAGES = ["proposals", "conv", "pooling", "fc", "svm", "bbox_nms"]
@@ -81,15 +81,21 @@ def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndar
 
 
 def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, out_dir: Path,
-              run: Detector | None = None, rcnn_images: int | None = None, seed: int = 0) -> dict:
-    """Time the three methods on the same images and proposals; writes bench.json/.md/.png."""
-    images = [read_image(p) for p in image_paths]
-    proposals, ptimes = [], []
-    pc = cfg.proposals
-    for img in progress(images, desc="proposals", unit="img"):
-        t0 = time.perf_counter()
-        proposals.append(selective_search(img, pc.mode, pc.max_boxes, pc.work_size, pc.min_size))
-        ptimes.append(time.perf_counter() - t0)
+              run: Detector | None = None, rcnn_images: int | None = None, seed: int = 0,
+              executor: Executor | None = None) -> dict:
+    """Time the three methods on the same images and proposals; writes bench.json/.md/.png.
+
+    The proposals are computed by ``executor``'s workers (default: in this process); each
+    image's selective-search time is measured where it ran, on one thread.
+    """
+    images, proposals, ptimes = [], [], []
+    for res in (executor or SerialExecutor()).map(proposal_task, image_paths, desc="proposals", unit="img",
+                                                  shared=cfg.proposals):
+        if "error" in res:
+            raise ImageReadError(res["error"])
+        images.append(res["image"])
+        proposals.append(res["boxes"])
+        ptimes.append(res["seconds"])
     trunk = run.extractor.trunk if run is not None else build_trunk(cfg.backbone.name, cfg.backbone.weights)
     classes = run.classes if run is not None else [f"class{i}" for i in range(20)]
     f = cfg.features

@@ -5,22 +5,24 @@ long run.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .config import Config, config_digest
+from .errors import UserError
 from .datasets.common import ImageRecord, LoadReport
 from .features import FeatureCache, FeatureExtractor
 from .fileio import remove_stale_temporaries
-from .images import ImageReadError
-from .progress import progress as tqdm
+from .images import ImageReadError, read_image
+from .parallel import Executor, SerialExecutor, process_local, set_process_local, single_threaded
 from .proposals import ProposalCache
 
 
@@ -56,6 +58,88 @@ def cache_key(record: ImageRecord) -> str:
     return f"{record.image_id}-{digest}{'-t' if record.exif_transpose else ''}"
 
 
+@dataclass
+class CacheJob:
+    """One image's caching task: small and picklable (a path, the config, cache folders)."""
+
+    path: Path
+    key: str
+    cfg: Config
+    proposals_dir: Path
+    features_dir: Path
+    weights_id: str  # the trunk the driver's caches are for; a node with other weights refuses
+    exif_transpose: bool = False  # as the record's boxes were measured (data.exif_transpose)
+    maps: bool = True  # compute the conv maps too (on ``device``)
+    return_image: bool = False  # send the decoded image back (the driver convolves it)
+    device: str = "cpu"
+
+
+@dataclass
+class CacheResult:
+    key: str
+    error: str | None = None  # the image could not be decoded
+    image: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _extractor_key(cfg: Config, device: str) -> tuple:
+    f = cfg.features
+    return ("spp-extractor", cfg.backbone.name, cfg.backbone.weights, tuple(f.scales), f.max_size,
+            tuple(f.levels), device)
+
+
+def task_extractor(cfg: Config, weights_id: str, device: str = "cpu") -> FeatureExtractor:
+    """This process' SPP extractor for ``cfg`` (built on first use and kept), checked against
+    the weights the driver's caches are keyed by."""
+    def build():
+        from .backbones import build_trunk
+
+        f = cfg.features
+        return FeatureExtractor(build_trunk(cfg.backbone.name, cfg.backbone.weights), f.scales, f.max_size,
+                                f.levels, device)
+
+    ext = process_local(_extractor_key(cfg, device), build)
+    if ext.trunk.weights_id != weights_id:
+        raise UserError(f"the {cfg.backbone.name} weights on this node (sha256 {ext.trunk.weights_id[:16]}…) "
+                        f"differ from the driver's ({weights_id[:16]}…); give every node the same file")
+    return ext
+
+
+def cache_image_task(job: CacheJob) -> CacheResult:
+    """Decode one image, compute (or load) its proposals and, with ``job.maps``, its conv maps,
+    writing both caches (atomic writes: two tasks on one image cannot leave a broken file).
+
+    Runs on one thread whatever the machine (see :func:`sppdet.parallel.single_threaded`), so
+    the maps are the same bits from any worker count."""
+    out = CacheResult(job.key)
+    image: list[np.ndarray] = []
+
+    def load() -> np.ndarray:
+        if not image:
+            t0 = time.perf_counter()
+            image.append(read_image(job.path, exif_transpose=job.exif_transpose))
+            out.seconds["decode"] = time.perf_counter() - t0
+        return image[0]
+
+    with single_threaded():
+        try:
+            t0 = time.perf_counter()
+            props = process_local(("proposal-cache", str(job.proposals_dir)),
+                                  lambda: ProposalCache(job.proposals_dir, job.cfg.proposals))
+            props.get(job.key, load)
+            out.seconds["proposals"] = time.perf_counter() - t0 - out.seconds.get("decode", 0.0)
+            if job.maps:
+                ext = task_extractor(job.cfg, job.weights_id, job.device)
+                t0 = time.perf_counter()
+                FeatureCache(job.features_dir, ext).get(job.key, load)
+                out.seconds["conv"] = time.perf_counter() - t0
+            elif job.return_image:
+                out.image = load()
+        except ImageReadError as exc:
+            out.error = str(exc)
+    return out
+
+
 class CachedData:
     """Proposal and conv-map caches for a configuration; records whose image is unreadable
     are dropped with a report entry instead of stopping a long run."""
@@ -65,6 +149,8 @@ class CachedData:
         for kind in ("proposals", "features"):  # temporaries left by sppdet < 0.3 in any config's folder
             for folder in (root / kind).glob("*/") if (root / kind).is_dir() else ():
                 remove_stale_temporaries(folder)
+        self.cfg = cfg
+        self.last_stats: dict = {}
         trunk = extractor.trunk
         # R-CNN has no per-image conv map to cache: its "maps" are the image itself.
         self.per_window = getattr(extractor, "per_window", False)
@@ -78,22 +164,78 @@ class CachedData:
             ["cl", "v3", trunk.name, trunk.weights_id, extractor.scales, extractor.max_size]), extractor)
 
     def prepare(self, records: Sequence[ImageRecord], report: LoadReport,
-                timings: dict[str, float] | None = None, features: bool = True) -> list[ImageRecord]:
+                timings: dict[str, float] | None = None, features: bool = True,
+                executor: Executor | None = None) -> list[ImageRecord]:
+        """Cache every record's proposals (and conv maps, with ``features``); returns the
+        records whose image could be read, in order.
+
+        One task per image not yet cached (decode → proposals → on a CPU, conv maps), run by
+        ``executor`` (default: in this process). On a GPU the tasks do the proposals and this
+        process (or, with Ray, a GPU task) convolves. Tasks carry paths, the config and the
+        cache folders, never pixels. ``timings`` gets the stage's wall time under
+        ``proposals`` and ``conv``, split in proportion to the tasks' busy seconds when one
+        task does both; ``self.last_stats`` the counts and busy seconds.
+        """
         timings = {} if timings is None else timings
-        ok = []
-        t0 = time.perf_counter()
-        for r in tqdm(records, desc="proposals", unit="img"):
+        executor = executor or SerialExecutor()
+        want_maps = features and not self.per_window
+        ext = self.features.extractor
+        on_gpu = want_maps and ext.device.type != "cpu"
+        if not self.per_window:  # in-process tasks reuse the driver's trunk
+            set_process_local(_extractor_key(self.cfg, str(ext.device)), ext)
+        keys: list[str | None] = []
+        jobs: dict[str, CacheJob] = {}
+        unreadable: dict[str, str] = {}
+        for r in records:
             try:
-                self.proposals.get(cache_key(r), r.read)
-                ok.append(r)
-            except ImageReadError as exc:
+                key = cache_key(r)
+            except ImageReadError as exc:  # vanished or unreadable since the data set was listed
+                keys.append(None)
                 report.add("image that cannot be decoded (skipped)", str(exc))
-        timings["proposals"] = timings.get("proposals", 0.0) + time.perf_counter() - t0
-        if features and not self.per_window:
-            t0 = time.perf_counter()
-            for r in tqdm(ok, desc="conv features", unit="img"):
-                self.features.get(cache_key(r), r.read)
-            timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - t0
+                continue
+            keys.append(key)
+            done = self.proposals.has(key) and (not want_maps or self.features.has(key))
+            if not done and key not in jobs:
+                jobs[key] = CacheJob(r.path, key, self.cfg, self.proposals.root, self.features.root,
+                                     ext.trunk.weights_id, r.exif_transpose, maps=want_maps and not on_gpu,
+                                     return_image=on_gpu and executor.gpus == 0)
+        busy = {"decode": 0.0, "proposals": 0.0, "conv": 0.0}
+        t0 = time.perf_counter()
+        results = executor.map(cache_image_task, jobs.values(), desc="proposals" + (
+            " + conv" if want_maps and not on_gpu else ""), unit="img", label=lambda j: str(j.path))
+        with executor.driver_threads():
+            for res in results:
+                for k, v in res.seconds.items():
+                    busy[k] += v
+                if res.error is not None:
+                    unreadable[res.key] = res.error
+                elif res.image is not None:  # a GPU here: convolve while the workers search
+                    t1 = time.perf_counter()
+                    self.features.get(res.key, lambda im=res.image: im)
+                    busy["conv"] += time.perf_counter() - t1
+        if on_gpu and executor.gpus:  # a cluster with GPUs: the conv as GPU tasks
+            gjobs = [dataclasses.replace(j, maps=True, device="cuda") for k, j in jobs.items()
+                     if k not in unreadable]
+            for res in executor.map(cache_image_task, gjobs, desc="conv", unit="img",
+                                    label=lambda j: str(j.path), gpu=True):
+                busy["conv"] += res.seconds.get("conv", 0.0)
+        wall = time.perf_counter() - t0
+        ok = []
+        for r, key in zip(records, keys):
+            if key is None:
+                continue
+            if key in unreadable:
+                report.add("image that cannot be decoded (skipped)", unreadable[key])
+            else:
+                ok.append(r)
+        work = busy["decode"] + busy["proposals"] + busy["conv"]
+        conv_share = busy["conv"] / work if work > 0 and want_maps else 0.0
+        timings["proposals"] = timings.get("proposals", 0.0) + wall * (1.0 - conv_share)
+        if want_maps:
+            timings["conv"] = timings.get("conv", 0.0) + wall * conv_share
+        self.last_stats = {"images": len(records), "computed": len(jobs), "unreadable": len(unreadable),
+                           "executor": executor.kind, "workers": executor.workers, "wall_s": wall,
+                           "busy_s": busy}
         return ok
 
     def boxes(self, r: ImageRecord) -> np.ndarray:

@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
     timings: dict[str, float] = {}
     det = train(args.data, args.out, args.config, split=args.split, eval_split=args.eval_split,
                 cache=args.cache, overwrite=args.overwrite, device=args.device, overrides=args.set,
-                timings=timings)
+                timings=timings, workers=args.workers, ray=args.ray)
     if getattr(det, "metrics", None):
         from .evaluation.voc import format_table
 
@@ -75,7 +75,8 @@ def cmd_eval(args) -> int:
     metrics = evaluate(args.run, data=args.data, split=args.split, detections=args.detections, out=args.out,
                        metric=args.metric, coco=args.coco, plots=args.plots, analyze=args.analyze,
                        similar=[g.split(",") for g in args.similar] or None, gallery=args.gallery,
-                       cache=args.cache, device=args.device, overrides=args.set)
+                       cache=args.cache, device=args.device, overrides=args.set, workers=args.workers,
+                       ray=args.ray)
     print(format_table(metrics))
     if "coco" in metrics:
         print("COCO: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["coco"].items()))
@@ -86,7 +87,8 @@ def cmd_detect(args) -> int:
     from .api import detect
 
     res = detect(args.run, args.inputs, args.out, threshold=args.threshold, paint=not args.no_images,
-                 exif_transpose=not args.no_exif, device=args.device, overwrite=args.overwrite)
+                 exif_transpose=not args.no_exif, device=args.device, overwrite=args.overwrite,
+                 workers=args.workers, ray=args.ray)
     print(f"{res['detections']} detections in {res['images']} images: {Path(res['out']) / 'detections.json'}",
           file=sys.stderr)
     if res["skipped"]:
@@ -108,7 +110,8 @@ def cmd_bench(args) -> int:
     from .api import bench
 
     res = bench(args.data, args.split, images=args.images, rcnn_images=args.rcnn_images, out=args.out,
-                run=args.run, config=args.config, overrides=args.set, cache=args.cache, device=args.device)
+                run=args.run, config=args.config, overrides=args.set, cache=args.cache, device=args.device,
+                workers=args.workers, ray=args.ray)
     print((Path(args.out) / "bench.md").read_text())
     for name, m in res.get("mAP", {}).items():
         print(f"mAP (voc07) of {args.run} ({name}) on {res['mAP_images']} images of split {args.split}: {m:.4f}")
@@ -217,9 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache", type=Path, default=None,
                        help="cache of proposals and conv maps (default: $SPPDET_CACHE or ~/.cache/sppdet)")
 
-    def device_opt(p):
+    def device_opt(p, parallel: bool = True):
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                        help="default: the run's config (auto = CUDA when present)")
+        if parallel:
+            g = p.add_mutually_exclusive_group()
+            g.add_argument("--workers", type=_positive("--workers"), default=None,
+                           help="worker processes for proposals and conv maps (default: every core; 1: none)")
+            g.add_argument("--ray", metavar="auto|local|ADDRESS", default=None,
+                           help="run the per-image and per-class tasks on a Ray cluster "
+                                "(pip install 'sppdet[ray]')")
 
     def set_opt(p, help_="override a config key (see configs/ and the README)"):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help_)
@@ -316,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_finite, default=0.01)
     p.add_argument("--hidden", type=_positive("--hidden"), default=512)
     p.add_argument("--train-blocks", type=int, default=0, help="also fine-tune the trunk's last N blocks")
-    device_opt(p)
+    device_opt(p, parallel=False)
 
     p = add("classify", cmd_classify, "top-k classes of images with a trained SPP classifier")
     p.add_argument("run")
@@ -324,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["1view", "10view", "full", "10view+full"], default="10view+full")
     p.add_argument("--size", type=_positive("--size"), default=224)
     p.add_argument("--top-k", type=_positive("--top-k"), default=5)
-    device_opt(p)
+    device_opt(p, parallel=False)
 
     p = add("eval-cls", cmd_eval_cls, "top-1/top-5 error of an SPP classifier per test mode")
     p.add_argument("run")
@@ -332,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", choices=["1view", "10view", "full", "10view+full"])
     p.add_argument("--size", type=_positive("--size"), default=224)
     p.add_argument("--out", help="write the errors as JSON here")
-    device_opt(p)
+    device_opt(p, parallel=False)
 
     p = add("demo", cmd_demo, "the whole product on a built-in synthetic data set: train, eval, detect, bench",
             f"interrupted; {RESUME}")

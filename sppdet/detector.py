@@ -2,6 +2,7 @@
 box regression → per-class NMS. Saved as a run directory and checked when loaded."""
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import time
@@ -321,19 +322,24 @@ class Detector:
 
 def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,
                   report: LoadReport, desc: str = "detect") -> list[dict]:
-    """Detections (``{"image", "label", "score", "bbox"}``) for each record, using caches when given."""
+    """Detections (``{"image", "label", "score", "bbox"}``) for each record, using caches when given.
+
+    On a CPU the scoring runs on one thread, as ``detect`` does beside its workers: the fc and
+    SVM products differ in the last bit between thread counts, and eval and detect must agree.
+    """
+    from .parallel import single_threaded
+
     out = []
-    for r in tqdm(records, desc=desc, unit="img"):
-        try:
-            if data is not None:
-                props, maps = data.boxes(r), data.maps(r)
-                d = det.detect_maps(maps, props, r.width, r.height)
-            else:
-                d = det.detect(r.read())
-        except ImageReadError as exc:
-            report.add("image that cannot be decoded (skipped)", str(exc))
-            continue
-        for b, s, c in zip(d.boxes, d.scores, d.labels):
-            out.append({"image": r.path.name, "label": det.classes[int(c)], "score": float(s),
-                        "bbox": [float(v) for v in b]})
+    with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
+        for r in tqdm(records, desc=desc, unit="img"):
+            try:
+                if data is not None:
+                    props, maps = data.boxes(r), data.maps(r)
+                    d = det.detect_maps(maps, props, r.width, r.height)
+                else:
+                    d = det.detect(r.read())
+            except ImageReadError as exc:
+                report.add("image that cannot be decoded (skipped)", str(exc))
+                continue
+            out += d.to_list(r.path.name)
     return out

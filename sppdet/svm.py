@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Sequence
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -43,12 +44,17 @@ class HardNegativeSVMs:
     def scores(self, feats: np.ndarray) -> np.ndarray:
         return feats @ self.W + self.b
 
-    def mine(self, image_index: int, feats: np.ndarray, neg_mask: np.ndarray) -> None:
+    def mine(self, image_index: int, feats: np.ndarray, neg_mask: np.ndarray,
+             classes: Sequence[int] | None = None) -> None:
         """Offer one image's (scaled) window features; ``neg_mask[k, c]``: window k may be a
-        negative of class c. Window keys are ``image_index * 2**20 + k`` (dedup across epochs)."""
+        negative of class c. Window keys are ``image_index * 2**20 + k`` (dedup across epochs).
+
+        ``classes``: mine only these (default all). Each class's state is its own, and its
+        scores are a column of the same full-width product, so mining classes one per task
+        gives the same bits as mining them together."""
         scores = self.scores(feats)
         keys = image_index * (1 << 20) + np.arange(len(feats), dtype=np.int64)
-        for c in range(self.num_classes):
+        for c in range(self.num_classes) if classes is None else classes:
             hard = neg_mask[:, c] & (scores[:, c] > self.cfg.hard_thresh)
             if not hard.any():
                 continue
@@ -88,8 +94,8 @@ class HardNegativeSVMs:
         self.neg[c] = self.neg[c][keep]
         self.neg_keys[c] = self.neg_keys[c][keep]
 
-    def finish(self) -> None:
-        for c in range(self.num_classes):
+    def finish(self, classes: Sequence[int] | None = None) -> None:
+        for c in range(self.num_classes) if classes is None else classes:
             self.train(c)
 
     def memory_bytes(self) -> int:

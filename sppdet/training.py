@@ -9,6 +9,7 @@ import logging
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,13 +19,15 @@ from .progress import progress as tqdm
 
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
-from .cache import CachedData
+from .cache import CachedData, task_extractor
 from .config import Config
 from .datasets import DetectionDataset
+from .datasets.common import ImageRecord
 from .detector import Detector, make_extractor
 from .errors import UserError
-from .features import resolve_device
+from .features import FeatureExtractor, resolve_device
 from .heads import FCHead, finetune_head
+from .parallel import Executor, SerialExecutor, process_local, set_process_local, single_threaded
 from .svm import HardNegativeSVMs
 from .windows import ImageWindows, build_windows, iou
 
@@ -43,9 +46,16 @@ def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: 
 
 
 def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Path,
-                   timings: dict[str, float] | None = None) -> tuple[Detector, dict]:
-    """Train on ``dataset`` (its ``classes`` are the detector's); returns the detector and a log."""
+                   timings: dict[str, float] | None = None, executor: Executor | None = None,
+                   per_class: bool | None = None) -> tuple[Detector, dict]:
+    """Train on ``dataset`` (its ``classes`` are the detector's); returns the detector and a log.
+
+    ``executor`` (:func:`sppdet.parallel.make_executor`) runs the per-image caching and, with
+    ``per_class`` (default: on Ray only), SVM mining and box regression as one task per class.
+    The model is the same bits whatever the executor. Fine-tuning runs in this process.
+    """
     timings = {} if timings is None else timings
+    executor = executor or SerialExecutor()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
@@ -56,7 +66,9 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     trunk = build_trunk(cfg.backbone.name, cfg.backbone.weights)
     extractor = make_extractor(cfg, trunk, device)
     data = CachedData(cfg, extractor, cache_root)
-    records = data.prepare(dataset.records, dataset.report, timings)
+    if getattr(extractor, "per_window", False):  # R-CNN: in-process tasks reuse the driver's trunk
+        set_process_local(_rcnn_key(cfg, str(device)), extractor)
+    records = data.prepare(dataset.records, dataset.report, timings, executor=executor)
     if not records:
         raise UserError("no training image could be read")
 
@@ -74,7 +86,9 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
         boxes = w.boxes if idx is None else w.boxes[idx]
         return extractor.pool(data.maps(records[i]), boxes)
 
-    train_log: dict = {"images": len(records), "objects": int(n_gt), "classes": classes}
+    train_log: dict = {"images": len(records), "objects": int(n_gt), "classes": classes,
+                       "parallel": {"executor": executor.kind, "workers": executor.workers,
+                                    "cache": data.last_stats}}
     head = None
     if cfg.finetune.enabled:
         head = FCHead(extractor.dim, cfg.finetune.hidden, C, cfg.finetune.dropout)
@@ -125,14 +139,24 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                     reservoir.add(int(c), x5[sel], box_targets(w.boxes[reg][sel], gts[best[sel]]))
 
     with stage("svm hard-negative mining", timings):
-        for epoch in range(cfg.svm.epochs):
-            for i in tqdm(rng.permutation(len(windows)), desc=f"svm mining (epoch {epoch + 1})", unit="img"):
-                w = windows[i]
-                feats = (svm_features(pool(int(i))) * feat_scale).cpu().numpy()
-                neg = w.class_iou.astype(np.float32) < cfg.svm.neg_iou
-                neg[: w.n_gt] = False
-                svms.mine(int(i), feats, neg)
-            svms.finish()
+        # the image orders of every epoch, drawn where the all-classes loop drew them
+        orders = [rng.permutation(len(windows)) for _ in range(cfg.svm.epochs)]
+        if per_class is None:
+            per_class = executor.kind == "ray"
+        # tasks elsewhere run on CPU; on a GPU machine that may change fc7 features in the last bit
+        inputs = MiningInputs(cfg, C, dim, records, windows, str(cache_root),
+                              "cpu" if per_class else str(extractor.device), extractor.trunk.weights_id,
+                              feat_scale, orders,
+                              None if head is None else {k: v.detach().cpu() for k, v in head.state_dict().items()})
+        if per_class:  # one task per class: each streams every image's maps
+            mined = list(executor.map(mine_class_task, [(c, svms.positives[c]) for c in range(C)], shared=inputs,
+                                      desc="svm mining", unit="class", label=lambda item: f"class {classes[item[0]]}"))
+        else:
+            mined = mine_classes(inputs, range(C), svms.positives, show_progress=True)
+        for m in mined:
+            c = m["class"]
+            svms.W[:, c], svms.b[c], svms.retrains[c] = m["W"], m["b"], m["retrains"]
+            svms.neg[c] = np.zeros((m["negatives"], 0), dtype=np.float16)  # only the count is kept here
     train_log["svm_retrains"] = dict(zip(classes, svms.retrains))
     train_log["svm_cached_negatives"] = dict(zip(classes, [len(n) for n in svms.neg]))
     train_log["positives"] = dict(zip(classes, [int(sum(len(p) for p in ps)) for ps in svms.positives]))
@@ -144,12 +168,88 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     if cfg.bbox_reg.enabled:
         with stage("bbox regression", timings):
             bbox = BoxRegressor(C, extractor.dim, cfg.bbox_reg.alpha)
-            bbox.fit(reservoir)
+            bbox.fit(reservoir, executor if executor.kind == "ray" else None)
         train_log["bbox_examples"] = dict(zip(classes, [len(x) for x in reservoir.X]))
     det = Detector(cfg, classes, extractor, head, svms.W, svms.b, feat_scale, bbox, pool5_scale)
     train_log["timings_s"] = dict(timings)
     train_log["peak_rss_mb"] = peak_rss_mb()
     return det, train_log
+
+
+@dataclass
+class MiningInputs:
+    """What every class's hard-negative mining reads; sent once to each task (Ray: put once)."""
+
+    cfg: Config
+    num_classes: int
+    dim: int
+    records: list[ImageRecord]
+    windows: list[ImageWindows]
+    cache_root: str  # on storage every node sees
+    device: str
+    weights_id: str
+    feat_scale: float
+    orders: list[np.ndarray]  # image order of each epoch
+    head_state: dict | None  # fine-tuned fc layers (CPU tensors), or None: SVMs on pool5
+
+
+def _rcnn_key(cfg: Config, device: str) -> tuple:
+    return ("rcnn-extractor", cfg.backbone.name, cfg.backbone.weights, tuple(cfg.features.levels), device)
+
+
+def _task_extractor(inp: MiningInputs) -> FeatureExtractor:
+    cfg = inp.cfg
+    if cfg.method != "rcnn":
+        return task_extractor(cfg, inp.weights_id, inp.device)
+    return process_local(_rcnn_key(cfg, inp.device), lambda: make_extractor(
+        cfg, build_trunk(cfg.backbone.name, cfg.backbone.weights), inp.device))
+
+
+def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
+                 show_progress: bool = False) -> list[dict]:
+    """Hard-negative mining of the SVMs of ``classes``, streaming every image's cached maps
+    (``positives[c]``: class c's positive features). Each class's state is independent of the
+    others', so mining them together or one per task gives the same bits; the arithmetic runs
+    on one thread so that where it runs does not change them either.
+
+    Returns per class ``{"class", "W", "b", "retrains", "negatives"}``.
+    """
+    classes = [int(c) for c in classes]
+    cfg = inp.cfg
+    with single_threaded():
+        extractor = _task_extractor(inp)
+        data = CachedData(cfg, extractor, inp.cache_root)
+        head = None
+        if inp.head_state is not None:
+            w6 = inp.head_state["fc6.weight"]
+            head = FCHead(w6.shape[1], w6.shape[0], inp.num_classes)
+            head.load_state_dict(inp.head_state)
+            head.to(inp.device).eval()
+        svms = HardNegativeSVMs(cfg.svm, inp.num_classes, inp.dim, cfg.seed)
+        for c in classes:
+            svms.positives[c] = positives[c]
+        for epoch, order in enumerate(inp.orders):
+            for i in tqdm(order, desc=f"svm mining (epoch {epoch + 1})", unit="img", disable=not show_progress):
+                w = inp.windows[i]
+                pool5 = extractor.pool(data.maps(inp.records[i]), w.boxes)
+                if head is not None:
+                    with torch.inference_mode():
+                        pool5 = _batched(head.features, pool5.to(inp.device))
+                feats = (pool5 * inp.feat_scale).cpu().numpy()
+                neg = w.class_iou.astype(np.float32) < cfg.svm.neg_iou
+                neg[: w.n_gt] = False
+                svms.mine(int(i), feats, neg, classes)
+            svms.finish(classes)
+    return [{"class": c, "W": svms.W[:, c].copy(), "b": svms.b[c], "retrains": svms.retrains[c],
+             "negatives": len(svms.neg[c])} for c in classes]
+
+
+def mine_class_task(inp: MiningInputs, item: tuple[int, list[np.ndarray]]) -> dict:
+    """One class's SVM (a task): ``item`` is ``(class index, its positive features)``."""
+    c, pos = item
+    positives: list[list[np.ndarray]] = [[] for _ in range(inp.num_classes)]
+    positives[c] = pos
+    return mine_classes(inp, [c], positives)[0]
 
 
 def peak_rss_mb() -> float | None:
