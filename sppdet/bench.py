@@ -90,7 +90,7 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
     """
     images, proposals, ptimes = [], [], []
     for res in (executor or SerialExecutor()).map(proposal_task, image_paths, desc="proposals", unit="img",
-                                                  shared=cfg.proposals):
+                                                  shared=(cfg.proposals, False)):
         if "error" in res:
             raise ImageReadError(res["error"])
         images.append(res["image"])
