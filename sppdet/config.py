@@ -29,12 +29,27 @@ class FeatureConfig:
     levels: list[int] = field(default_factory=lambda: [6, 3, 2, 1])  # pyramid bins per side
 
 
+# Selective search's colour spaces and grouping similarities (proposals.selective_search).
+COLOR_SPACES = ("hsv", "lab", "rgb", "gray", "hue", "rgi", "ycrcb")
+SIMILARITIES = ("color", "fill", "size", "texture")
+
+
 @dataclass
 class ProposalConfig:
     method: str = "selective_search"  # or "external"
-    mode: str = "fast"  # selective search strategy: fast | quality
+    mode: str = "fast"  # selective search strategy: fast | quality | custom
     max_boxes: int = 2000
     work_size: int = 500  # longer side of the image selective search runs on
+    # Several working sizes: selective search runs at each and the rankings are interleaved
+    # (empty: just work_size). Small objects are found at the larger size, large ones at both.
+    work_sizes: list[int] = field(default_factory=list)
+    # mode=custom (defaults = OpenCV's "fast"): colour spaces (hsv lab rgb gray hue rgi ycrcb),
+    # graph-segmentation k values (smaller k = smaller initial regions = more windows), sigma,
+    # and grouping strategies, each a "+"-joined similarity set of color/fill/size/texture.
+    color_spaces: list[str] = field(default_factory=lambda: ["hsv", "lab"])
+    ks: list[int] = field(default_factory=lambda: [150, 300, 450])
+    sigma: float = 0.8
+    strategies: list[str] = field(default_factory=lambda: ["color+fill+size+texture", "fill+size+texture"])
     min_size: int = 8  # drop proposals narrower/shorter than this (original pixels)
     external_dir: str | None = None  # per-image .npy/.txt/.mat or R-CNN selective_search_data .mat
 
@@ -122,8 +137,8 @@ class Config:
             raise UserError("config: features.scales must be a non-empty list of positive sizes")
         if not self.features.levels or any(int(n) <= 0 for n in self.features.levels):
             raise UserError("config: features.levels must be a non-empty list of positive ints")
-        if self.proposals.mode not in ("fast", "quality"):
-            raise UserError("config: proposals.mode must be 'fast' or 'quality'")
+        if self.proposals.mode not in ("fast", "quality", "custom"):
+            raise UserError("config: proposals.mode must be 'fast', 'quality' or 'custom'")
         if self.proposals.method not in ("selective_search", "external"):
             raise UserError("config: proposals.method must be 'selective_search' or 'external'")
         if self.proposals.method == "external" and not self.proposals.external_dir:
@@ -134,7 +149,27 @@ class Config:
             raise UserError("config: finetune.fg_fraction must be in (0, 1]")
         if self.svm.C <= 0:
             raise UserError("config: svm.C must be positive")
+        _validate_proposal_levers(self.proposals)
         return self
+
+
+def _validate_proposal_levers(p: ProposalConfig) -> None:
+    """Selective search's custom settings (proposals.color_spaces/ks/strategies/work_sizes)."""
+    bad = [c for c in p.color_spaces if str(c).lower() not in COLOR_SPACES]
+    if bad or not p.color_spaces:
+        raise UserError(f"config: proposals.color_spaces {p.color_spaces!r} must be a non-empty list of "
+                        f"{', '.join(COLOR_SPACES)}")
+    if not p.ks or any(isinstance(k, bool) or not isinstance(k, (int, float)) or k <= 0 for k in p.ks):
+        raise UserError(f"config: proposals.ks {p.ks!r} must be a non-empty list of positive numbers")
+    for s in p.strategies or [""]:
+        parts = str(s).lower().split("+")
+        if not s or any(x not in SIMILARITIES for x in parts):
+            raise UserError(f"config: proposals.strategies entry {s!r} must join some of "
+                            f"{', '.join(SIMILARITIES)} with '+', e.g. 'color+fill+size+texture'")
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in p.work_sizes):
+        raise UserError(f"config: proposals.work_sizes {p.work_sizes!r} must be a list of sizes in pixels")
+    if p.sigma < 0:
+        raise UserError("config: proposals.sigma must be >= 0")
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
