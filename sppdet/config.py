@@ -82,6 +82,9 @@ class SVMConfig:
     bias_mult: float = 10.0
     feat_norm: float = 20.0  # features scaled so their mean L2 norm is this
     neg_iou: float = 0.3  # negatives overlap every positive of the class less than this
+    # SPP-net drops a negative overlapping another (kept) negative by more than this IoU
+    # (windows.prune_negatives); 0 or 1 = off
+    neg_overlap_prune: float = 0.7
     hard_thresh: float = -1.0001  # a negative scoring above this is "hard"
     evict_thresh: float = -1.2  # cached negatives scoring below this are dropped
     retrain_limit: int = 2000  # retrain after this many new hard negatives (per class)
@@ -150,6 +153,8 @@ class Config:
         if self.svm.C <= 0:
             raise UserError("config: svm.C must be positive")
         _validate_proposal_levers(self.proposals)
+        if not 0 <= self.svm.neg_overlap_prune <= 1:
+            raise UserError("config: svm.neg_overlap_prune must be in [0, 1] (0 or 1 = off)")
         return self
 
 

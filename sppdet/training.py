@@ -26,7 +26,7 @@ from .errors import UserError
 from .features import resolve_device
 from .heads import FCHead, finetune_head
 from .svm import HardNegativeSVMs
-from .windows import ImageWindows, build_windows, iou
+from .windows import ImageWindows, build_windows, iou, prune_negatives
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                 feats = (svm_features(pool(int(i))) * feat_scale).cpu().numpy()
                 neg = w.class_iou.astype(np.float32) < cfg.svm.neg_iou
                 neg[: w.n_gt] = False
+                neg = prune_negatives(w.boxes, neg, cfg.svm.neg_overlap_prune)
                 svms.mine(int(i), feats, neg)
             svms.finish()
     train_log["svm_retrains"] = dict(zip(classes, svms.retrains))
