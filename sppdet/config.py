@@ -34,6 +34,10 @@ COLOR_SPACES = ("hsv", "lab", "rgb", "gray", "hue", "rgi", "ycrcb")
 SIMILARITIES = ("color", "fill", "size", "texture")
 
 
+# Trunks whose torchvision classifier holds pretrained fc6/fc7, and the n×n grid fc6 takes.
+PRETRAINED_FC_GRID = {"alexnet": 6, "vgg16": 7}
+
+
 @dataclass
 class ProposalConfig:
     method: str = "selective_search"  # or "external"
@@ -60,7 +64,10 @@ class FinetuneConfig:
     # ImageNet pre-training here and are learned from scratch on the detection data; on BCCD
     # that scored below SVMs on pool5 (README, tools/bccd_experiment.sh).
     enabled: bool = False
-    hidden: int = 1024  # width of fc6 and fc7
+    hidden: int = 1024  # width of fc6 and fc7 (learned from scratch)
+    # vgg16/alexnet: start fc6/fc7 from the ImageNet classifier (SPP-net's ftfc7), which needs
+    # one pyramid level matching its input (PRETRAINED_FC_GRID) and makes fc6/fc7 4096 wide
+    pretrained_fc: bool = True
     iterations: int = 3000
     batch_size: int = 128
     images_per_batch: int = 2
@@ -155,6 +162,11 @@ class Config:
         _validate_proposal_levers(self.proposals)
         if not 0 <= self.svm.neg_overlap_prune <= 1:
             raise UserError("config: svm.neg_overlap_prune must be in [0, 1] (0 or 1 = off)")
+        n = PRETRAINED_FC_GRID.get(self.backbone.name)
+        if self.finetune.enabled and self.finetune.pretrained_fc and n and [int(v) for v in self.features.levels] != [n]:
+            raise UserError(f"config: finetune.pretrained_fc starts fc6 from {self.backbone.name}'s ImageNet "
+                            f"classifier, which takes one {n}x{n} grid: set features.levels=[{n}], or "
+                            f"finetune.pretrained_fc=false to learn fc6/fc7 from scratch")
         return self
 
 

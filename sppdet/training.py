@@ -24,7 +24,7 @@ from .datasets import DetectionDataset
 from .detector import Detector, make_extractor
 from .errors import UserError
 from .features import resolve_device
-from .heads import FCHead, finetune_head
+from .heads import build_head, finetune_head
 from .svm import HardNegativeSVMs
 from .windows import ImageWindows, build_windows, iou, prune_negatives
 
@@ -77,7 +77,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     train_log: dict = {"images": len(records), "objects": int(n_gt), "classes": classes}
     head = None
     if cfg.finetune.enabled:
-        head = FCHead(extractor.dim, cfg.finetune.hidden, C, cfg.finetune.dropout)
+        head = build_head(cfg, extractor, C)
         with stage("fine-tune fc", timings):
             train_log["finetune_loss"] = finetune_head(
                 head, list(range(len(records))), lambda i: windows[i], pool, cfg.finetune, cfg.seed, device)
