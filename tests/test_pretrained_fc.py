@@ -104,3 +104,11 @@ def test_other_trunks_learn_fc_from_scratch(random_weights):
     assert isinstance(head, FCHead) and head.fc6.out_features == 64 and head.fc6.in_features == ext.dim
     assert pretrained_fc_layers("mobilenet_v2") is None
     assert np.isfinite(head.fc6.weight.detach().numpy()).all()
+
+
+def test_vgg16_recipe_config_loads():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "voc07_vgg16_ftfc7.yaml")
+    assert cfg.backbone.name == "vgg16" and cfg.features.levels == [7]
+    assert cfg.finetune.enabled and cfg.finetune.pretrained_fc
