@@ -313,6 +313,32 @@ class _DetectJournal:
             self.errors[image] = error
 
 
+def proposals(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
+              overrides: Sequence[str] = (), cache: str | Path | None = None, workers: int | None = None,
+              ray: str | None = None, **settings: Any) -> dict:
+    """How good the configured proposals are on ``split``, before any training: recall at IoU
+    0.5 and 0.7 per class (a ceiling on AP), mean best IoU, windows and seconds per image, and
+    a recall-versus-windows curve. Writes ``proposals.json`` and ``proposal_recall.png`` to
+    ``out`` and returns the JSON's content.
+
+    ``seconds_per_image`` is the selective search's own time per image on one core (so it does
+    not depend on ``workers``), over the images computed now; ``None`` when all were cached.
+    """
+    from .cache import CachedData
+    from .evaluation.proposals import evaluate_proposals
+    from .fileio import ensure_writable_dir
+
+    cfg = make_config(config, overrides, **settings)
+    out = ensure_writable_dir(out, "--out")
+    ds = load_data(data, split, cfg)
+    cache_data = CachedData(cfg, None, _cache_dir(cache))
+    with make_executor(workers, ray) as ex:
+        recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
+    stats = cache_data.last_stats
+    per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None
+    return evaluate_proposals(recs, cache_data.boxes, ds.classes, out, seconds_per_image=per_image)
+
+
 def summarize_timings(timings: dict[str, float]) -> str:
     if not timings:
         return ""

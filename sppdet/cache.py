@@ -66,7 +66,7 @@ class CacheJob:
     key: str
     cfg: Config
     proposals_dir: Path
-    features_dir: Path
+    features_dir: Path | None
     weights_id: str  # the trunk the driver's caches are for; a node with other weights refuses
     exif_transpose: bool = False  # as the record's boxes were measured (data.exif_transpose)
     maps: bool = True  # compute the conv maps too (on ``device``)
@@ -144,24 +144,25 @@ class CachedData:
     """Proposal and conv-map caches for a configuration; records whose image is unreadable
     are dropped with a report entry instead of stopping a long run."""
 
-    def __init__(self, cfg: Config, extractor: FeatureExtractor, cache_root: str | Path):
+    def __init__(self, cfg: Config, extractor: FeatureExtractor | None, cache_root: str | Path):
+        """``extractor=None``: proposals only (no trunk to load, e.g. ``sppdet proposals``)."""
         root = Path(cache_root)
         for kind in ("proposals", "features"):  # temporaries left by sppdet < 0.3 in any config's folder
             for folder in (root / kind).glob("*/") if (root / kind).is_dir() else ():
                 remove_stale_temporaries(folder)
         self.cfg = cfg
         self.last_stats: dict = {}
-        trunk = extractor.trunk
         # R-CNN has no per-image conv map to cache: its "maps" are the image itself.
-        self.per_window = getattr(extractor, "per_window", False)
+        self.per_window = extractor is None or getattr(extractor, "per_window", False)
         # "v2": proposals no longer depend on C rand() history (see proposals._seed_c_rand);
         # "v3": checked .npz files keyed by the image's content
         self.proposals = ProposalCache(root / "proposals" / config_digest(["v3", asdict(cfg.proposals)]),
                                        cfg.proposals)
         # "cl": maps from the channels-last conv (0.2), which may differ from 0.1's in the last bit;
         # "v3": checked .npz files keyed by the image's content
-        self.features = FeatureCache(root / "features" / config_digest(
-            ["cl", "v3", trunk.name, trunk.weights_id, extractor.scales, extractor.max_size]), extractor)
+        self.features = None if extractor is None else FeatureCache(root / "features" / config_digest(
+            ["cl", "v3", extractor.trunk.name, extractor.trunk.weights_id, extractor.scales, extractor.max_size]),
+            extractor)
 
     def prepare(self, records: Sequence[ImageRecord], report: LoadReport,
                 timings: dict[str, float] | None = None, features: bool = True,
@@ -179,9 +180,9 @@ class CachedData:
         timings = {} if timings is None else timings
         executor = executor or SerialExecutor()
         want_maps = features and not self.per_window
-        ext = self.features.extractor
+        ext = self.features.extractor if self.features is not None else None
         on_gpu = want_maps and ext.device.type != "cpu"
-        if not self.per_window:  # in-process tasks reuse the driver's trunk
+        if want_maps:  # in-process tasks reuse the driver's trunk
             set_process_local(_extractor_key(self.cfg, str(ext.device)), ext)
         keys: list[str | None] = []
         jobs: dict[str, CacheJob] = {}
@@ -196,8 +197,10 @@ class CachedData:
             keys.append(key)
             done = self.proposals.has(key) and (not want_maps or self.features.has(key))
             if not done and key not in jobs:
-                jobs[key] = CacheJob(r.path, key, self.cfg, self.proposals.root, self.features.root,
-                                     ext.trunk.weights_id, r.exif_transpose, maps=want_maps and not on_gpu,
+                jobs[key] = CacheJob(r.path, key, self.cfg, self.proposals.root,
+                                     self.features.root if self.features is not None else None,
+                                     ext.trunk.weights_id if ext is not None else "", r.exif_transpose,
+                                     maps=want_maps and not on_gpu,
                                      return_image=on_gpu and executor.gpus == 0)
         busy = {"decode": 0.0, "proposals": 0.0, "conv": 0.0}
         t0 = time.perf_counter()

@@ -98,6 +98,23 @@ def cmd_detect(args) -> int:
     return 0
 
 
+def cmd_proposals(args) -> int:
+    from .api import proposals
+
+    res = proposals(args.data, args.split, out=args.out, config=args.config, overrides=args.set, cache=args.cache,
+                    workers=args.workers, ray=args.ray)
+    sec = res["seconds_per_image"]
+    print(f"{res['windows_per_image']:g} windows per image (median), "
+          + ("all cached" if sec is None else f"{sec:.2f} s per image on one core"))
+    print(f"{'class':>20s}  {'recall@0.5':>10s}  {'recall@0.7':>10s}  {'mean best IoU':>13s}")
+    for c, v in res["mean_best_iou"].items():
+        r5, r7 = res["recall"]["0.5"][c], res["recall"]["0.7"][c]
+        print(f"{c:>20s}  " + "  ".join("n/a".rjust(w) if x is None else f"{x:{w}.3f}"
+                                         for x, w in ((r5, 10), (r7, 10), (v, 13))))
+    print(f"proposals.json and proposal_recall.png written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_synth(args) -> int:
     from .datasets.synth import write_synthetic
 
@@ -220,16 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache", type=Path, default=None,
                        help="cache of proposals and conv maps (default: $SPPDET_CACHE or ~/.cache/sppdet)")
 
+    def parallel_opt(p):
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--workers", type=_positive("--workers"), default=None,
+                       help="worker processes for proposals and conv maps (default: every core; 1: none)")
+        g.add_argument("--ray", metavar="auto|local|ADDRESS", default=None,
+                       help="run the per-image and per-class tasks on a Ray cluster (pip install 'sppdet[ray]')")
+
     def device_opt(p, parallel: bool = True):
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                        help="default: the run's config (auto = CUDA when present)")
         if parallel:
-            g = p.add_mutually_exclusive_group()
-            g.add_argument("--workers", type=_positive("--workers"), default=None,
-                           help="worker processes for proposals and conv maps (default: every core; 1: none)")
-            g.add_argument("--ray", metavar="auto|local|ADDRESS", default=None,
-                           help="run the per-image and per-class tasks on a Ray cluster "
-                                "(pip install 'sppdet[ray]')")
+            parallel_opt(p)
 
     def set_opt(p, help_="override a config key (see configs/ and the README)"):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help_)
@@ -283,6 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     set_opt(p, "test-time override, e.g. bbox_reg.enabled=false or test.nms=0.4")
     cache_opt(p)
     device_opt(p)
+
+    p = add("proposals", cmd_proposals, "recall of the configured proposals on a split (the ceiling they put "
+                                        "on AP), before training", f"interrupted: nothing was written; {RESUME}")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", help="YAML config (its proposals section is used)")
+    set_opt(p, "override a config key, e.g. proposals.mode=quality")
+    cache_opt(p)
+    parallel_opt(p)
 
     p = add("synth", cmd_synth, "write the built-in synthetic data set (VOC devkit layout)",
             "interrupted: the data set is incomplete; run the same command again to rewrite it")

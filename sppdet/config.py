@@ -30,12 +30,31 @@ class FeatureConfig:
     levels: list[int] = field(default_factory=lambda: [6, 3, 2, 1])  # pyramid bins per side
 
 
+# Selective search's colour spaces and grouping similarities (proposals.selective_search).
+COLOR_SPACES = ("hsv", "lab", "rgb", "gray", "hue", "rgi", "ycrcb")
+SIMILARITIES = ("color", "fill", "size", "texture")
+
+
+# Trunks whose torchvision classifier holds pretrained fc6/fc7, and the n×n grid fc6 takes.
+PRETRAINED_FC_GRID = {"alexnet": 6, "vgg16": 7}
+
+
 @dataclass
 class ProposalConfig:
     method: str = "selective_search"  # or "external"
-    mode: str = "fast"  # selective search strategy: fast | quality
+    mode: str = "fast"  # selective search strategy: fast | quality | custom
     max_boxes: int = 2000
     work_size: int = 500  # longer side of the image selective search runs on
+    # Several working sizes: selective search runs at each and the rankings are interleaved
+    # (empty: just work_size). Small objects are found at the larger size, large ones at both.
+    work_sizes: list[int] = field(default_factory=list)
+    # mode=custom (defaults = OpenCV's "fast"): colour spaces (hsv lab rgb gray hue rgi ycrcb),
+    # graph-segmentation k values (smaller k = smaller initial regions = more windows), sigma,
+    # and grouping strategies, each a "+"-joined similarity set of color/fill/size/texture.
+    color_spaces: list[str] = field(default_factory=lambda: ["hsv", "lab"])
+    ks: list[int] = field(default_factory=lambda: [150, 300, 450])
+    sigma: float = 0.8
+    strategies: list[str] = field(default_factory=lambda: ["color+fill+size+texture", "fill+size+texture"])
     min_size: int = 8  # drop proposals narrower/shorter than this (original pixels)
     external_dir: str | None = None  # per-image .npy/.txt/.mat or R-CNN selective_search_data .mat
 
@@ -46,7 +65,10 @@ class FinetuneConfig:
     # ImageNet pre-training here and are learned from scratch on the detection data; on BCCD
     # that scored below SVMs on pool5 (README, tools/bccd_experiment.sh).
     enabled: bool = False
-    hidden: int = 1024  # width of fc6 and fc7
+    hidden: int = 1024  # width of fc6 and fc7 (learned from scratch)
+    # vgg16/alexnet: start fc6/fc7 from the ImageNet classifier (SPP-net's ftfc7), which needs
+    # one pyramid level matching its input (PRETRAINED_FC_GRID) and makes fc6/fc7 4096 wide
+    pretrained_fc: bool = True
     iterations: int = 3000
     batch_size: int = 128
     images_per_batch: int = 2
@@ -68,6 +90,9 @@ class SVMConfig:
     bias_mult: float = 10.0
     feat_norm: float = 20.0  # features scaled so their mean L2 norm is this
     neg_iou: float = 0.3  # negatives overlap every positive of the class less than this
+    # SPP-net drops a negative overlapping another (kept) negative by more than this IoU
+    # (windows.prune_negatives); 0 or 1 = off
+    neg_overlap_prune: float = 0.7
     hard_thresh: float = -1.0001  # a negative scoring above this is "hard"
     evict_thresh: float = -1.2  # cached negatives scoring below this are dropped
     retrain_limit: int = 2000  # retrain after this many new hard negatives (per class)
@@ -139,7 +164,34 @@ class Config:
             raise UserError(f"config: svm.evict_thresh ({self.svm.evict_thresh:g}) must not exceed "
                             f"svm.hard_thresh ({self.svm.hard_thresh:g}): new hard negatives would be "
                             "evicted at once")
+        _validate_proposal_levers(self.proposals)
+        if not 0 <= self.svm.neg_overlap_prune <= 1:
+            raise UserError("config: svm.neg_overlap_prune must be in [0, 1] (0 or 1 = off)")
+        n = PRETRAINED_FC_GRID.get(self.backbone.name)
+        if self.finetune.enabled and self.finetune.pretrained_fc and n and [int(v) for v in self.features.levels] != [n]:
+            raise UserError(f"config: finetune.pretrained_fc starts fc6 from {self.backbone.name}'s ImageNet "
+                            f"classifier, which takes one {n}x{n} grid: set features.levels=[{n}], or "
+                            f"finetune.pretrained_fc=false to learn fc6/fc7 from scratch")
         return self
+
+
+def _validate_proposal_levers(p: ProposalConfig) -> None:
+    """Selective search's custom settings (proposals.color_spaces/ks/strategies/work_sizes)."""
+    bad = [c for c in p.color_spaces if str(c).lower() not in COLOR_SPACES]
+    if bad or not p.color_spaces:
+        raise UserError(f"config: proposals.color_spaces {p.color_spaces!r} must be a non-empty list of "
+                        f"{', '.join(COLOR_SPACES)}")
+    if not p.ks or any(isinstance(k, bool) or not isinstance(k, (int, float)) or k <= 0 for k in p.ks):
+        raise UserError(f"config: proposals.ks {p.ks!r} must be a non-empty list of positive numbers")
+    for s in p.strategies or [""]:
+        parts = str(s).lower().split("+")
+        if not s or any(x not in SIMILARITIES for x in parts):
+            raise UserError(f"config: proposals.strategies entry {s!r} must join some of "
+                            f"{', '.join(SIMILARITIES)} with '+', e.g. 'color+fill+size+texture'")
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in p.work_sizes):
+        raise UserError(f"config: proposals.work_sizes {p.work_sizes!r} must be a list of sizes in pixels")
+    if p.sigma < 0:
+        raise UserError("config: proposals.sigma must be >= 0")
 
 
 def _show(v: Any) -> str:
@@ -151,7 +203,8 @@ class Rule:
     """Allowed values of one config field.
 
     ``kind``: ``int``, ``float`` (finite), ``bool``, ``str``, ``choice``, ``ints`` (non-empty
-    list of ints) or ``strs`` (list of non-empty, distinct strings). ``interval`` is written as
+    list of ints), ``strs`` (list of non-empty, distinct strings) or ``list`` (any list, its
+    items checked elsewhere). ``interval`` is written as
     in the error message, e.g. ``"(0, 1]"`` or ``"[1, inf)"``; ``optional`` allows ``None``.
     """
 
@@ -181,7 +234,7 @@ class Rule:
         return {"int": f"an integer{where}", "float": f"a finite number{where}", "bool": "true or false",
                 "str": "a non-empty string", "choice": "one of " + ", ".join(map(repr, self.choices)),
                 "ints": f"a non-empty list of integers{where}",
-                "strs": "a list of distinct non-empty strings"}[self.kind] + (" (or null)" if self.optional else "")
+                "strs": "a list of distinct non-empty strings", "list": "a list"}[self.kind] + (" (or null)" if self.optional else "")
 
     def check(self, key: str, v: Any, where: str = "config") -> None:
         if v is None and self.optional:
@@ -201,6 +254,8 @@ class Rule:
             ok = isinstance(v, str) and bool(v.strip())
         elif k == "choice":
             ok = isinstance(v, str) and v in self.choices
+        elif k == "list":
+            ok = isinstance(v, list)
         elif k == "ints":
             ok = isinstance(v, list) and bool(v) and all(self._number_ok(x) for x in v)
         else:  # strs
@@ -225,12 +280,19 @@ RULES: dict[str, Rule] = {
     "features.max_size": Rule("int", "[1, 20000]"),
     "features.levels": Rule("ints", "[1, 64]"),
     "proposals.method": Rule("choice", choices=("selective_search", "external")),
-    "proposals.mode": Rule("choice", choices=("fast", "quality")),
+    "proposals.mode": Rule("choice", choices=("fast", "quality", "custom")),
+    # the custom levers' contents are checked by _validate_proposal_levers
+    "proposals.work_sizes": Rule("list"),
+    "proposals.color_spaces": Rule("list"),
+    "proposals.ks": Rule("list"),
+    "proposals.sigma": Rule("float", "[0, 100]"),
+    "proposals.strategies": Rule("list"),
     "proposals.max_boxes": Rule("int", "[1, 1000000]"),
     "proposals.work_size": Rule("int", "[0, 20000]"),  # 0: the full-size image
     "proposals.min_size": Rule("int", "[0, 10000]"),
     "proposals.external_dir": Rule("str", optional=True),
     "finetune.enabled": Rule("bool"),
+    "finetune.pretrained_fc": Rule("bool"),
     "finetune.hidden": Rule("int", "[1, 65536]"),
     "finetune.iterations": Rule("int", "[1, 100000000]"),
     "finetune.batch_size": Rule("int", "[1, 1000000]"),
@@ -249,6 +311,7 @@ RULES: dict[str, Rule] = {
     "svm.bias_mult": Rule("float", _POS),
     "svm.feat_norm": Rule("float", _POS),
     "svm.neg_iou": Rule("float", _FRAC),
+    "svm.neg_overlap_prune": Rule("float", _FRAC),  # 0 or 1: off
     "svm.hard_thresh": Rule("float", _ANY),
     "svm.evict_thresh": Rule("float", _ANY),
     "svm.retrain_limit": Rule("int", "[1, 100000000]"),

@@ -26,7 +26,7 @@ from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
 from .images import ImageReadError, read_image, to_rgb_array
 from .progress import progress as tqdm
-from .proposals import selective_search
+from .proposals import selective_search_cfg
 
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.yaml", "meta.json"
 
@@ -166,8 +166,7 @@ class Detector:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if proposals is None:
-            p = self.cfg.proposals
-            proposals = selective_search(image, p.mode, p.max_boxes, p.work_size, p.min_size)
+            proposals = selective_search_cfg(image, self.cfg.proposals)
         t1 = time.perf_counter()
         maps = self.extractor.compute(image)
         if self.device.type == "cuda":

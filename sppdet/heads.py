@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from .progress import progress as tqdm
 
-from .config import FinetuneConfig
+from .backbones import pretrained_fc_layers
+from .config import Config, FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,40 @@ class FCHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc8(self.drop(self.features(x)))
+
+
+def load_pretrained_fc(head: FCHead, fc: dict[str, torch.Tensor], channels: int, n: int,
+                       channels_last: bool) -> FCHead:
+    """Copy torchvision's fc6/fc7 into ``head``. torchvision flattens ``[C, n, n]``
+    (channel-major); a channels-last SPP vector is ``[n, n, C]``, so fc6's columns are permuted
+    to read the same numbers in that order: fc6(ours) = fc6(torchvision) exactly."""
+    w6 = fc["fc6.weight"]
+    if tuple(w6.shape[1:]) != (channels * n * n,):
+        raise ValueError(f"fc6 takes {w6.shape[1]} inputs, not {channels}x{n}x{n}")
+    if channels_last:
+        w6 = w6.reshape(-1, channels, n, n).permute(0, 2, 3, 1).reshape(w6.shape[0], -1)
+    with torch.no_grad():
+        head.fc6.weight.copy_(w6)
+        head.fc6.bias.copy_(fc["fc6.bias"])
+        head.fc7.weight.copy_(fc["fc7.weight"])
+        head.fc7.bias.copy_(fc["fc7.bias"])
+    return head
+
+
+def build_head(cfg: Config, extractor, num_classes: int) -> FCHead:
+    """fc6/fc7/fc8 for fine-tuning: from the trunk's ImageNet classifier where it has one
+    (vgg16, alexnet; ``finetune.pretrained_fc``), else ``finetune.hidden`` wide from scratch."""
+    ft = cfg.finetune
+    fc = pretrained_fc_layers(cfg.backbone.name, cfg.backbone.weights) if ft.pretrained_fc else None
+    if fc is None:
+        return FCHead(extractor.dim, ft.hidden, num_classes, ft.dropout)
+    n, tensors = fc
+    if [int(v) for v in extractor.levels] != [n]:  # Config.validate() says so earlier
+        raise ValueError(f"pretrained fc6 needs features.levels=[{n}], not {extractor.levels}")
+    head = FCHead(extractor.dim, tensors["fc7.weight"].shape[0], num_classes, ft.dropout)
+    log.info("fc6/fc7 initialised from %s's ImageNet classifier", cfg.backbone.name)
+    return load_pretrained_fc(head, tensors, extractor.trunk.channels, n,
+                              getattr(extractor, "channels_last", False))
 
 
 def sample_minibatch(windows, rng: np.random.Generator, n: int, cfg: FinetuneConfig):

@@ -423,7 +423,7 @@ def proposal_task(shared: tuple, path) -> dict:
     search alone), or ``{"path", "error"}`` for an unreadable file, while the driver runs the
     conv, SPP and the SVMs on the images before it."""
     from .images import ImageReadError, read_image
-    from .proposals import selective_search
+    from .proposals import selective_search_cfg
 
     cfg, exif_transpose = shared
     t0 = time.perf_counter()
@@ -433,7 +433,7 @@ def proposal_task(shared: tuple, path) -> dict:
         return {"path": path, "error": str(exc)}
     t1 = time.perf_counter()
     with single_threaded():
-        boxes = selective_search(image, cfg.mode, cfg.max_boxes, cfg.work_size, cfg.min_size)
+        boxes = selective_search_cfg(image, cfg)
     return {"path": path, "image": image, "boxes": boxes, "seconds": time.perf_counter() - t1,
             "decode_seconds": t1 - t0}
 

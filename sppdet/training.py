@@ -26,10 +26,10 @@ from .datasets.common import ImageRecord
 from .detector import Detector, make_extractor
 from .errors import UserError
 from .features import FeatureExtractor, resolve_device
-from .heads import FCHead, finetune_head
+from .heads import FCHead, build_head, finetune_head
 from .parallel import Executor, SerialExecutor, process_local, set_process_local, single_threaded
 from .svm import HardNegativeSVMs
-from .windows import ImageWindows, build_windows, iou
+from .windows import ImageWindows, build_windows, iou, prune_negatives
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                                     "cache": data.last_stats}}
     head = None
     if cfg.finetune.enabled:
-        head = FCHead(extractor.dim, cfg.finetune.hidden, C, cfg.finetune.dropout)
+        head = build_head(cfg, extractor, C)
         with stage("fine-tune fc", timings):
             train_log["finetune_loss"] = finetune_head(
                 head, list(range(len(records))), lambda i: windows[i], pool, cfg.finetune, cfg.seed, device)
@@ -238,6 +238,7 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
                 feats = (pool5 * inp.feat_scale).cpu().numpy()
                 neg = w.class_iou.astype(np.float32) < cfg.svm.neg_iou
                 neg[: w.n_gt] = False
+                neg = prune_negatives(w.boxes, neg, cfg.svm.neg_overlap_prune)
                 svms.mine(int(i), feats, neg, classes)
             svms.finish(classes)
     return [{"class": c, "W": svms.W[:, c].copy(), "b": svms.b[c], "retrains": svms.retrains[c],

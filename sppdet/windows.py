@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, nms
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -50,3 +50,33 @@ def build_windows(gt_boxes: np.ndarray, gt_classes: np.ndarray, proposals: np.nd
         max_iou = np.zeros(k, dtype=np.float32)
         max_class = np.full(k, -1, dtype=np.int64)
     return ImageWindows(boxes, len(gt_boxes), gt_classes, max_iou, max_class, class_iou.astype(np.float16))
+
+
+def prune_negatives(boxes: np.ndarray, neg: np.ndarray, thresh: float) -> np.ndarray:
+    """SPP-net's negative pruning (He et al. 2014, Sec. 4.2: "Any negative sample is removed if
+    it overlaps another negative sample by more than 70%").
+
+    ``neg``: ``[K]`` or ``[K, C]`` boolean mask of candidate negatives (per class). For each
+    class, the candidates are visited in window order (the proposals' ranking) and one is kept
+    unless it overlaps an already kept candidate by IoU > ``thresh``: greedy NMS with the rank
+    as score, so the result does not depend on any classifier. ``thresh`` ≤ 0 or ≥ 1: no pruning.
+    """
+    neg = np.asarray(neg, dtype=bool)
+    if not 0 < thresh < 1:
+        return neg
+    cols = neg.reshape(len(neg), -1)
+    out = np.zeros_like(cols)
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    b = b + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    done: dict[bytes, np.ndarray] = {}  # classes absent from the image share one mask
+    for c in range(cols.shape[1]):
+        key = np.packbits(cols[:, c]).tobytes()
+        if key not in done:
+            idx = np.nonzero(cols[:, c])[0]
+            kept = idx[:0]
+            if len(idx):
+                score = -torch.as_tensor(idx, dtype=torch.float64)  # earlier rank = higher score
+                kept = idx[nms(b[idx], score, float(thresh)).numpy()]
+            done[key] = kept
+        out[done[key], c] = True
+    return out.reshape(neg.shape)
