@@ -4,16 +4,17 @@
 >>> det = sppdet.load("runs/bccd")
 >>> r = det("photo.jpg")          # r.boxes, r.scores, r.labels, r.names, r.to_dict(), r.plot()
 
-``sppdet.train``, ``sppdet.evaluate`` and ``sppdet.detect`` are what the ``sppdet`` command runs.
+``sppdet.train``, ``sppdet.evaluate``, ``sppdet.detect``, ``sppdet.proposal_recall`` and
+``sppdet.bench`` are what the ``sppdet`` command runs.
 """
 
 __version__ = "0.3.0"
 
-from .api import bench, detect, evaluate, load, load_data, make_config, train  # noqa: E402
+from .api import bench, detect, evaluate, load, load_data, make_config, proposal_recall, train  # noqa: E402
 from .errors import UserError  # noqa: E402
 
 __all__ = ["Detector", "Detections", "UserError", "__version__", "bench", "detect", "evaluate", "load",
-           "load_data", "make_config", "train"]
+           "load_data", "make_config", "proposal_recall", "train"]
 
 
 def __getattr__(name: str):

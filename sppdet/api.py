@@ -13,6 +13,7 @@ the user go to the ``sppdet`` logger (the CLI prints them on stderr).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import shutil
@@ -159,7 +160,12 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         det = run if isinstance(run, Detector) else load(run, device=device)
         if overrides:
             det.cfg = override_config(det.cfg, list(overrides), allowed=TEST_TIME_KEYS)
-        out_dir = Path(out) if out else Path(run) / f"eval_{Path(split).stem}"
+        if out:
+            out_dir = Path(out)
+        elif det.run_dir is not None:
+            out_dir = Path(det.run_dir) / f"eval_{Path(split).stem}"
+        else:
+            raise UserError("this detector has no run directory to write its evaluation to: give out=...")
         ensure_writable_dir(out_dir, "--out")
         ds = load_data(data, split, det.cfg, classes=det.classes)
         cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache))
@@ -207,7 +213,8 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 # -- detection over files --------------------------------------------------------------------
 def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, threshold: float | None = None,
            paint: bool = True, exif_transpose: bool = True, device: str | None = None,
-           overwrite: bool = False, workers: int | None = None, ray: str | None = None) -> dict:
+           overwrite: bool = False, workers: int | None = None, ray: str | None = None,
+           overrides: Sequence[str] = ()) -> dict:
     """Detect objects in image files, folders of images and ``.txt`` lists of paths.
 
     Results are appended to ``out/detections.jsonl`` image by image (so an interruption keeps
@@ -224,8 +231,10 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     from .viz import paint as paint_image
 
     det = run if isinstance(run, Detector) else load(run, device=device)
-    if threshold is not None:
-        det.cfg = override_config(det.cfg, [f"test.score_thresh={threshold!r}"], allowed=TEST_TIME_KEYS)
+    extra = list(overrides) + ([f"test.score_thresh={threshold!r}"] if threshold is not None else [])
+    if extra:
+        det = copy.copy(det)
+        det.cfg = override_config(det.cfg, extra, allowed=TEST_TIME_KEYS)
     out = ensure_writable_dir(out, "--out")
     paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     if not paths:
@@ -313,7 +322,7 @@ class _DetectJournal:
             self.errors[image] = error
 
 
-def proposals(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
+def proposal_recall(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
               overrides: Sequence[str] = (), cache: str | Path | None = None, workers: int | None = None,
               ray: str | None = None, **settings: Any) -> dict:
     """How good the configured proposals are on ``split``, before any training: recall at IoU
@@ -364,9 +373,13 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
         raise UserError(f"--rcnn-images must be at least 1, got {rcnn_images}")
     det = None
     if run is not None:
+        if config is not None:
+            raise UserError("give either a run (its config is used) or --config, not both")
         det = run if isinstance(run, Detector) else load(run, device=device)
         # test-time keys and the proposals to time on; the model stays as trained
         cfg = override_config(det.cfg, list(overrides), allowed=TEST_TIME_KEYS + ("proposals.",))
+        det = copy.copy(det)  # timed and scored with the same settings
+        det.cfg = cfg
     else:
         cfg = make_config(config, overrides)
     out = ensure_writable_dir(out, "--out")
@@ -374,7 +387,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     recs = ds.records[:images]
     with make_executor(workers, ray) as ex:
         res = run_bench(cfg, [r.path for r in recs], resolve_device(device or cfg.device), out, run=det,
-                        rcnn_images=rcnn_images, executor=ex)
+                        rcnn_images=rcnn_images, executor=ex, exif_transpose=any(r.exif_transpose for r in recs))
         if det is not None:
             metrics = evaluate(det, data=ds, split=split, out=out / f"eval_{Path(split).stem}", cache=cache,
                                executor=ex)

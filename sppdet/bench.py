@@ -2,7 +2,6 @@
 proposals, with the same trunk, fc head, SVMs and box regression; stage by stage."""
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from .config import Config
 from .detector import Detector
 from .features import FeatureExtractor, pyramid_sizes
 from .heads import FCHead
+from .fileio import atomic_write, atomic_write_json
 from .images import ImageReadError
 from .progress import progress
 from .parallel import Executor, SerialExecutor, proposal_task
@@ -82,15 +82,17 @@ def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndar
 
 def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, out_dir: Path,
               run: Detector | None = None, rcnn_images: int | None = None, seed: int = 0,
-              executor: Executor | None = None) -> dict:
+              executor: Executor | None = None, exif_transpose: bool = False) -> dict:
     """Time the three methods on the same images and proposals; writes bench.json/.md/.png.
+    ``exif_transpose``: read the images turned by their EXIF orientation (as the data set's
+    records are, ``data.exif_transpose``).
 
     The proposals are computed by ``executor``'s workers (default: in this process); each
     image's selective-search time is measured where it ran, on one thread.
     """
     images, proposals, ptimes = [], [], []
     for res in (executor or SerialExecutor()).map(proposal_task, image_paths, desc="proposals", unit="img",
-                                                  shared=(cfg.proposals, False)):
+                                                  shared=(cfg.proposals, exif_transpose)):
         if "error" in res:
             raise ImageReadError(res["error"])
         images.append(res["image"])
@@ -128,8 +130,8 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
     result["conv_pixel_ratio"] = {m: rp / result["methods"][m]["conv_pixels_per_image"]
                                   for m in ("spp-1scale", "spp-5scale")}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
-    (out_dir / "bench.md").write_text(markdown_table(result))
+    atomic_write_json(out_dir / "bench.json", result)
+    atomic_write(out_dir / "bench.md", markdown_table(result))
     plot_bench(result, out_dir / "bench.png")
     return result
 

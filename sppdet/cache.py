@@ -64,6 +64,7 @@ class CacheJob:
 
     path: Path
     key: str
+    image_id: str  # what external proposal files are named by
     cfg: Config
     proposals_dir: Path
     features_dir: Path | None
@@ -126,7 +127,7 @@ def cache_image_task(job: CacheJob) -> CacheResult:
             t0 = time.perf_counter()
             props = process_local(("proposal-cache", str(job.proposals_dir)),
                                   lambda: ProposalCache(job.proposals_dir, job.cfg.proposals))
-            props.get(job.key, load)
+            props.get(job.key, load, job.image_id)
             out.seconds["proposals"] = time.perf_counter() - t0 - out.seconds.get("decode", 0.0)
             if job.maps:
                 ext = task_extractor(job.cfg, job.weights_id, job.device)
@@ -197,7 +198,7 @@ class CachedData:
             keys.append(key)
             done = self.proposals.has(key) and (not want_maps or self.features.has(key))
             if not done and key not in jobs:
-                jobs[key] = CacheJob(r.path, key, self.cfg, self.proposals.root,
+                jobs[key] = CacheJob(r.path, key, r.image_id, self.cfg, self.proposals.root,
                                      self.features.root if self.features is not None else None,
                                      ext.trunk.weights_id if ext is not None else "", r.exif_transpose,
                                      maps=want_maps and not on_gpu,
@@ -242,7 +243,7 @@ class CachedData:
         return ok
 
     def boxes(self, r: ImageRecord) -> np.ndarray:
-        return self.proposals.get(cache_key(r), r.read)
+        return self.proposals.get(cache_key(r), r.read, r.image_id)
 
     def maps(self, r: ImageRecord):
         if self.per_window:

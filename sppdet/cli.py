@@ -1,8 +1,7 @@
-"""``sppdet`` command line: the only place that reads config files and prints for the user."""
+"""``sppdet`` command line: parses arguments, calls :mod:`sppdet.api` and prints for the user."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -87,6 +86,7 @@ def cmd_detect(args) -> int:
     from .api import detect
 
     res = detect(args.run, args.inputs, args.out, threshold=args.threshold, paint=not args.no_images,
+                 overrides=args.set,
                  exif_transpose=not args.no_exif, device=args.device, overwrite=args.overwrite,
                  workers=args.workers, ray=args.ray)
     print(f"{res['detections']} detections in {res['images']} images: {Path(res['out']) / 'detections.json'}",
@@ -99,9 +99,9 @@ def cmd_detect(args) -> int:
 
 
 def cmd_proposals(args) -> int:
-    from .api import proposals
+    from .api import proposal_recall
 
-    res = proposals(args.data, args.split, out=args.out, config=args.config, overrides=args.set, cache=args.cache,
+    res = proposal_recall(args.data, args.split, out=args.out, config=args.config, overrides=args.set, cache=args.cache,
                     workers=args.workers, ray=args.ray)
     sec = res["seconds_per_image"]
     print(f"{res['windows_per_image']:g} windows per image (median), "
@@ -163,7 +163,7 @@ def cmd_classify(args) -> int:
     failed = len(skipped)
     for p in paths:
         try:
-            img = read_image(p)
+            img = read_image(p, exif_transpose=not args.no_exif)
         except ImageReadError as exc:
             print(f"sppdet: error: {exc}", file=sys.stderr)
             failed += 1
@@ -185,8 +185,10 @@ def cmd_eval_cls(args) -> int:
     for m, r in res.items():
         print(f"{m:>12s}  {r['top1_error']:9.4f}  {r['top5_error']:9.4f}")
     if args.out:
+        from .fileio import atomic_write_json
+
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        atomic_write_json(args.out, res)
     return 0
 
 
@@ -276,7 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="trained run directory")
     p.add_argument("inputs", nargs="+", help="images, folders of images, or .txt lists of image paths")
     p.add_argument("--out", required=True)
-    p.add_argument("--threshold", type=_finite, default=0.0, help="minimum SVM score to report (default 0)")
+    p.add_argument("--threshold", type=_finite, default=0.0,
+                   help="minimum SVM score to report (default 0, the SVMs' decision boundary; eval keeps "
+                        "everything above the run's test.score_thresh, -1, because AP needs low scores too)")
+    set_opt(p, "test-time override, e.g. test.nms=0.4 or bbox_reg.enabled=false")
     p.add_argument("--no-images", action="store_true", help="write detections.json only")
     p.add_argument("--no-exif", action="store_true",
                    help="ignore EXIF orientation tags (default: images are turned as a viewer shows them)")
@@ -363,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["1view", "10view", "full", "10view+full"], default="10view+full")
     p.add_argument("--size", type=_positive("--size"), default=224)
     p.add_argument("--top-k", type=_positive("--top-k"), default=5)
+    p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation tags")
     device_opt(p, parallel=False)
 
     p = add("eval-cls", cmd_eval_cls, "top-1/top-5 error of an SPP classifier per test mode")
@@ -412,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nsppdet: {args.interrupted}", file=sys.stderr)
         return 130
     except MemoryError:
+        if args.debug:
+            raise
         print("sppdet: error: out of memory; lower svm.max_negatives or the scales", file=sys.stderr)
         return 1
     except OSError as exc:  # a full disk or a permission change mid-run: one line, not a traceback

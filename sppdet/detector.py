@@ -6,6 +6,7 @@ import contextlib
 import json
 import pickle
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -166,6 +167,11 @@ class Detector:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if proposals is None:
+            if self.cfg.proposals.method == "external" and not getattr(self, "_warned_external", False):
+                self._warned_external = True
+                warnings.warn("this run was trained on external proposals (proposals.method=external); new "
+                              "images get selective search (proposals.mode="
+                              f"{self.cfg.proposals.mode}) instead: pass proposals= to use your own", stacklevel=2)
             proposals = selective_search_cfg(image, self.cfg.proposals)
         t1 = time.perf_counter()
         maps = self.extractor.compute(image)
@@ -278,7 +284,8 @@ class Detector:
         if trunk.weights_id != blob["weights_sha256"]:
             raise UserError(f"{run} was trained with {cfg.backbone.name} weights sha256 "
                             f"{blob['weights_sha256'][:16]}…, but the weights found now have "
-                            f"{trunk.weights_id[:16]}…; use the same weights file (--weights)")
+                            f"{trunk.weights_id[:16]}…; make the run's weights file available again "
+                            "(backbone.weights in its config.yaml, or sppdet.load(run, weights=PATH))")
         ext = make_extractor(cfg, trunk, dev)
         ext.channels_last = bool(blob.get("channels_last", False))  # runs before 0.2: [C, n, n]
         try:

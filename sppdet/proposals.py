@@ -251,11 +251,14 @@ class ProposalCache:
             log.warning("damaged proposal cache file %s (%s); recomputing", p, exc)
             return None
 
-    def get(self, image_id: str, image_loader) -> np.ndarray:
-        boxes = self.load(image_id)
+    def get(self, key: str, image_loader, image_id: str | None = None) -> np.ndarray:
+        """The boxes cached under ``key``, computing them from ``image_loader()`` when absent.
+        ``image_id`` (default: ``key``) is the name external proposal files use: cache keys
+        add a content hash to it."""
+        boxes = self.load(key)
         if boxes is not None:
             return boxes
-        boxes = np.ascontiguousarray(self.compute(image_id, image_loader()), dtype=np.float32)
-        write_cache_file(self.path(image_id), {"boxes": boxes})
+        boxes = np.ascontiguousarray(self.compute(image_id or key, image_loader()), dtype=np.float32)
+        write_cache_file(self.path(key), {"boxes": boxes})
         return boxes
 

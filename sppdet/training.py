@@ -238,7 +238,8 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
                 feats = (pool5 * inp.feat_scale).cpu().numpy()
                 neg = w.class_iou.astype(np.float32) < cfg.svm.neg_iou
                 neg[: w.n_gt] = False
-                neg = prune_negatives(w.boxes, neg, cfg.svm.neg_overlap_prune)
+                cols = list(classes)  # only the classes mined here need pruning
+                neg[:, cols] = prune_negatives(w.boxes, neg[:, cols], cfg.svm.neg_overlap_prune)
                 svms.mine(int(i), feats, neg, classes)
             svms.finish(classes)
     return [{"class": c, "W": svms.W[:, c].copy(), "b": svms.b[c], "retrains": svms.retrains[c],

@@ -55,6 +55,13 @@ def test_evaluate_returns_what_metrics_json_holds(trained, tmp_path):
     m2 = sppdet.evaluate(sppdet.load(d / "run"), data=d / "data", split="test", out=tmp_path / "ev2",
                          cache=d / "cache")
     assert m2["AP"] == m["AP"]
+    # a loaded detector without out= writes beside its run; one with no run directory must be told
+    m3 = sppdet.evaluate(sppdet.load(d / "run"), data=d / "data", split="test", cache=d / "cache")
+    assert m3["out"] == str(d / "run" / "eval_test") and m3["AP"] == m["AP"]
+    orphan = sppdet.load(d / "run")
+    orphan.run_dir = None
+    with pytest.raises(UserError, match="out="):
+        sppdet.evaluate(orphan, data=d / "data", split="test", cache=d / "cache")
 
 
 def test_eval_cli_analyze_and_coco_results(trained, tmp_path):
@@ -195,6 +202,11 @@ def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     with pytest.raises(UserError, match="another detect command"):
         sppdet.detect(d / "run", [a1], out, threshold=0.5)
     sppdet.detect(d / "run", [a1], out, threshold=0.5, overwrite=True)
+    # test-time overrides apply (a stricter NMS can only keep fewer boxes) and leave the run alone
+    det = sppdet.load(d / "run")
+    loose = sppdet.detect(det, [a1], tmp_path / "loose", threshold=-5.0)["detections"]
+    strict = sppdet.detect(det, [a1], tmp_path / "strict", threshold=-5.0, overrides=["test.nms=0.05"])
+    assert strict["detections"] < loose and det.cfg.test.nms == 0.3
 
 
 def _cli(*args):
@@ -214,7 +226,9 @@ def test_cli_refuses_bad_outputs_and_splits_before_training(trained, tmp_path):
         r = _cli("train", "--data", d / "data", "--split", "trainval", "--cache", tmp_path / "c", *args)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().splitlines()[-1].startswith("sppdet: error:")
-        assert not (tmp_path / "c" / "proposals").exists() or not any((tmp_path / "c" / "proposals").rglob("*.npy"))
+        assert not (tmp_path / "c" / "proposals").exists() or not any((tmp_path / "c" / "proposals").rglob("*.np*"))
+    r = _cli("bench", "--data", d / "data", "--run", d / "run", "--config", tmp_path / "file", "--out", tmp_path / "b")
+    assert r.returncode == 2 and "not both" in r.stderr
 
 
 def test_global_options_work_before_the_command(tmp_path):

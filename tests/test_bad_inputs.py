@@ -18,7 +18,8 @@ from PIL import Image
 
 from sppdet.config import RULES, Config, config_from_dict, load_config
 from sppdet.datasets import load_dataset
-from sppdet.datasets.common import OUTSIDE, image_size
+from sppdet.datasets.common import OUTSIDE
+from sppdet.images import header_size as image_size
 from sppdet.errors import UserError
 
 MISSING = "image id in the split without an annotation file (skipped)"
@@ -207,6 +208,23 @@ def test_no_image_outside_the_data_folder_is_opened(tmp_path):
     lst.write_text(f"{outside}\n../elsewhere/private.jpg\n003\n")
     ds = load_dataset(root, str(lst))
     assert [r.image_id for r in ds.records] == ["003"] and ds.report.counts[OUTSIDE] == 2
+
+
+def test_yolo_lists_stay_inside_and_ids_are_safe(tmp_path):
+    """The YOLO reader gets the same hardening as the others: list entries outside the data
+    set are never opened, whitespace ids are made safe, huge images are counted at load."""
+    outside = _img(tmp_path / "elsewhere" / "private.jpg")
+    root = tmp_path / "yolo"
+    for name in ("a.jpg", "my photo.jpg"):
+        _img(root / "images" / name)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / (Path(name).stem + ".txt")).write_text("0 0.5 0.5 0.5 0.5\n")
+    (root / "data.yaml").write_text("path: .\ntrain: train.txt\nnames: [dog]\n")
+    (root / "train.txt").write_text(f"images/a.jpg\n{outside}\n../elsewhere/private.jpg\n{root / 'images' / 'my photo.jpg'}\n")
+    ds = load_dataset(root, "train")
+    assert [r.image_id for r in ds.records] == ["a", "my_photo"]
+    assert ds.report.counts[OUTSIDE] == 2
+    assert ds.records[1].path.name == "my photo.jpg"
 
 
 def test_coco_file_name_outside(tmp_path):

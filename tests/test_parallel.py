@@ -204,8 +204,33 @@ def assert_failure_names_the_image(setup, tmp_path, executor):
     with pytest.raises(UserError) as err:
         data.prepare(ds.records, ds.report, executor=executor)
     msg = str(err.value)
-    assert str(first.path) in msg and f"no proposals for image {first.image_id}" in msg, msg
+    assert str(first.path) in msg and f"no proposals for image {first.image_id} in " in msg, msg
     assert "\n" not in msg
+
+
+def test_external_proposals_are_found_by_image_id(setup, tmp_path):
+    """External files are named by image id, not by the cache key (id + content hash)."""
+    import numpy as np
+
+    from sppdet.backbones import build_trunk
+    from sppdet.cache import CachedData
+    from sppdet.config import ProposalConfig
+    from sppdet.datasets import load_dataset
+    from sppdet.detector import make_extractor
+
+    root, cfg = setup
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    cfg = type(cfg)(**{**cfg.__dict__, "proposals": ProposalConfig(method="external", external_dir=str(ext))})
+    ds = load_dataset(root / "syn", "trainval")
+    for i, r in enumerate(ds.records):
+        np.save(ext / f"{r.image_id}.npy", np.array([[i, 1, 20, 30], [0, 0, 1e6, 5]], dtype=np.float64))
+    data = CachedData(cfg, make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
+                      tmp_path / "cache")
+    with make_executor(workers=1) as ex:
+        recs = data.prepare(ds.records, ds.report, executor=ex)
+    for i, r in enumerate(recs):
+        np.testing.assert_array_equal(data.boxes(r), [[i, 1, 20, 30], [0, 0, r.width - 1, 5]])
 
 
 def test_a_failing_image_task_names_its_image(setup, tmp_path):

@@ -21,7 +21,8 @@ def test_custom_defaults_are_opencvs_fast():
     fast = selective_search(img, "fast", work_size=0)
     custom = selective_search(img, "custom", work_size=0)
     assert len(fast) > 10 and np.array_equal(fast, custom)
-    assert np.array_equal(selective_search_cfg(img, ProposalConfig(mode="custom", work_size=0)), fast)
+    assert np.array_equal(selective_search_cfg(img, ProposalConfig(mode="custom", ks=[150, 300, 450], work_size=0)),
+                          fast)
 
 
 def test_smaller_k_and_more_colour_spaces_give_more_windows():

@@ -1,7 +1,7 @@
 """Recall, windows and time of several selective-search settings on the same images, one process.
 
     PYTHONPATH=$PWD python tools/proposal_sweep.py --data /work/shared/data/bccd/BCCD --split test \
-        --images 24 --out /tmp/sweep  "fast@500=" "quality@500=proposals.mode=quality" \
+        --images 24 --out /tmp/sweep  "fast@500=proposals.mode=fast" "quality@500=proposals.mode=quality" \
         "paper-fast=proposals.mode=custom proposals.ks=[50,100]"
 
 Each setting is ``name=space-separated --set overrides``. Writes ``<out>/<name>/proposals.json``
@@ -19,7 +19,6 @@ import cv2
 from sppdet.config import load_config
 from sppdet.datasets import load_dataset
 from sppdet.evaluation.proposals import evaluate_proposals
-from sppdet.images import read_image
 from sppdet.proposals import selective_search_cfg
 
 
@@ -36,7 +35,7 @@ def main() -> None:
     records = sorted(ds.records, key=lambda r: r.image_id)
     if args.images:
         records = records[: args.images]
-    images = {r.image_id: read_image(r.path) for r in records}
+    images = {r.image_id: r.read() for r in records}
     rows = []
     for setting in args.settings:
         name, _, sets = setting.partition("=")

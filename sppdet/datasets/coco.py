@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .common import (MISSING_IN_SPLIT, OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport,
-                     finish_classes, probe_image, read_list_file, repair_boxes, safe_image_id, seeded_split)
+from .common import (OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport, finish_classes, probe_image,
+                     repair_boxes, safe_image_id, select_split)
 
 
 def _image_dir(json_path: Path) -> Path:
@@ -96,15 +96,7 @@ def load_coco(json_path: Path, split: str, classes: list[str] | None, seed: int 
 
     img_dir = _image_dir(json_path)
     roots = DataRoots(json_path.parent, img_dir)
-    if Path(split).is_file():
-        wanted = []
-        for stem in read_list_file(Path(split), report):
-            if stem in by_stem:
-                wanted.append(stem)
-            else:
-                report.add(MISSING_IN_SPLIT, stem)
-    else:
-        wanted = seeded_split(list(by_stem), split, seed, test_fraction)
+    wanted = select_split(by_stem, split, seed, test_fraction, report)
 
     records, seen = [], set()
     for stem in wanted:

@@ -86,15 +86,6 @@ class DetectionDataset:
         return {c: i for i, c in enumerate(self.classes)}
 
 
-def image_size(path: Path, exif_transpose: bool = False) -> tuple[int, int] | None:
-    """(width, height) from the file header, or None when it is not a readable image.
-    With ``exif_transpose`` the size is that of the image turned by its EXIF orientation."""
-    try:
-        return header_size(path, exif_transpose, max_pixels=2**62)
-    except ImageReadError:
-        return None
-
-
 def probe_image(path: Path, report: LoadReport, where: str, exif_transpose: bool = False) -> tuple[int, int] | None:
     """The image's size, or None with a report entry when it is unreadable or above the
     pixel limit (so a long run never meets it later)."""
@@ -228,6 +219,19 @@ def read_list_file(path: Path, report: LoadReport | None = None) -> list[str]:
 
 
 MISSING_IN_SPLIT = "image id in the split without an annotation file (skipped)"
+
+
+def select_split(ids, split: str, seed: int, test_fraction: float, report: LoadReport) -> list[str]:
+    """The ids of ``split`` among ``ids`` (a layout without split files): the ids a list file
+    names (those not in ``ids`` counted as missing), or a seeded split."""
+    if Path(split).is_file():
+        known = set(ids)
+        listed = read_list_file(Path(split), report)
+        for i in listed:
+            if i not in known:
+                report.add(MISSING_IN_SPLIT, i)
+        return [i for i in listed if i in known]
+    return seeded_split(list(ids), split, seed, test_fraction)
 
 
 def seeded_split(ids: list[str], split: str, seed: int, test_fraction: float) -> list[str]:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..images import is_image_file
-from .common import (MISSING_IN_SPLIT, OUTSIDE, DataRoots, DetectionDataset, LoadReport, finish_classes,
-                     read_list_file, seeded_split)
+from .common import OUTSIDE, DataRoots, DetectionDataset, LoadReport, finish_classes, select_split
 from .voc import make_record, parse_voc_xml
 
 ANNOTATION_DIRS = ("annotations", "Annotations", "annots", "labels", "xml", "xmls")
@@ -44,15 +43,7 @@ def load_flat(root: Path, split: str, classes: list[str] | None, seed: int = 0,
                 continue
             images[p.stem] = p
     xmls = {p.stem: p for p in sorted(ann_dir.glob("*.xml"))}
-    if Path(split).is_file():
-        ids = []
-        for i in read_list_file(Path(split), report):
-            if i in xmls:
-                ids.append(i)
-            else:
-                report.add(MISSING_IN_SPLIT, i)
-    else:
-        ids = seeded_split(list(xmls), split, seed, test_fraction)
+    ids = select_split(xmls, split, seed, test_fraction, report)
     records, seen = [], set()
     for image_id in ids:
         xml = roots.inside(ann_dir, xmls[image_id].name, report)

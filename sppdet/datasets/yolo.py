@@ -8,8 +8,8 @@ label file is missing or empty is a background image (valid, no objects).
 Boxes follow the COCO reader's convention: a continuous box ``[left, right)`` covers the
 inclusive pixels ``left .. right - 1``, so ``x1 = (cx - w/2)·W`` and ``x2 = (cx + w/2)·W - 1``.
 A VOC box ``xmin..xmax`` (1-based) written as YOLO with ``cx = (xmin - 1 + xmax) / 2W``,
-``w = (xmax - xmin + 1) / W`` reads back exactly. Images are measured as sppdet reads them,
-without EXIF rotation.
+``w = (xmax - xmin + 1) / W`` reads back exactly. Images are measured, and their pixels read,
+after their EXIF orientation, as Ultralytics does (``data.exif_transpose: false`` turns it off).
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..images import is_image_file
-from .common import (DetectionDataset, ImageRecord, LoadReport, finish_classes, image_size,
-                     read_list_file, repair_boxes, seeded_split)
+from .common import (OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport, finish_classes, probe_image,
+                     read_list_file, repair_boxes, safe_image_id, seeded_split)
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 CLASS_FILES = ("classes.txt", "obj.names", "classes.names")
@@ -100,11 +100,18 @@ def _images_of_entry(entry, bases: list[Path], what: str, report: LoadReport) ->
 
 
 def _images_of_list(lst: Path, bases: list[Path], report: LoadReport) -> list[Path]:
-    """A YOLO image list: one image path per line, relative to the list's folder or the root."""
+    """A YOLO image list: one image path per line, relative to the list's folder or the root.
+    Like every reader's file-named paths, an entry must lie in the data set's folders
+    (absolute entries there, as Darknet writes them, are fine); others are skipped, counted."""
+    roots = DataRoots(lst.parent, *bases)
     out = []
     for line in lst.read_text(errors="replace").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
+            continue
+        cands = [Path(line)] if Path(line).is_absolute() else [lst.parent / line, *(b / line for b in bases)]
+        if "\x00" in line or not any(roots.contains(c) for c in cands):
+            report.add(OUTSIDE, line)
             continue
         p = _resolve(line, [lst.parent, *bases])
         if p is None or not p.is_file():
@@ -118,7 +125,11 @@ def _names(data: dict, where: Path) -> list[str] | None:
     names = data.get("names")
     if names is None:
         nc = data.get("nc")
-        return [str(i) for i in range(int(nc))] if nc is not None else None
+        if nc is None:
+            return None
+        if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+            raise UserError(f"{where}: nc must be a positive whole number of classes, got {nc!r}")
+        return [str(i) for i in range(nc)]
     if isinstance(names, dict):
         try:
             by_id = {int(k): str(v) for k, v in names.items()}
@@ -200,9 +211,8 @@ def parse_label_file(path: Path, width: int, height: int, n_classes: int | None,
 
 def _record(image: Path, image_id: str, names: list[str] | None, report: LoadReport,
             min_box_size: float, exif_transpose: bool) -> ImageRecord | None:
-    size = image_size(image, exif_transpose=exif_transpose)
+    size = probe_image(image, report, image.name, exif_transpose)
     if size is None:
-        report.add("file that is not a readable image (skipped)", image.name)
         return None
     lab = label_path(image)
     if lab.is_file():
@@ -218,7 +228,7 @@ def _record(image: Path, image_id: str, names: list[str] | None, report: LoadRep
     boxes, ids = boxes[wide], [i for i, k in zip(ids, wide) if k]
     keep = repair_boxes(boxes, size[0], size[1], min_box_size, report, image_id)
     labels = [names[i] if names is not None else str(i) for i, k in zip(ids, keep) if k]
-    return ImageRecord(image_id, image, boxes[keep], labels, np.zeros(len(labels), dtype=bool),
+    return ImageRecord(safe_image_id(image_id, report), image, boxes[keep], labels, np.zeros(len(labels), dtype=bool),
                        size[0], size[1], exif_transpose=exif_transpose)
 
 

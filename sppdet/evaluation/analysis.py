@@ -36,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from ..fileio import atomic_write, atomic_write_json
+from .detections import image_id_of, record_index
 from .voc import evaluate_voc, format_table
 
 CATEGORIES = ("correct", "localisation", "similar", "other", "background")
@@ -79,7 +80,7 @@ def categorise(records, detections: list[dict], classes: Sequence[str],
     for g in similar or []:
         for c in g:
             group.setdefault(c, set()).update(x for x in g if x != c)
-    by_name = {r.path.name: r.image_id for r in records}
+    index = record_index(records)
     out: dict[str, list[dict]] = {c: [] for c in classes}
     for d in detections:
         if d["label"] in out:
@@ -93,7 +94,7 @@ def categorise(records, detections: list[dict], classes: Sequence[str],
         ranked = []
         for k in order:
             d = dets[k]
-            img = by_name.get(d["image"], Path(d["image"]).stem)
+            img = image_id_of(index, d["image"])
             if img not in gt:
                 continue
             g = gt[img]
@@ -153,7 +154,7 @@ def tide_breakdown(records, detections: list[dict], classes: Sequence[str]) -> d
         return {"available": False, "reason": f"tidecv not importable: {type(exc).__name__}: {exc}"}
     cid = {c: i for i, c in enumerate(classes)}
     iid = {r.image_id: i for i, r in enumerate(records)}
-    by_name = {r.path.name: r.image_id for r in records}
+    index = record_index(records)
     gt, pred = Data("ground truth"), Data("detections")
     for r in records:
         for lab, b, diff in r.eval_objects():
@@ -165,7 +166,7 @@ def tide_breakdown(records, detections: list[dict], classes: Sequence[str]) -> d
             else:
                 gt.add_ground_truth(iid[r.image_id], cid[lab], xywh)
     for d in detections:
-        img = by_name.get(d["image"], Path(d["image"]).stem)
+        img = image_id_of(index, d["image"])
         if img in iid and d["label"] in cid:
             x1, y1, x2, y2 = (float(v) for v in d["bbox"])
             pred.add_detection(iid[img], cid[d["label"]], float(d["score"]), [x1, y1, x2 - x1 + 1, y2 - y1 + 1])

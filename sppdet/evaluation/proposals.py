@@ -12,22 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
 from ..fileio import atomic_write_json
+from ..windows import iou
 
 if TYPE_CHECKING:
     from ..datasets.common import ImageRecord
 
 THRESHOLDS = (0.5, 0.7)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    shift = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
-    a = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4)) + shift
-    b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4)) + shift
-    return box_iou(a, b).numpy()
 
 
 def window_grid(max_windows: int) -> list[int]:
@@ -59,7 +51,7 @@ def evaluate_proposals(records: Sequence["ImageRecord"], boxes_of: Callable[["Im
         if len(gt) == 0:
             continue
         cls_parts.append(np.array([cidx[lab] for lab, k in zip(r.labels, keep) if k], dtype=np.int64))
-        ov = _iou(gt, props) if len(props) else np.zeros((len(gt), 0))
+        ov = iou(gt, props) if len(props) else np.zeros((len(gt), 0))
         best_parts.append(ov.max(1) if ov.shape[1] else np.zeros(len(gt)))
         cum_parts.append(np.maximum.accumulate(ov, axis=1) if ov.shape[1] else np.zeros((len(gt), 0)))
     ks = window_grid(max(counts) if counts else 1)
