@@ -79,7 +79,13 @@ class BoxRegressor:
 
 
 def fit_class(alpha: float, item: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
-    """Ridge fit of one class: ``(c, X fp16, Y)`` → ``(c, W [dim, 4], b [4])``."""
+    """Ridge fit of one class: ``(c, X fp16, Y)`` → ``(c, W [dim, 4], b [4])``.
+
+    BLAS on one thread wherever it runs: its sums differ in the last bit between thread counts,
+    and the regressors must not depend on whether a Ray task or the driver fitted them."""
+    from .parallel import single_threaded
+
     c, X, Y = item
-    r = Ridge(alpha=alpha).fit(np.asarray(X, dtype=np.float32), Y)
+    with single_threaded():
+        r = Ridge(alpha=alpha).fit(np.asarray(X, dtype=np.float32), Y)
     return c, r.coef_.T.astype(np.float32), r.intercept_.astype(np.float32)

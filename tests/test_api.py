@@ -204,8 +204,10 @@ def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     sppdet.detect(d / "run", [a1], out, threshold=0.5, overwrite=True)
     # test-time overrides apply (a stricter NMS can only keep fewer boxes) and leave the run alone
     det = sppdet.load(d / "run")
-    loose = sppdet.detect(det, [a1], tmp_path / "loose", threshold=-5.0)["detections"]
-    strict = sppdet.detect(det, [a1], tmp_path / "strict", threshold=-5.0, overrides=["test.nms=0.05"])
+    loose = sppdet.detect(det, [a1], tmp_path / "loose", threshold=-5.0,
+                          overrides=["test.max_per_image=100000"])["detections"]
+    strict = sppdet.detect(det, [a1], tmp_path / "strict", threshold=-5.0,
+                           overrides=["test.max_per_image=100000", "test.nms=0.05"])
     assert strict["detections"] < loose and det.cfg.test.nms == 0.3
 
 
