@@ -221,7 +221,66 @@ def _mp_context():
     return ctx
 
 
-class PoolExecutor(Executor):
+class _LookaheadExecutor(Executor):
+    """The ordered map of the pool and Ray backends: keep ``lookahead`` tasks in flight, yield
+    results in input order, count every finished task on the progress bar, and cancel what is
+    left on an error, Ctrl-C or an early stop. Backends give ``_submit``, ``_finished`` (which
+    of the given handles are done, waiting up to ``timeout``), ``_result`` and ``_cancel``."""
+
+    lookahead = 1
+
+    def _submit(self, fn: Callable, args: tuple) -> Any:
+        raise NotImplementedError
+
+    def _finished(self, handles: list, timeout: float) -> list:
+        raise NotImplementedError
+
+    def _result(self, handle: Any, desc: str, name: str) -> Any:
+        raise NotImplementedError
+
+    def _cancel(self, handle: Any) -> None:
+        raise NotImplementedError
+
+    def _shared(self, shared: Any) -> Any:
+        return shared
+
+    def map(self, fn, items, desc="tasks", unit="task", label=str, shared=_NO_SHARED, gpu=False):
+        items = list(items)
+        self._gpu = gpu
+        shared = shared if shared is _NO_SHARED else self._shared(shared)
+        pending: collections.deque = collections.deque()
+        done: set = set()  # ids of handles finished (and counted) but not yet yielded
+        it = iter(items)
+        bar = progress(total=len(items), desc=desc, unit=unit)
+        ok = False
+        try:
+            while True:
+                while len(pending) < self.lookahead:
+                    item = next(it, _NO_SHARED)
+                    if item is _NO_SHARED:
+                        break
+                    pending.append((item, self._submit(fn, _args(shared, item))))
+                if not pending:
+                    break
+                item, head = pending[0]
+                while id(head) not in done:
+                    waiting = [h for _, h in pending if id(h) not in done]
+                    newly = self._finished(waiting, timeout=1.0)
+                    done.update(id(h) for h in newly)
+                    bar.update(len(newly))
+                pending.popleft()
+                done.discard(id(head))
+                yield self._result(head, desc, label(item))
+            ok = True
+        finally:
+            bar.close()
+            if not ok:  # an error, Ctrl-C, or the consumer stopped early
+                for _, h in pending:
+                    with contextlib.suppress(Exception):
+                        self._cancel(h)
+
+
+class PoolExecutor(_LookaheadExecutor):
     """Worker processes on this machine (``--workers N``), each single-threaded."""
 
     kind = "pool"
@@ -243,48 +302,26 @@ class PoolExecutor(Executor):
         # the machine has cores beyond the workers.
         return torch_threads(max(1, available_cores() - self.workers))
 
-    def map(self, fn, items, desc="tasks", unit="task", label=str, shared=_NO_SHARED, gpu=False):
-        items = list(items)
-        pending: collections.deque = collections.deque()
-        counted: set = set()
-        it = iter(items)
-        bar = progress(total=len(items), desc=desc, unit=unit)
-        ok = False
+    def _submit(self, fn, args):
+        return self.pool.submit(_apply, fn, *args)
+
+    def _finished(self, handles, timeout):
+        if not any(f.done() for f in handles):
+            wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
+        return [f for f in handles if f.done()]
+
+    def _result(self, handle, desc, name):
         try:
-            while True:
-                while len(pending) < self.lookahead:
-                    item = next(it, _NO_SHARED)
-                    if item is _NO_SHARED:
-                        break
-                    pending.append((item, self.pool.submit(_apply, fn, *_args(shared, item))))
-                if not pending:
-                    break
-                item, head = pending[0]
-                while True:
-                    newly = [f for _, f in pending if f.done() and id(f) not in counted]
-                    for f in newly:
-                        counted.add(id(f))
-                    bar.update(len(newly))
-                    if head.done():
-                        break
-                    wait([f for _, f in pending if not f.done()], timeout=1.0, return_when=FIRST_COMPLETED)
-                pending.popleft()
-                counted.discard(id(head))
-                try:
-                    out = head.result()
-                except BrokenProcessPool as exc:
-                    raise UserError(f"{desc} failed on {label(item)}: a worker process died ({exc}); "
-                                    "out of memory? Try fewer --workers (in a script of your own: is the code "
-                                    "that starts the pool under `if __name__ == '__main__':`?)") from exc
-                except Exception as exc:  # noqa: BLE001
-                    raise _failure(desc, label(item), exc) from exc
-                yield out
-            ok = True
-        finally:
-            bar.close()
-            if not ok:  # an error, Ctrl-C, or the consumer stopped early
-                for _, f in pending:
-                    f.cancel()
+            return handle.result()
+        except BrokenProcessPool as exc:
+            raise UserError(f"{desc} failed on {name}: a worker process died ({exc}); "
+                            "out of memory? Try fewer --workers (in a script of your own: is the code "
+                            "that starts the pool under `if __name__ == '__main__':`?)") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise _failure(desc, name, exc) from exc
+
+    def _cancel(self, handle):
+        handle.cancel()
 
     def close(self, cancel: bool = False) -> None:
         pool, self._pool = self._pool, None
@@ -305,7 +342,7 @@ class PoolExecutor(Executor):
                 p.join(timeout=5)
 
 
-class RayExecutor(Executor):
+class RayExecutor(_LookaheadExecutor):
     """Tasks scheduled by Ray across a cluster (``--ray auto|local|ADDRESS``)."""
 
     kind = "ray"
@@ -352,50 +389,29 @@ class RayExecutor(Executor):
             self._remotes[key] = self.ray.remote(_apply_in_child).options(**opts)
         return self._remotes[key]
 
-    def map(self, fn, items, desc="tasks", unit="task", label=str, shared=_NO_SHARED, gpu=False):
+    def _shared(self, shared):
+        return self.ray.put(shared)  # sent to the object store once, not with every task
+
+    def _submit(self, fn, args):
+        return self._remote(self._gpu).remote(fn, *args)
+
+    def _finished(self, handles, timeout):
+        ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
+        # count every task finished so far, not only the first
+        return self.ray.wait(handles, num_returns=len(handles), timeout=0)[0] if ready else ready
+
+    def _result(self, handle, desc, name):
         ray = self.ray
-        items = list(items)
-        remote = self._remote(gpu)
-        shared_ref = shared if shared is _NO_SHARED else ray.put(shared)
-        pending: collections.deque = collections.deque()
-        done: set = set()
-        it = iter(items)
-        bar = progress(total=len(items), desc=desc, unit=unit)
-        ok = False
         try:
-            while True:
-                while len(pending) < self.lookahead:
-                    item = next(it, _NO_SHARED)
-                    if item is _NO_SHARED:
-                        break
-                    pending.append((item, remote.remote(fn, *_args(shared_ref, item))))
-                if not pending:
-                    break
-                item, head = pending[0]
-                while head not in done:
-                    waiting = [r for _, r in pending if r not in done]
-                    ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
-                    # count every task finished so far, not only the first
-                    ready = ray.wait(waiting, num_returns=len(waiting), timeout=0)[0] if ready else ready
-                    done.update(ready)
-                    bar.update(len(ready))
-                pending.popleft()
-                done.discard(head)
-                try:
-                    out = ray.get(head)
-                except ray.exceptions.RayTaskError as exc:
-                    cause = getattr(exc, "cause", None) or exc
-                    raise _failure(desc, label(item), cause) from None
-                except ray.exceptions.RayError as exc:
-                    raise UserError(f"{desc} failed on {label(item)}: {_one_line(exc)}") from None
-                yield out
-            ok = True
-        finally:
-            bar.close()
-            if not ok:
-                for _, r in pending:
-                    with contextlib.suppress(Exception):
-                        ray.cancel(r, force=True)
+            return ray.get(handle)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            raise _failure(desc, name, cause) from None
+        except ray.exceptions.RayError as exc:
+            raise UserError(f"{desc} failed on {name}: {_one_line(exc)}") from None
+
+    def _cancel(self, handle):
+        self.ray.cancel(handle, force=True)
 
     def close(self, cancel: bool = False) -> None:
         if self._owned and self.ray.is_initialized():
