@@ -17,7 +17,9 @@ def _blocks(lang: str) -> list[str]:
 
 
 def _commands(prefix: str) -> list[str]:
-    cmds = []
+    """Commands in ```bash blocks, and whole commands quoted inline (`sppdet train --data …`)."""
+    cmds = [m for m in re.findall(r"`(?:/usr/bin/time -v )?(sppdet [a-z][^`]*)`", README)
+            if len(m.split()) >= 3]
     for block in _blocks("bash"):
         text = block.replace("\\\n", " ")
         for line in text.splitlines():
