@@ -252,7 +252,6 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
             for res in detect_images(det, todo, ex, exif_transpose=exif_transpose):
                 p = res["path"]
                 if "error" in res:
-                    skipped.append(res["error"])
                     journal.add(str(p), None, res["error"])
                     continue
                 d = res["detections"]
@@ -263,9 +262,11 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     except KeyboardInterrupt:
         raise UserInterrupt(f"{len(journal.done)} of {len(paths)} images are done and kept in {journal.path}; "
                             "run the same command again to continue") from None
+    finally:
+        journal.close()
     rows = [row for p in paths for row in journal.done.get(str(p)) or []]
-    skipped += [f"{p}: {journal.errors[str(p)]}" for p in paths
-                if str(p) in journal.errors and all(str(p) not in s for s in skipped)]
+    # unreadable images, of this run and of the runs it continues (the journal keeps their errors)
+    skipped += [journal.errors[str(p)] for p in paths if str(p) in journal.errors]
     atomic_write_json(out / "detections.json", rows, indent=1)
     return {"images": len(paths), "detections": len(rows), "skipped": skipped, "out": str(out)}
 
@@ -314,6 +315,9 @@ class _DetectJournal:
     def _write(self, obj: dict) -> None:
         self._f.write(json.dumps(obj) + "\n")
         self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
 
     def add(self, image: str, rows: list[dict] | None, error: str | None) -> None:
         self._write({"image": image, "detections": rows or [], "error": error})
