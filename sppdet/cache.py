@@ -132,7 +132,11 @@ def cache_image_task(job: CacheJob) -> CacheResult:
             if job.maps:
                 ext = task_extractor(job.cfg, job.weights_id, job.device)
                 t0 = time.perf_counter()
-                FeatureCache(job.features_dir, ext).get(job.key, load)
+                # one per process, like the proposal cache: opening one checks the folder is
+                # writable and lists it for stale temporaries, which per image would cost O(N²)
+                feats = process_local(("feature-cache", str(job.features_dir), id(ext)),
+                                      lambda: FeatureCache(job.features_dir, ext))
+                feats.get(job.key, load)
                 out.seconds["conv"] = time.perf_counter() - t0
             elif job.return_image:
                 out.image = load()
