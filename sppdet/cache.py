@@ -1,4 +1,5 @@
-"""Per-image disk caches of a configuration: proposals and conv maps, keyed by the image file.
+"""Per-image disk caches of a configuration: proposals and conv maps (R-CNN: window vectors),
+keyed by the image file.
 
 Records whose image cannot be decoded are dropped with a report entry instead of stopping a
 long run.
@@ -24,6 +25,7 @@ from .fileio import remove_stale_temporaries
 from .images import ImageReadError, read_image
 from .parallel import Executor, SerialExecutor, process_local, set_process_local, single_threaded
 from .proposals import ProposalCache
+from .rcnn import RCNNExtractor, WindowVectorCache
 
 
 def default_cache_root() -> Path:
@@ -70,9 +72,10 @@ class CacheJob:
     features_dir: Path | None
     weights_id: str  # the trunk the driver's caches are for; a node with other weights refuses
     exif_transpose: bool = False  # as the record's boxes were measured (data.exif_transpose)
-    maps: bool = True  # compute the conv maps too (on ``device``)
+    maps: bool = True  # compute the conv maps (R-CNN: window vectors) too (on ``device``)
     return_image: bool = False  # send the decoded image back (the driver convolves it)
     device: str = "cpu"
+    windows: np.ndarray | None = None  # R-CNN: windows to cache besides the proposals (ground truth)
 
 
 @dataclass
@@ -83,21 +86,27 @@ class CacheResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def make_extractor(cfg: Config, trunk, device) -> FeatureExtractor | RCNNExtractor:
+    """SPP-net's once-per-image extractor, or R-CNN's once-per-window one (``method: rcnn``)."""
+    f = cfg.features
+    if cfg.method == "rcnn":
+        return RCNNExtractor(trunk, f.levels, device)
+    return FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
+
+
 def _extractor_key(cfg: Config, device: str) -> tuple:
     f = cfg.features
-    return ("spp-extractor", cfg.backbone.name, cfg.backbone.weights, tuple(f.scales), f.max_size,
+    return ("extractor", cfg.method, cfg.backbone.name, cfg.backbone.weights, tuple(f.scales), f.max_size,
             tuple(f.levels), device)
 
 
-def task_extractor(cfg: Config, weights_id: str, device: str = "cpu") -> FeatureExtractor:
-    """This process' SPP extractor for ``cfg`` (built on first use and kept), checked against
+def task_extractor(cfg: Config, weights_id: str, device: str = "cpu") -> FeatureExtractor | RCNNExtractor:
+    """This process' extractor for ``cfg`` (built on first use and kept), checked against
     the weights the driver's caches are keyed by."""
     def build():
         from .backbones import build_trunk
 
-        f = cfg.features
-        return FeatureExtractor(build_trunk(cfg.backbone.name, cfg.backbone.weights), f.scales, f.max_size,
-                                f.levels, device)
+        return make_extractor(cfg, build_trunk(cfg.backbone.name, cfg.backbone.weights), device)
 
     ext = process_local(_extractor_key(cfg, device), build)
     if ext.trunk.weights_id != weights_id:
@@ -127,7 +136,7 @@ def cache_image_task(job: CacheJob) -> CacheResult:
             t0 = time.perf_counter()
             props = process_local(("proposal-cache", str(job.proposals_dir)),
                                   lambda: ProposalCache(job.proposals_dir, job.cfg.proposals))
-            props.get(job.key, load, job.image_id)
+            boxes = props.get(job.key, load, job.image_id)
             out.seconds["proposals"] = time.perf_counter() - t0 - out.seconds.get("decode", 0.0)
             if job.maps:
                 ext = task_extractor(job.cfg, job.weights_id, job.device)
@@ -135,8 +144,11 @@ def cache_image_task(job: CacheJob) -> CacheResult:
                 # one per process, like the proposal cache: opening one checks the folder is
                 # writable and lists it for stale temporaries, which per image would cost O(N²)
                 feats = process_local(("feature-cache", str(job.features_dir), id(ext)),
-                                      lambda: FeatureCache(job.features_dir, ext))
-                feats.get(job.key, load)
+                                      lambda: _feature_cache(job.features_dir, ext))
+                if isinstance(feats, WindowVectorCache):
+                    feats.get(job.key, load, _rcnn_windows(boxes, job.windows))
+                else:
+                    feats.get(job.key, load)
                 out.seconds["conv"] = time.perf_counter() - t0
             elif job.return_image:
                 out.image = load()
@@ -145,29 +157,47 @@ def cache_image_task(job: CacheJob) -> CacheResult:
     return out
 
 
-class CachedData:
-    """Proposal and conv-map caches for a configuration; records whose image is unreadable
-    are dropped with a report entry instead of stopping a long run."""
+def _feature_cache(folder: Path, ext: FeatureExtractor | RCNNExtractor) -> FeatureCache | WindowVectorCache:
+    return WindowVectorCache(folder, ext) if isinstance(ext, RCNNExtractor) else FeatureCache(folder, ext)
 
-    def __init__(self, cfg: Config, extractor: FeatureExtractor | None, cache_root: str | Path):
+
+def _rcnn_windows(proposals: np.ndarray, gt_boxes: np.ndarray | None) -> np.ndarray:
+    """The windows R-CNN training pools: the proposals and the ground-truth boxes (as float32,
+    the form :func:`sppdet.windows.build_windows` gives them)."""
+    gt = np.zeros((0, 4), np.float32) if gt_boxes is None else np.asarray(gt_boxes, np.float32).reshape(-1, 4)
+    return np.concatenate([gt, np.asarray(proposals, dtype=np.float32).reshape(-1, 4)])
+
+
+class CachedData:
+    """Proposal and conv-map (R-CNN: window-vector) caches for a configuration; records whose
+    image is unreadable are dropped with a report entry instead of stopping a long run."""
+
+    def __init__(self, cfg: Config, extractor: FeatureExtractor | RCNNExtractor | None, cache_root: str | Path):
         """``extractor=None``: proposals only (no trunk to load, e.g. ``sppdet proposals``)."""
         root = Path(cache_root)
-        for kind in ("proposals", "features"):  # temporaries left by sppdet < 0.3 in any config's folder
+        for kind in ("proposals", "features", "windows"):  # temporaries left by sppdet < 0.3 in any config's folder
             for folder in (root / kind).glob("*/") if (root / kind).is_dir() else ():
                 remove_stale_temporaries(folder)
         self.cfg = cfg
         self.last_stats: dict = {}
         # R-CNN has no per-image conv map to cache: its "maps" are the image itself.
-        self.per_window = extractor is None or getattr(extractor, "per_window", False)
         # "v2": proposals no longer depend on C rand() history (see proposals._seed_c_rand);
         # "v3": checked .npz files keyed by the image's content
         self.proposals = ProposalCache(root / "proposals" / config_digest(["v3", asdict(cfg.proposals)]),
                                        cfg.proposals)
         # "cl": maps from the channels-last conv (0.2), which may differ from 0.1's in the last bit;
         # "v3": checked .npz files keyed by the image's content
-        self.features = None if extractor is None else FeatureCache(root / "features" / config_digest(
-            ["cl", "v3", extractor.trunk.name, extractor.trunk.weights_id, extractor.scales, extractor.max_size]),
-            extractor)
+        self.features: FeatureCache | WindowVectorCache | None = None
+        if isinstance(extractor, RCNNExtractor):
+            # R-CNN: each window's fp16 vector (rcnn.WindowVectorCache); the windows are stored
+            # in each file, so the folder depends only on what turns a window into a vector
+            e = extractor
+            self.features = WindowVectorCache(root / "windows" / config_digest(
+                ["v1", e.trunk.name, e.trunk.weights_id, e.levels, e.size, e.context, e.channels_last]), e)
+        elif extractor is not None:
+            self.features = FeatureCache(root / "features" / config_digest(
+                ["cl", "v3", extractor.trunk.name, extractor.trunk.weights_id, extractor.scales,
+                 extractor.max_size]), extractor)
 
     def prepare(self, records: Sequence[ImageRecord], report: LoadReport,
                 timings: dict[str, float] | None = None, features: bool = True,
@@ -184,7 +214,7 @@ class CachedData:
         """
         timings = {} if timings is None else timings
         executor = executor or SerialExecutor()
-        want_maps = features and not self.per_window
+        want_maps = features and self.features is not None
         ext = self.features.extractor if self.features is not None else None
         on_gpu = want_maps and ext.device.type != "cpu"
         if want_maps:  # in-process tasks reuse the driver's trunk
@@ -206,7 +236,7 @@ class CachedData:
                                      self.features.root if self.features is not None else None,
                                      ext.trunk.weights_id if ext is not None else "", r.exif_transpose,
                                      maps=want_maps and not on_gpu,
-                                     return_image=on_gpu and executor.gpus == 0)
+                                     return_image=on_gpu and executor.gpus == 0, windows=r.boxes)
         busy = {"decode": 0.0, "proposals": 0.0, "conv": 0.0}
         t0 = time.perf_counter()
         results = executor.map(cache_image_task, jobs.values(), desc="proposals" + (
@@ -219,7 +249,7 @@ class CachedData:
                     unreadable[res.key] = res.error
                 elif res.image is not None:  # a GPU here: convolve while the workers search
                     t1 = time.perf_counter()
-                    self.features.get(res.key, lambda im=res.image: im)
+                    self._compute(res.key, lambda im=res.image: im, jobs[res.key])
                     busy["conv"] += time.perf_counter() - t1
         if on_gpu and executor.gpus:  # a cluster with GPUs: the conv as GPU tasks
             gjobs = [dataclasses.replace(j, maps=True, device="cuda") for k, j in jobs.items()
@@ -246,10 +276,17 @@ class CachedData:
                            "busy_s": busy}
         return ok
 
+    def _compute(self, key: str, loader, job: CacheJob):
+        if isinstance(self.features, WindowVectorCache):
+            return self.features.get(key, loader, _rcnn_windows(self.proposals.get(key, loader, job.image_id),
+                                                                job.windows))
+        return self.features.get(key, loader)
+
     def boxes(self, r: ImageRecord) -> np.ndarray:
         return self.proposals.get(cache_key(r), r.read, r.image_id)
 
     def maps(self, r: ImageRecord):
-        if self.per_window:
-            return self.features.extractor.compute(r.read())
+        """The record's cached conv maps (R-CNN: its window vectors), computed if missing."""
+        if isinstance(self.features, WindowVectorCache):
+            return self.features.get(cache_key(r), r.read, _rcnn_windows(self.boxes(r), r.boxes))
         return self.features.get(cache_key(r), r.read)

@@ -19,7 +19,7 @@ from torchvision.ops import batched_nms
 from . import __version__
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
-from .cache import CachedData
+from .cache import CachedData, make_extractor
 from .config import Config, config_from_dict
 from .errors import UserError
 from .datasets.common import ImageRecord, LoadReport
@@ -30,16 +30,6 @@ from .progress import progress as tqdm
 from .proposals import selective_search_cfg
 
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.yaml", "meta.json"
-
-
-def make_extractor(cfg: Config, trunk, device):
-    """SPP-net's once-per-image extractor, or R-CNN's once-per-window one (``method: rcnn``)."""
-    f = cfg.features
-    if cfg.method == "rcnn":
-        from .rcnn import RCNNExtractor
-
-        return RCNNExtractor(trunk, f.levels, device)
-    return FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
 
 
 @dataclass

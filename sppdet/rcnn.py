@@ -1,10 +1,19 @@
 """The R-CNN baseline: every proposal is cropped with 16 pixels of context, warped to
 224×224 and pushed through the trunk on its own; its conv map is pooled by the same pyramid
 (whole-map form), so heads, SVMs and box regression are shared with SPP-net and only the
-place where convolution happens differs — once per window instead of once per image."""
+place where convolution happens differs — once per window instead of once per image.
+
+Training reads each window's vector many times (statistics, positives, fine-tuning, every
+mining epoch), so, as R-CNN did, the vectors of every proposal (and ground-truth box) are
+computed once and kept in a disk cache at fp16 (:class:`WindowVectorCache`): ≈19 MB per
+image at 2,000 windows for MobileNetV2's 4,800-wide vector, against SPP-net's ≈0.5 MB map.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +21,30 @@ from torchvision.ops import roi_align
 
 from .backbones import Trunk
 from .features import ScaleMap
+from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
+                     write_cache_file)
 from .ops import spp_pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowVectors:
+    """An image's cached R-CNN vectors: what :meth:`RCNNExtractor.pool` reads instead of
+    convolving. A window not among ``boxes`` is computed from ``image_loader()`` (and rounded
+    to fp16 like the cached ones, so a vector does not depend on whether it was cached)."""
+
+    boxes: np.ndarray  # [K, 4] float32, the windows the vectors are for
+    vectors: np.ndarray  # [K, dim] float16
+    image_loader: Callable[[], np.ndarray]
+
+    def __post_init__(self):
+        self._index = {row.tobytes(): k for k, row in enumerate(np.ascontiguousarray(self.boxes, np.float32))}
+
+    def lookup(self, boxes: np.ndarray) -> np.ndarray:
+        """Row of each box in ``self.boxes`` (exact float32 match), -1 where absent."""
+        b = np.ascontiguousarray(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        return np.array([self._index.get(row.tobytes(), -1) for row in b], dtype=np.int64)
 
 
 class RCNNExtractor:
@@ -53,10 +85,32 @@ class RCNNExtractor:
                          aligned=True)
 
     @torch.inference_mode()
-    def pool(self, maps: Sequence[ScaleMap], boxes: np.ndarray, reuse_buffer: bool = False) -> torch.Tensor:
+    def pool(self, maps: Sequence[ScaleMap] | WindowVectors, boxes: np.ndarray,
+             reuse_buffer: bool = False) -> torch.Tensor:
+        """``[K, dim]`` float32 vectors of ``boxes``: read from ``maps`` when it is a
+        :class:`WindowVectors` (the cache), else each window warped and convolved."""
+        if isinstance(maps, WindowVectors):
+            return self._pool_cached(maps, boxes)
+        return self._pool_image(maps[0].fmap, boxes)
+
+    def _pool_cached(self, cached: WindowVectors, boxes: np.ndarray) -> torch.Tensor:
+        rows = cached.lookup(boxes)
+        out = torch.empty((len(rows), self.dim), dtype=torch.float32, device=self.device)
+        hit = np.nonzero(rows >= 0)[0]
+        if len(hit):
+            out[torch.from_numpy(hit).to(self.device)] = torch.from_numpy(
+                cached.vectors[rows[hit]]).to(self.device, torch.float32)
+        miss = np.nonzero(rows < 0)[0]
+        if len(miss):
+            image = self.compute(cached.image_loader())[0].fmap
+            fresh = self._pool_image(image, np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[miss])
+            out[torch.from_numpy(miss).to(self.device)] = fresh.half().float()
+        return out
+
+    def _pool_image(self, image: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
         import time
 
-        image = maps[0].fmap
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         out = torch.empty((len(boxes), self.dim), dtype=torch.float32, device=self.device)
         t_conv = t_pool = 0.0
         for i in range(0, len(boxes), self.batch_size):
@@ -68,3 +122,56 @@ class RCNNExtractor:
             t_conv += t1 - t0
         self.timings = {"conv": t_conv, "pooling": t_pool}
         return out
+
+
+class WindowVectorCache:
+    """One checked ``.npz`` per image with the fp16 R-CNN vectors of its windows and the
+    windows themselves (``boxes``), so a changed proposal list or annotation is detected by
+    the lookup, not trusted: boxes the file lacks are computed when asked for. Atomic writes;
+    a damaged file, or one whose vectors do not fit the extractor, is recomputed with a warning."""
+
+    def __init__(self, root: str | Path, extractor: RCNNExtractor):
+        self.root = ensure_writable_dir(root, "cache folder")
+        remove_stale_temporaries(self.root)
+        self.extractor = extractor
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def load(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        p = self.path(key)
+        try:
+            z = load_checked_arrays(p, ("boxes", "vectors"))
+            b, v = z["boxes"], z["vectors"]
+            if b.dtype != np.float32 or b.ndim != 2 or b.shape[1] != 4:
+                raise CheckedFileError(f"boxes are {b.dtype} {b.shape}, expected float32 [K, 4]")
+            if v.dtype != np.float16 or v.shape != (len(b), self.extractor.dim):
+                raise CheckedFileError(f"vectors are {v.dtype} {v.shape}, expected float16 "
+                                       f"[{len(b)}, {self.extractor.dim}] for this trunk and pyramid")
+            return b, v
+        except FileNotFoundError:
+            return None
+        except CheckedFileError as exc:
+            log.warning("damaged window cache file %s (%s); recomputing", p, exc)
+            return None
+
+    def get(self, key: str, image_loader: Callable[[], np.ndarray], boxes: np.ndarray) -> WindowVectors:
+        """The cached vectors of ``key``; computed for ``boxes`` (and cached) when there are
+        none, or when the file lacks some of ``boxes``."""
+        boxes = np.unique(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), axis=0)
+        got = self.load(key)
+        known = np.zeros((0, 4), np.float32), np.zeros((0, self.extractor.dim), np.float16)
+        if got is not None:
+            cached = WindowVectors(got[0], got[1], image_loader)
+            missing = cached.lookup(boxes) < 0
+            if not missing.any():
+                return cached
+            known, boxes = got, boxes[missing]  # convolve only the windows the file lacks
+        image = image_loader()
+        fresh = self.extractor.pool(self.extractor.compute(image), boxes).cpu().half().numpy()
+        all_boxes, vectors = np.concatenate([known[0], boxes]), np.concatenate([known[1], fresh])
+        write_cache_file(self.path(key), {"boxes": all_boxes, "vectors": vectors})
+        return WindowVectors(all_boxes, vectors, lambda: image)

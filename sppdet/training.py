@@ -19,15 +19,15 @@ from .progress import progress as tqdm
 
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
-from .cache import CachedData, task_extractor
+from .cache import CachedData, make_extractor, task_extractor
 from .config import Config
 from .datasets import DetectionDataset
 from .datasets.common import ImageRecord
-from .detector import Detector, make_extractor
+from .detector import Detector
 from .errors import UserError
-from .features import FeatureExtractor, resolve_device
+from .features import resolve_device
 from .heads import FCHead, build_head, finetune_head
-from .parallel import Executor, SerialExecutor, process_local, set_process_local, single_threaded
+from .parallel import Executor, SerialExecutor, single_threaded
 from .svm import HardNegativeSVMs
 from .windows import ImageWindows, build_windows, iou, prune_negatives
 
@@ -66,8 +66,6 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     trunk = build_trunk(cfg.backbone.name, cfg.backbone.weights)
     extractor = make_extractor(cfg, trunk, device)
     data = CachedData(cfg, extractor, cache_root)
-    if getattr(extractor, "per_window", False):  # R-CNN: in-process tasks reuse the driver's trunk
-        set_process_local(_rcnn_key(cfg, str(device)), extractor)
     records = data.prepare(dataset.records, dataset.report, timings, executor=executor)
     if not records:
         raise UserError("no training image could be read")
@@ -193,18 +191,6 @@ class MiningInputs:
     head_state: dict | None  # fine-tuned fc layers (CPU tensors), or None: SVMs on pool5
 
 
-def _rcnn_key(cfg: Config, device: str) -> tuple:
-    return ("rcnn-extractor", cfg.backbone.name, cfg.backbone.weights, tuple(cfg.features.levels), device)
-
-
-def _task_extractor(inp: MiningInputs) -> FeatureExtractor:
-    cfg = inp.cfg
-    if cfg.method != "rcnn":
-        return task_extractor(cfg, inp.weights_id, inp.device)
-    return process_local(_rcnn_key(cfg, inp.device), lambda: make_extractor(
-        cfg, build_trunk(cfg.backbone.name, cfg.backbone.weights), inp.device))
-
-
 def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
                  show_progress: bool = False) -> list[dict]:
     """Hard-negative mining of the SVMs of ``classes``, streaming every image's cached maps
@@ -217,7 +203,7 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
     classes = [int(c) for c in classes]
     cfg = inp.cfg
     with single_threaded():
-        extractor = _task_extractor(inp)
+        extractor = task_extractor(cfg, inp.weights_id, inp.device)
         data = CachedData(cfg, extractor, inp.cache_root)
         head = None
         if inp.head_state is not None:

@@ -1,5 +1,6 @@
 """R-CNN warping: the box fills the inner (224 - 2*16)² of the crop, context the 16-pixel margin."""
 import numpy as np
+import pytest
 import torch
 
 from sppdet.backbones import build_trunk
@@ -24,3 +25,94 @@ def test_rcnn_features_have_the_spp_length():
     img = np.random.default_rng(0).integers(0, 255, (100, 120, 3), dtype=np.uint8)
     f = ext.pool(ext.compute(img), np.array([[0, 0, 50, 50], [10, 10, 119, 99], [5, 5, 6, 6], [0, 0, 119, 99]]))
     assert f.shape == (4, 96 * 5) and torch.isfinite(f).all()
+
+
+# -- the fp16 window-vector cache ------------------------------------------------------------
+def _ext():
+    torch.manual_seed(0)
+    return RCNNExtractor(build_trunk("mobilenet_v2", pretrained=False), levels=[2, 1], batch_size=4)
+
+
+BOXES = np.array([[0, 0, 50, 50], [10, 10, 119, 99], [5, 5, 6, 6], [0, 0, 119, 99], [30.5, 20, 80, 70.25]],
+                 dtype=np.float32)
+
+
+def test_cached_vectors_are_the_fresh_ones_rounded_to_fp16(tmp_path):
+    from sppdet.rcnn import WindowVectorCache
+
+    ext = _ext()
+    img = np.random.default_rng(0).integers(0, 255, (100, 120, 3), dtype=np.uint8)
+    fresh = ext.pool(ext.compute(img), BOXES).half().float()  # the reference: one warp + conv per window
+    cache = WindowVectorCache(tmp_path, ext)
+    cache.get("img", lambda: img, BOXES)
+    loaded = cache.get("img", lambda: pytest.fail("a cached image must not be read again"), BOXES)
+    assert loaded.vectors.dtype == np.float16
+    order = [3, 0, 4, 1, 2]  # any order, and a repeat, are read back by value
+    got = ext.pool(loaded, BOXES[order + [0]])
+    assert torch.equal(got, fresh[order + [0]])
+
+
+def test_windows_the_file_lacks_are_convolved_alone_and_added(tmp_path, monkeypatch):
+    from sppdet.rcnn import WindowVectorCache
+
+    ext = _ext()
+    img = np.random.default_rng(1).integers(0, 255, (100, 120, 3), dtype=np.uint8)
+    fresh = ext.pool(ext.compute(img), BOXES).half().float()
+    cache = WindowVectorCache(tmp_path, ext)
+    cache.get("img", lambda: img, BOXES[:3])
+    seen = []
+    real = RCNNExtractor._pool_image
+    monkeypatch.setattr(RCNNExtractor, "_pool_image", lambda self, im, b: seen.append(len(b)) or real(self, im, b))
+    # a window asked of a cached image without being cached (e.g. an edited annotation)
+    assert torch.equal(ext.pool(cache.get("img", lambda: img, BOXES[:3]), BOXES[3:4]), fresh[3:4])
+    assert seen == [1]
+    got = cache.get("img", lambda: img, BOXES)  # the file grows by the two missing windows only
+    assert seen == [1, 2] and len(got.boxes) == 5
+    assert torch.equal(ext.pool(cache.get("img", lambda: img, BOXES), BOXES), fresh) and seen == [1, 2]
+
+
+def test_a_damaged_window_file_is_recomputed(tmp_path, caplog):
+    from sppdet.rcnn import WindowVectorCache
+
+    ext = _ext()
+    img = np.random.default_rng(2).integers(0, 255, (100, 120, 3), dtype=np.uint8)
+    cache = WindowVectorCache(tmp_path, ext)
+    cache.get("img", lambda: img, BOXES)
+    p = cache.path("img")
+    raw = bytearray(p.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    got = cache.get("img", lambda: img, BOXES)
+    assert "damaged window cache file" in caplog.text
+    assert torch.equal(ext.pool(got, BOXES), ext.pool(ext.compute(img), BOXES).half().float())
+    # vectors of another pyramid are refused, not misread
+    other = RCNNExtractor(ext.trunk, levels=[1])
+    assert WindowVectorCache(tmp_path, other).load("img") is None
+
+
+def test_rcnn_training_convolves_each_window_once(tmp_path, random_weights, monkeypatch):
+    """The whole R-CNN recipe (statistics, positives, fine-tuning, mining, box regression,
+    evaluation) reads the cache: a second run with the trunk forbidden trains the same model."""
+    import sppdet
+    from sppdet.datasets.synth import write_synthetic
+
+    write_synthetic(tmp_path / "syn", 6, seed=3)
+    kw = dict(split="trainval", eval_split="test", cache=tmp_path / "cache", workers=1,
+              overrides=["method=rcnn", f"backbone.weights={random_weights}", "device=cpu",
+                         "proposals.max_boxes=40", "proposals.work_size=200", "features.levels=[2,1]",
+                         "finetune.enabled=true", "finetune.iterations=20"])
+    first = sppdet.train(tmp_path / "syn", tmp_path / "a", **kw)
+    n_conv = []
+    real = RCNNExtractor._pool_image
+
+    def counted(self, image, boxes):
+        n_conv.append(len(boxes))
+        return real(self, image, boxes)
+
+    monkeypatch.setattr(RCNNExtractor, "_pool_image", counted)
+    second = sppdet.train(tmp_path / "syn", tmp_path / "b", **kw)
+    assert n_conv == []
+    assert torch.equal(first.svm_W, second.svm_W) and torch.equal(first.svm_b, second.svm_b)
+    assert np.array_equal(first.bbox.W, second.bbox.W)
+    assert first.train_log["positives"] == second.train_log["positives"] and sum(first.train_log["positives"].values())
+    assert first.metrics["mAP"] == second.metrics["mAP"]
