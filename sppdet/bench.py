@@ -32,15 +32,20 @@ def _sync(device: torch.device) -> None:
 
 
 def _random_detector(cfg: Config, classes: Sequence[str], extractor, seed: int) -> Detector:
-    """A detector with random head/SVM/regressor weights of the trained shapes: timing does not
-    depend on the values, so a bench needs no trained run."""
+    """A detector with random head/SVM/regressor weights of the trained shapes, so a bench needs
+    no trained run. The conv, pooling, fc and SVM times do not depend on the values; box
+    regression and NMS do (they see only windows above ``test.score_thresh``), so the SVM
+    biases put every window below it: those stages are then not timed, where a random
+    detector would pass all windows × classes and cost far more than a trained one (BCCD:
+    0.4 s against 3 ms per image). ``--run`` times them with a trained detector."""
     g = torch.Generator().manual_seed(seed)
     head = FCHead(extractor.dim, cfg.finetune.hidden, len(classes)) if cfg.finetune.enabled else None
     dim = cfg.finetune.hidden if head is not None else extractor.dim
     W = (torch.randn(dim, len(classes), generator=g) * 0.01).numpy()
     bbox = BoxRegressor(len(classes), extractor.dim)
     bbox.trained[:] = True
-    return Detector(cfg, classes, extractor, head, W, np.zeros(len(classes)), 1.0, bbox, 1.0)
+    b = np.full(len(classes), -1e6)  # below any threshold: no window reaches box regression / NMS
+    return Detector(cfg, classes, extractor, head, W, b, 1.0, bbox, 1.0)
 
 
 def conv_pixels(extractor, height: int, width: int, n_windows: int) -> int:

@@ -76,6 +76,7 @@ class CacheJob:
     return_image: bool = False  # send the decoded image back (the driver convolves it)
     device: str = "cpu"
     windows: np.ndarray | None = None  # R-CNN: windows to cache besides the proposals (ground truth)
+    channels_last: bool = True  # the pooled vectors' order (runs of sppdet 0.1: channel-major)
 
 
 @dataclass
@@ -94,19 +95,22 @@ def make_extractor(cfg: Config, trunk, device) -> FeatureExtractor | RCNNExtract
     return FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
 
 
-def _extractor_key(cfg: Config, device: str) -> tuple:
+def _extractor_key(cfg: Config, device: str, channels_last: bool = True) -> tuple:
     f = cfg.features
     return ("extractor", cfg.method, cfg.backbone.name, cfg.backbone.weights, tuple(f.scales), f.max_size,
-            tuple(f.levels), device)
+            tuple(f.levels), device, channels_last)
 
 
-def task_extractor(cfg: Config, weights_id: str, device: str = "cpu") -> FeatureExtractor | RCNNExtractor:
+def task_extractor(cfg: Config, weights_id: str, device: str = "cpu",
+                   channels_last: bool = True) -> FeatureExtractor | RCNNExtractor:
     """This process' extractor for ``cfg`` (built on first use and kept), checked against
     the weights the driver's caches are keyed by."""
     def build():
         from .backbones import build_trunk
 
-        return make_extractor(cfg, build_trunk(cfg.backbone.name, cfg.backbone.weights), device)
+        ext = make_extractor(cfg, build_trunk(cfg.backbone.name, cfg.backbone.weights), device)
+        ext.channels_last = channels_last
+        return ext
 
     ext = process_local(_extractor_key(cfg, device), build)
     if ext.trunk.weights_id != weights_id:
@@ -139,7 +143,7 @@ def cache_image_task(job: CacheJob) -> CacheResult:
             boxes = props.get(job.key, load, job.image_id)
             out.seconds["proposals"] = time.perf_counter() - t0 - out.seconds.get("decode", 0.0)
             if job.maps:
-                ext = task_extractor(job.cfg, job.weights_id, job.device)
+                ext = task_extractor(job.cfg, job.weights_id, job.device, job.channels_last)
                 t0 = time.perf_counter()
                 # one per process, like the proposal cache: opening one checks the folder is
                 # writable and lists it for stale temporaries, which per image would cost O(N²)
@@ -180,7 +184,6 @@ class CachedData:
                 remove_stale_temporaries(folder)
         self.cfg = cfg
         self.last_stats: dict = {}
-        # R-CNN has no per-image conv map to cache: its "maps" are the image itself.
         # "v2": proposals no longer depend on C rand() history (see proposals._seed_c_rand);
         # "v3": checked .npz files keyed by the image's content
         self.proposals = ProposalCache(root / "proposals" / config_digest(["v3", asdict(cfg.proposals)]),
@@ -189,11 +192,13 @@ class CachedData:
         # "v3": checked .npz files keyed by the image's content
         self.features: FeatureCache | WindowVectorCache | None = None
         if isinstance(extractor, RCNNExtractor):
-            # R-CNN: each window's fp16 vector (rcnn.WindowVectorCache); the windows are stored
-            # in each file, so the folder depends only on what turns a window into a vector
+            # R-CNN: each window's fp16 vector (rcnn.WindowVectorCache). The proposal settings
+            # are in the folder's name so that a file holds one setting's windows, not a
+            # growing union (each file also lists its windows: edited annotations are caught)
             e = extractor
             self.features = WindowVectorCache(root / "windows" / config_digest(
-                ["v1", e.trunk.name, e.trunk.weights_id, e.levels, e.size, e.context, e.channels_last]), e)
+                ["v1", e.trunk.name, e.trunk.weights_id, e.levels, e.size, e.context, e.channels_last,
+                 asdict(cfg.proposals)]), e)
         elif extractor is not None:
             self.features = FeatureCache(root / "features" / config_digest(
                 ["cl", "v3", extractor.trunk.name, extractor.trunk.weights_id, extractor.scales,
@@ -218,7 +223,7 @@ class CachedData:
         ext = self.features.extractor if self.features is not None else None
         on_gpu = want_maps and ext.device.type != "cpu"
         if want_maps:  # in-process tasks reuse the driver's trunk
-            set_process_local(_extractor_key(self.cfg, str(ext.device)), ext)
+            set_process_local(_extractor_key(self.cfg, str(ext.device), ext.channels_last), ext)
         keys: list[str | None] = []
         jobs: dict[str, CacheJob] = {}
         unreadable: dict[str, str] = {}
@@ -230,13 +235,14 @@ class CachedData:
                 report.add("image that cannot be decoded (skipped)", str(exc))
                 continue
             keys.append(key)
-            done = self.proposals.has(key) and (not want_maps or self.features.has(key))
+            done = self.proposals.has(key) and (not want_maps or self._maps_cached(key, r))
             if not done and key not in jobs:
                 jobs[key] = CacheJob(r.path, key, r.image_id, self.cfg, self.proposals.root,
                                      self.features.root if self.features is not None else None,
                                      ext.trunk.weights_id if ext is not None else "", r.exif_transpose,
                                      maps=want_maps and not on_gpu,
-                                     return_image=on_gpu and executor.gpus == 0, windows=r.boxes)
+                                     return_image=on_gpu and executor.gpus == 0, windows=r.boxes,
+                                     channels_last=ext.channels_last if ext is not None else True)
         busy = {"decode": 0.0, "proposals": 0.0, "conv": 0.0}
         t0 = time.perf_counter()
         results = executor.map(cache_image_task, jobs.values(), desc="proposals" + (
@@ -275,6 +281,11 @@ class CachedData:
                            "executor": executor.kind, "workers": executor.workers, "wall_s": wall,
                            "busy_s": busy}
         return ok
+
+    def _maps_cached(self, key: str, r: ImageRecord) -> bool:
+        if isinstance(self.features, WindowVectorCache):  # every window this record asks for
+            return self.features.has(key, _rcnn_windows(self.proposals.get(key, r.read, r.image_id), r.boxes))
+        return self.features.has(key)
 
     def _compute(self, key: str, loader, job: CacheJob):
         if isinstance(self.features, WindowVectorCache):

@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class WindowVectors:
     """An image's cached R-CNN vectors: what :meth:`RCNNExtractor.pool` reads instead of
-    convolving. A window not among ``boxes`` is computed from ``image_loader()`` (and rounded
-    to fp16 like the cached ones, so a vector does not depend on whether it was cached)."""
+    convolving. A window not among ``boxes`` is computed from ``image_loader()``."""
 
     boxes: np.ndarray  # [K, 4] float32, the windows the vectors are for
     vectors: np.ndarray  # [K, dim] float16
@@ -104,7 +103,7 @@ class RCNNExtractor:
         if len(miss):
             image = self.compute(cached.image_loader())[0].fmap
             fresh = self._pool_image(image, np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[miss])
-            out[torch.from_numpy(miss).to(self.device)] = fresh.half().float()
+            out[torch.from_numpy(miss).to(self.device)] = fresh
         return out
 
     def _pool_image(self, image: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
@@ -117,11 +116,17 @@ class RCNNExtractor:
             t0 = time.perf_counter()
             fmap = self.trunk(self.warp(image, boxes[i:i + self.batch_size]))
             t1 = time.perf_counter()
-            out[i:i + len(fmap)] = spp_pool(fmap, None, self.levels, channels_last=self.channels_last)
+            # rounded to fp16, the precision of the cache (and of SPP-net's maps), so that a
+            # vector is the same bits whether it was cached (training, eval) or not (detect)
+            out[i:i + len(fmap)] = spp_pool(fmap, None, self.levels, channels_last=self.channels_last).half()
             t_pool += time.perf_counter() - t1
             t_conv += t1 - t0
         self.timings = {"conv": t_conv, "pooling": t_pool}
         return out
+
+
+def _no_image() -> np.ndarray:
+    raise RuntimeError("only looked up")
 
 
 class WindowVectorCache:
@@ -138,8 +143,12 @@ class WindowVectorCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.npz"
 
-    def has(self, key: str) -> bool:
-        return self.path(key).is_file()
+    def has(self, key: str, boxes: np.ndarray | None = None) -> bool:
+        """Is there an intact file for ``key`` holding every window of ``boxes``?"""
+        got = self.load(key)
+        if got is None:
+            return False
+        return boxes is None or bool((WindowVectors(got[0], got[1], _no_image).lookup(boxes) >= 0).all())
 
     def load(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         p = self.path(key)

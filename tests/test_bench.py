@@ -57,3 +57,19 @@ def test_bench_writes_three_methods_stage_by_stage(tmp_path, random_weights):
     assert all(name in md for name in saved["methods"]) and "min/median/max" in md
     assert (tmp_path / "out" / "bench.png").stat().st_size > 1000
     assert res["speedup_vs_rcnn"] == saved["speedup_vs_rcnn"]
+
+
+def test_random_detector_passes_no_window_to_box_regression():
+    """Without a run, box regression and NMS would otherwise see every window × class (a trained
+    detector passes a handful): the random SVMs must put every score below the threshold."""
+    from sppdet.bench import _random_detector
+
+    cfg = Config()
+    ext = FeatureExtractor(build_trunk("mobilenet_v2", pretrained=False), [128], 2000, [2, 1])
+    det = _random_detector(cfg, [f"c{i}" for i in range(20)], ext, seed=0)
+    img = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    boxes = np.array([[0, 0, 50, 40], [10, 10, 127, 95], [20, 5, 60, 90]], dtype=np.float64)
+    pool5 = ext.pool(ext.compute(img), boxes)
+    scores = det.score(det.window_features(pool5 * 1e3))  # even for large features
+    assert scores.shape == (3, 20) and (scores < cfg.test.score_thresh).all()
+    assert len(det.detect_maps(ext.compute(img), boxes, 128, 96).boxes) == 0

@@ -42,7 +42,8 @@ def test_cached_vectors_are_the_fresh_ones_rounded_to_fp16(tmp_path):
 
     ext = _ext()
     img = np.random.default_rng(0).integers(0, 255, (100, 120, 3), dtype=np.uint8)
-    fresh = ext.pool(ext.compute(img), BOXES).half().float()  # the reference: one warp + conv per window
+    fresh = ext.pool(ext.compute(img), BOXES)  # the reference: one warp + conv per window
+    assert torch.equal(fresh, fresh.half().float())  # kept at fp16 precision, cached or not
     cache = WindowVectorCache(tmp_path, ext)
     cache.get("img", lambda: img, BOXES)
     loaded = cache.get("img", lambda: pytest.fail("a cached image must not be read again"), BOXES)
@@ -57,9 +58,10 @@ def test_windows_the_file_lacks_are_convolved_alone_and_added(tmp_path, monkeypa
 
     ext = _ext()
     img = np.random.default_rng(1).integers(0, 255, (100, 120, 3), dtype=np.uint8)
-    fresh = ext.pool(ext.compute(img), BOXES).half().float()
+    fresh = ext.pool(ext.compute(img), BOXES)
     cache = WindowVectorCache(tmp_path, ext)
     cache.get("img", lambda: img, BOXES[:3])
+    assert cache.has("img", BOXES[:3]) and cache.has("img", BOXES[[2, 0]]) and not cache.has("img", BOXES)
     seen = []
     real = RCNNExtractor._pool_image
     monkeypatch.setattr(RCNNExtractor, "_pool_image", lambda self, im, b: seen.append(len(b)) or real(self, im, b))
@@ -84,7 +86,7 @@ def test_a_damaged_window_file_is_recomputed(tmp_path, caplog):
     p.write_bytes(bytes(raw))
     got = cache.get("img", lambda: img, BOXES)
     assert "damaged window cache file" in caplog.text
-    assert torch.equal(ext.pool(got, BOXES), ext.pool(ext.compute(img), BOXES).half().float())
+    assert torch.equal(ext.pool(got, BOXES), ext.pool(ext.compute(img), BOXES))
     # vectors of another pyramid are refused, not misread
     other = RCNNExtractor(ext.trunk, levels=[1])
     assert WindowVectorCache(tmp_path, other).load("img") is None
@@ -116,3 +118,31 @@ def test_rcnn_training_convolves_each_window_once(tmp_path, random_weights, monk
     assert np.array_equal(first.bbox.W, second.bbox.W)
     assert first.train_log["positives"] == second.train_log["positives"] and sum(first.train_log["positives"].values())
     assert first.metrics["mAP"] == second.metrics["mAP"]
+
+
+def test_workers_cache_vectors_in_the_drivers_order(tmp_path, random_weights):
+    """A run saved by sppdet 0.1 pools channel-major; the pool's workers build their own
+    extractor and must write its vectors in that order too, not in the default one."""
+    from sppdet.backbones import build_trunk
+    from sppdet.cache import CachedData, make_extractor
+    from sppdet.config import Config
+    from sppdet.datasets import load_dataset
+    from sppdet.datasets.synth import write_synthetic
+    from sppdet.parallel import make_executor
+
+    write_synthetic(tmp_path / "syn", 4, seed=5)
+    cfg = Config()
+    cfg.method, cfg.device, cfg.features.levels = "rcnn", "cpu", [2, 1]
+    cfg.backbone.weights = str(random_weights)
+    cfg.proposals.max_boxes, cfg.proposals.work_size = 12, 200
+    ext = make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu")
+    ext.channels_last = False
+    ds = load_dataset(tmp_path / "syn", "test")
+    data = CachedData(cfg, ext, tmp_path / "cache")
+    with make_executor(workers=2) as ex:
+        recs = data.prepare(ds.records, ds.report, executor=ex)
+    assert recs and data.last_stats["computed"] == len(recs)
+    for r in recs:
+        boxes = data.boxes(r)
+        fresh = ext.pool(ext.compute(r.read()), boxes)  # the driver's own, channel-major
+        assert torch.equal(ext.pool(data.maps(r), boxes), fresh)
