@@ -112,7 +112,7 @@ def task_extractor(cfg: Config, weights_id: str, device: str = "cpu",
         ext.channels_last = channels_last
         return ext
 
-    ext = process_local(_extractor_key(cfg, device), build)
+    ext = process_local(_extractor_key(cfg, device, channels_last), build)
     if ext.trunk.weights_id != weights_id:
         raise UserError(f"the {cfg.backbone.name} weights on this node (sha256 {ext.trunk.weights_id[:16]}…) "
                         f"differ from the driver's ({weights_id[:16]}…); give every node the same file")

@@ -126,8 +126,12 @@ class CheckedFileError(ValueError):
     """A checked array file is damaged: unreadable, truncated, or its digest does not match."""
 
 
-def load_checked_arrays(path: str | Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def load_checked_arrays(path: str | Path, names: tuple[str, ...],
+                        only: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """Read the arrays ``names`` written by :func:`save_checked_arrays` and verify the digest.
+
+    ``only``: read just these of ``names`` (each still checked by the zip's CRC, but the digest,
+    which covers every array, is not): a cheap look at a small member of a large file.
 
     Each array's header is checked against its stored length before anything is allocated,
     so a damaged shape field cannot ask for gigabytes. Raises :class:`CheckedFileError` for
@@ -142,7 +146,7 @@ def load_checked_arrays(path: str | Path, names: tuple[str, ...]) -> dict[str, n
             members = {i.filename: i for i in z.infolist()}
             if set(members) != {f"{n}.npy" for n in (*names, DIGEST_KEY)}:
                 raise CheckedFileError(f"holds {sorted(members)}")
-            for name in (*names, DIGEST_KEY):
+            for name in (only if only is not None else (*names, DIGEST_KEY)):
                 info = members[f"{name}.npy"]
                 with z.open(info) as f:
                     version = np.lib.format.read_magic(f)
@@ -164,6 +168,8 @@ def load_checked_arrays(path: str | Path, names: tuple[str, ...]) -> dict[str, n
         raise
     except Exception as exc:  # noqa: BLE001 - zip/npy damage of any kind
         raise CheckedFileError(f"{type(exc).__name__}: {exc}") from None
+    if only is not None:
+        return out
     stored = out.pop(DIGEST_KEY)
     if stored.tobytes() != _digest(out):
         raise CheckedFileError("content does not match its checksum")

@@ -38,18 +38,22 @@ class WindowVectors:
     image_loader: Callable[[], np.ndarray]
 
     def __post_init__(self):
-        self._index = {row.tobytes(): k for k, row in enumerate(np.ascontiguousarray(self.boxes, np.float32))}
+        self._index = {row.tobytes(): k for k, row in enumerate(_canonical(self.boxes))}
 
     def lookup(self, boxes: np.ndarray) -> np.ndarray:
         """Row of each box in ``self.boxes`` (exact float32 match), -1 where absent."""
-        b = np.ascontiguousarray(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        b = _canonical(boxes)
         return np.array([self._index.get(row.tobytes(), -1) for row in b], dtype=np.int64)
+
+
+def _canonical(boxes: np.ndarray) -> np.ndarray:
+    """Contiguous float32 ``[K, 4]`` with -0.0 made +0.0, so that equal boxes have equal bytes
+    (``np.unique`` merges the two zeros; a byte lookup would not)."""
+    return np.ascontiguousarray(np.asarray(boxes, dtype=np.float32).reshape(-1, 4) + np.float32(0.0))
 
 
 class RCNNExtractor:
     """Same interface as :class:`~sppdet.features.FeatureExtractor`; ``compute`` only holds the image."""
-
-    per_window = True
 
     def __init__(self, trunk: Trunk, levels: Sequence[int] = (6, 3, 2, 1), device: torch.device | str = "cpu",
                  size: int = 224, context: int = 16, batch_size: int = 64, channels_last: bool = True):
@@ -144,11 +148,17 @@ class WindowVectorCache:
         return self.root / f"{key}.npz"
 
     def has(self, key: str, boxes: np.ndarray | None = None) -> bool:
-        """Is there an intact file for ``key`` holding every window of ``boxes``?"""
-        got = self.load(key)
-        if got is None:
+        """Is there a file for ``key`` holding every window of ``boxes``? Reads only its
+        ``boxes`` member (a few KB of a ~19 MB file); :meth:`get` verifies the whole file and
+        recomputes it if it is damaged."""
+        try:
+            b = load_checked_arrays(self.path(key), ("boxes", "vectors"), only=("boxes",))["boxes"]
+        except (FileNotFoundError, CheckedFileError):
             return False
-        return boxes is None or bool((WindowVectors(got[0], got[1], _no_image).lookup(boxes) >= 0).all())
+        if b.dtype != np.float32 or b.ndim != 2 or b.shape[1] != 4:
+            return False
+        return boxes is None or bool((WindowVectors(b, np.zeros((len(b), 0), np.float16), _no_image)
+                                      .lookup(boxes) >= 0).all())
 
     def load(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         p = self.path(key)
@@ -170,7 +180,7 @@ class WindowVectorCache:
     def get(self, key: str, image_loader: Callable[[], np.ndarray], boxes: np.ndarray) -> WindowVectors:
         """The cached vectors of ``key``; computed for ``boxes`` (and cached) when there are
         none, or when the file lacks some of ``boxes``."""
-        boxes = np.unique(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), axis=0)
+        boxes = np.unique(_canonical(boxes), axis=0)
         got = self.load(key)
         known = np.zeros((0, 4), np.float32), np.zeros((0, self.extractor.dim), np.float16)
         if got is not None:

@@ -146,3 +146,65 @@ def test_workers_cache_vectors_in_the_drivers_order(tmp_path, random_weights):
         boxes = data.boxes(r)
         fresh = ext.pool(ext.compute(r.read()), boxes)  # the driver's own, channel-major
         assert torch.equal(ext.pool(data.maps(r), boxes), fresh)
+
+
+def test_a_negative_zero_box_is_the_same_window(tmp_path, monkeypatch):
+    """np.unique merges -0.0 and +0.0; the lookup must too, or such a window is never
+    found in its file and is convolved again on every read."""
+    from sppdet.rcnn import WindowVectorCache
+
+    ext = _ext()
+    img = np.random.default_rng(3).integers(0, 255, (100, 120, 3), dtype=np.uint8)
+    cache = WindowVectorCache(tmp_path, ext)
+    neg = np.array([[-0.0, -0.0, 50, 50]], dtype=np.float32)
+    assert np.signbit(neg[0, 0])
+    cache.get("img", lambda: img, np.concatenate([neg, BOXES]))
+    assert cache.has("img", BOXES[:1]) and cache.has("img", neg)
+    monkeypatch.setattr(RCNNExtractor, "_pool_image", lambda *a: pytest.fail("a cached window was convolved"))
+    got = cache.get("img", lambda: pytest.fail("image read"), neg)
+    assert torch.equal(ext.pool(got, neg), ext.pool(got, BOXES[:1]))
+
+
+def test_has_reads_the_window_list_and_get_checks_the_vectors(tmp_path, caplog):
+    """``has`` looks only at the file's boxes (cheap); damage in the vectors is found by
+    ``get``, which recomputes them."""
+    from sppdet.fileio import load_checked_arrays
+    from sppdet.rcnn import WindowVectorCache
+
+    ext = _ext()
+    img = np.random.default_rng(4).integers(0, 255, (100, 120, 3), dtype=np.uint8)
+    cache = WindowVectorCache(tmp_path, ext)
+    cache.get("img", lambda: img, BOXES)
+    z = load_checked_arrays(cache.path("img"), ("boxes", "vectors"))
+    vectors = z["vectors"].copy()
+    vectors[0, 0] += 1
+    raw = bytearray(cache.path("img").read_bytes())
+    at = raw.find(z["vectors"][:4].tobytes())
+    assert at > 0
+    raw[at:at + 8] = vectors[0, :4].tobytes()  # same size, zip CRC of 'vectors' now wrong
+    cache.path("img").write_bytes(bytes(raw))
+    assert cache.has("img", BOXES)  # the window list is intact
+    got = cache.get("img", lambda: img, BOXES)
+    assert "damaged window cache file" in caplog.text
+    assert torch.equal(ext.pool(got, BOXES), ext.pool(ext.compute(img), BOXES))
+
+
+def test_task_extractor_keeps_one_extractor_per_vector_order(random_weights):
+    """A process that serves runs of both vector orders (0.1's channel-major runs) must not
+    hand one order's extractor to the other."""
+    from sppdet.cache import task_extractor
+    from sppdet.config import Config
+
+    cfg = Config()
+    cfg.backbone.weights = str(random_weights)
+    cfg.features.scales = [97]  # a key no other test uses
+    a = task_extractor(cfg, _weights_id(random_weights), "cpu", channels_last=True)
+    b = task_extractor(cfg, _weights_id(random_weights), "cpu", channels_last=False)
+    assert a.channels_last is True and b.channels_last is False
+    assert task_extractor(cfg, _weights_id(random_weights), "cpu", channels_last=True) is a
+
+
+def _weights_id(path):
+    from sppdet.backbones import build_trunk
+
+    return build_trunk("mobilenet_v2", str(path)).weights_id
