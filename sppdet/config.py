@@ -44,7 +44,7 @@ class ProposalConfig:
     method: str = "selective_search"  # or "external"
     # Selective search: OpenCV's "fast" or "quality" preset, or "custom" (the settings below).
     # quality: about 2,000 windows per image, the paper's operating point. On BCCD (README) it
-    # gave 0.829 mAP against custom's 0.776 and fast's 0.764, at about 3.2x fast's cost (12.4 min
+    # gave 0.829 mAP against custom's 0.776 and fast's 0.764, at about 3.2x fast's cost (10-12 min
     # of training on 2 cores); custom (k in {50,100,150,300}) also gives ~2,000 windows at 1.3x.
     mode: str = "quality"
     max_boxes: int = 2000
