@@ -86,22 +86,25 @@ def sample_minibatch(windows, rng: np.random.Generator, n: int, cfg: FinetuneCon
 
 
 def finetune_head(head: FCHead, image_ids: Sequence[int], get_windows: Callable, pool: Callable,
-                  cfg: FinetuneConfig, seed: int, device: torch.device) -> list[float]:
+                  cfg: FinetuneConfig, seed: int, device: torch.device,
+                  extra_params: Sequence[nn.Parameter] = (), desc: str = "fine-tune fc") -> list[float]:
     """SGD on pooled windows of ``images_per_batch`` random images per step.
 
     ``get_windows(i)`` gives an :class:`ImageWindows`; ``pool(i, idx)`` the pooled
-    vectors of those windows. Returns the loss curve (mean per 50 steps).
+    vectors of those windows. ``extra_params`` are trained with the head: the conv layers
+    ``pool`` ran (with autograd) to produce the vectors (``tools/finetune_conv.py``).
+    Returns the loss curve (mean per 50 steps).
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     head.to(device).train()
-    opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD([*extra_params, *head.parameters()], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step), gamma=0.1)
     per_image = max(1, cfg.batch_size // cfg.images_per_batch)
     losses, running = [], []
     order = rng.permutation(len(image_ids))
     pos = 0
-    for _ in tqdm(range(cfg.iterations), desc="fine-tune fc", unit="it", leave=False):
+    for _ in tqdm(range(cfg.iterations), desc=desc, unit="it", leave=False):
         xs, ys = [], []
         for _ in range(cfg.images_per_batch):
             if pos >= len(order):
