@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                overrides=[*overrides, f"data.split_seed={seed}"])
             res = {"mAP": det.metrics["mAP"], "AP": det.metrics["AP"], "wall_s": round(time.time() - start, 1),
                    "overrides": overrides}
+            run.mkdir(parents=True, exist_ok=True)
             atomic_write_json(done, res)
             results[name][seed] = res
             print(f"{name} seed {seed}: mAP {res['mAP']:.4f} ({res['wall_s']} s)", flush=True)

@@ -1,0 +1,43 @@
+"""tools/repeated_splits.py: paired differences and their t interval, checked by hand."""
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "repeated_splits.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("repeated_splits", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summary_pairs_each_split_and_reuses_finished_runs(tmp_path, monkeypatch):
+    tool = _tool()
+    maps = {("base", 0): 0.5, ("base", 1): 0.6, ("base", 2): 0.7,
+            ("other", 0): 0.55, ("other", 1): 0.62, ("other", 2): 0.78}
+    calls = []
+
+    def fake_train(data, run, **kw):
+        name, seed = Path(run).name.split("-seed")
+        assert f"data.split_seed={seed}" in kw["overrides"] and kw["eval_split"] == "test"
+        calls.append((name, int(seed)))
+        return SimpleNamespace(metrics={"mAP": maps[name, int(seed)], "AP": {}})
+
+    monkeypatch.setattr(tool.sppdet, "train", fake_train)
+    argv = ["--data", "d", "--seeds", "0", "1", "2", "--setting", "base=proposals.mode=fast",
+            "--setting", "other=proposals.mode=quality,svm.C=0.01", "--out", str(tmp_path)]
+    assert tool.main(argv) == 0
+    s = json.loads((tmp_path / "summary.json").read_text())["settings"]
+    # diffs 0.05, 0.02, 0.08: mean 0.05, sd 0.03, t(0.975, 2 df) = 4.302653 -> half-width 0.074524
+    o = s["other"]
+    assert abs(o["paired_diff_mean"] - 0.05) < 1e-12 and abs(o["paired_diff_sd"] - 0.03) < 1e-12
+    assert abs(o["paired_diff_ci95"][0] - (0.05 - 0.074524)) < 1e-5
+    assert abs(o["paired_diff_ci95"][1] - (0.05 + 0.074524)) < 1e-5
+    assert o["overrides"] == ["proposals.mode=quality", "svm.C=0.01"]
+    assert s["base"]["paired_diff_mean"] == 0.0
+    assert "[-0.025, +0.125]" in (tmp_path / "summary.md").read_text()
+    assert len(calls) == 6
+    assert tool.main(argv) == 0 and len(calls) == 6  # finished runs are read back, not retrained
