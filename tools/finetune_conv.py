@@ -23,7 +23,10 @@ unchanged and runs with ``--set backbone.weights=OUT/trunk.pth``:
     sppdet train --data ../shared/data/bccd/BCCD --split trainval --eval-split test \\
         --cache runs/cache_quality --out runs/bccd_ftconv --set backbone.weights=runs/ftconv/trunk.pth
 
-One scale only (``features.scales`` must hold one size). Writes ``OUT/trunk.pth`` (the cut
+One scale only (``features.scales`` must hold one size). ``--blocks`` counts the trunk's top-level
+modules: MobileNetV2's inverted-residual blocks, but single layers (ReLUs and pools included) for
+VGG16/AlexNet. The frozen maps are kept in memory at fp16: about 0.3 MB per 688-px image for
+MobileNetV2 with 3 blocks (1.6 GB for VOC07 trainval), 2.5 MB for VGG16's conv5. Writes ``OUT/trunk.pth`` (the cut
 trunk's state dict) and ``OUT/finetune_conv.json`` (settings, loss curve, seconds).
 """
 from __future__ import annotations
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                 w = build_windows(r.boxes[keep], gt_cls, data.boxes(r), len(ds.classes))
                 items.append((f, fmap, w))
         frozen_s = time.perf_counter() - t0
+        if not items:
+            raise UserError("no training image could be read")
 
         head = FCHead(spp_dim(trunk.channels, cfg.features.levels), ft.hidden, len(ds.classes), ft.dropout)
         tail.to(device).eval()  # BatchNorm keeps its ImageNet statistics; weights still learn
