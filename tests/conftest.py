@@ -26,3 +26,18 @@ def random_weights(tmp_path) -> Path:
     path = tmp_path / "w.pth"
     torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
     return path
+
+
+@pytest.fixture
+def load_tool():
+    """Import a script of tools/ as a module (tools/ is not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -1,18 +1,6 @@
 """tools/finetune_conv.py: the trunk's last blocks trained through the SPP layer."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "finetune_conv.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("finetune_conv", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_spp_pool_passes_the_gradient_to_each_bins_maximum():
@@ -33,13 +21,13 @@ def test_spp_pool_passes_the_gradient_to_each_bins_maximum():
     assert torch.equal(fmap.grad, expected)
 
 
-def test_only_the_tail_learns_and_the_file_is_a_trunk(tmp_path, random_weights):
+def test_only_the_tail_learns_and_the_file_is_a_trunk(tmp_path, random_weights, load_tool):
     from sppdet.backbones import build_trunk
     from sppdet.datasets.synth import write_synthetic
 
     write_synthetic(tmp_path / "syn", 6, seed=2)
     out = tmp_path / "ft"
-    rc = _tool().main(["--data", str(tmp_path / "syn"), "--split", "trainval", "--out", str(out),
+    rc = load_tool("finetune_conv").main(["--data", str(tmp_path / "syn"), "--split", "trainval", "--out", str(out),
                        "--cache", str(tmp_path / "cache"), "--blocks", "2", "--iterations", "4", "--lr", "0.05",
                        "--workers", "1", "--set", f"backbone.weights={random_weights}", "--set", "device=cpu",
                        "--set", "proposals.max_boxes=40", "--set", "proposals.work_size=200",
@@ -59,10 +47,10 @@ def test_only_the_tail_learns_and_the_file_is_a_trunk(tmp_path, random_weights):
     assert np.isfinite(log["loss_per_50_steps"][0])
 
 
-def test_several_scales_are_refused(tmp_path, random_weights, capsys):
+def test_several_scales_are_refused(tmp_path, random_weights, capsys, load_tool):
     from sppdet.datasets.synth import write_synthetic
 
     write_synthetic(tmp_path / "syn", 2, seed=1)
-    rc = _tool().main(["--data", str(tmp_path / "syn"), "--out", str(tmp_path / "ft"),
+    rc = load_tool("finetune_conv").main(["--data", str(tmp_path / "syn"), "--out", str(tmp_path / "ft"),
                        "--set", f"backbone.weights={random_weights}", "--set", "features.scales=[160,200]"])
     assert rc == 2 and "one scale" in capsys.readouterr().err

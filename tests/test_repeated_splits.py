@@ -1,21 +1,11 @@
 """tools/repeated_splits.py: paired differences and their t interval, checked by hand."""
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "repeated_splits.py"
 
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("repeated_splits", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_summary_pairs_each_split_and_reuses_finished_runs(tmp_path, monkeypatch):
-    tool = _tool()
+def test_summary_pairs_each_split_and_reuses_finished_runs(tmp_path, monkeypatch, load_tool):
+    tool = load_tool("repeated_splits")
     maps = {("base", 0): 0.5, ("base", 1): 0.6, ("base", 2): 0.7,
             ("other", 0): 0.55, ("other", 1): 0.62, ("other", 2): 0.78}
     calls = []
