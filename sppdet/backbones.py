@@ -116,9 +116,13 @@ class Trunk(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """ImageNet mean/std normalisation of float RGB in [0, 1]: the body's input."""
+        return (images - self.mean) / self.std
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: float RGB in [0, 1], ``[N, 3, H, W]`` → ``[N, C, h, w]`` (contiguous)."""
-        x = (images - self.mean) / self.std
+        x = self.normalize(images)
         if x.device.type == "cpu":
             # oneDNN runs these convs ~1.5× faster channels-last (tools/bench_conv.py); the
             # input's layout alone selects it. clone, not contiguous: a permuted HWC image has a

@@ -73,20 +73,24 @@ class FeatureExtractor:
     def dim(self) -> int:
         return self.trunk.channels * sum(n * n for n in self.levels)
 
-    @torch.inference_mode()
-    def compute(self, image: np.ndarray) -> list[ScaleMap]:
-        """``image``: ``[H, W, 3]`` RGB uint8 → one conv map per configured scale."""
+    def scaled_images(self, image: np.ndarray) -> list[tuple[float, torch.Tensor]]:
+        """``image``: ``[H, W, 3]`` RGB uint8 → ``(factor, [1, 3, h, w] float in [0, 1])`` per
+        configured scale: what the trunk convolves."""
         h, w = image.shape[:2]
-        maps = []
+        out = []
         for f, nh, nw in pyramid_sizes(h, w, self.scales, self.max_size):
             interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
             resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image
             x = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
-            x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-            # Kept at fp16, as the disk cache stores it, so that a cached and an uncached run
-            # compute exactly the same detections (and pooling moves half the bytes).
-            maps.append(ScaleMap(f, self.trunk(x)[0].half()))
-        return maps
+            out.append((f, x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)))
+        return out
+
+    @torch.inference_mode()
+    def compute(self, image: np.ndarray) -> list[ScaleMap]:
+        """``image``: ``[H, W, 3]`` RGB uint8 → one conv map per configured scale."""
+        # Kept at fp16, as the disk cache stores it, so that a cached and an uncached run
+        # compute exactly the same detections (and pooling moves half the bytes).
+        return [ScaleMap(f, self.trunk(x)[0].half()) for f, x in self.scaled_images(image)]
 
     def feature_boxes(self, maps: Sequence[ScaleMap], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best scale per window and its feature-cell box at that scale."""

@@ -45,6 +45,14 @@ def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: 
     return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)]) if len(x) else fn(x)
 
 
+def image_windows(record: ImageRecord, class_index: dict[str, int], proposals: np.ndarray) -> ImageWindows:
+    """A training image's windows: its non-difficult ground truth (with class indices) first,
+    then its proposals, with their overlaps (:func:`sppdet.windows.build_windows`)."""
+    keep = ~record.difficult
+    gt_cls = np.array([class_index[lab] for lab, k in zip(record.labels, keep) if k], dtype=np.int64)
+    return build_windows(record.boxes[keep], gt_cls, proposals, len(class_index))
+
+
 def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Path,
                    timings: dict[str, float] | None = None, executor: Executor | None = None,
                    per_class: bool | None = None) -> tuple[Detector, dict]:
@@ -70,11 +78,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     if not records:
         raise UserError("no training image could be read")
 
-    windows: list[ImageWindows] = []
-    for r in records:
-        keep = ~r.difficult
-        gt_cls = np.array([cidx[lab] for lab, k in zip(r.labels, keep) if k], dtype=np.int64)
-        windows.append(build_windows(r.boxes[keep], gt_cls, data.boxes(r), C))
+    windows = [image_windows(r, cidx, data.boxes(r)) for r in records]
     n_gt = sum(w.n_gt for w in windows)
     if n_gt == 0:
         raise UserError("the training split has no (non-difficult) objects to learn from")

@@ -54,3 +54,14 @@ def test_several_scales_are_refused(tmp_path, random_weights, capsys, load_tool)
     rc = load_tool("finetune_conv").main(["--data", str(tmp_path / "syn"), "--out", str(tmp_path / "ft"),
                        "--set", f"backbone.weights={random_weights}", "--set", "features.scales=[160,200]"])
     assert rc == 2 and "one scale" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_one_line_before_any_work(tmp_path, random_weights, capsys, load_tool):
+    (tmp_path / "file").write_text("x")
+    rc = load_tool("finetune_conv").main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "file"),
+                                          "--set", f"backbone.weights={random_weights}", "--iterations", "0"])
+    assert rc == 2 and "--iterations" in capsys.readouterr().err
+    rc = load_tool("finetune_conv").main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "file"),
+                                          "--set", f"backbone.weights={random_weights}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--out" in err and "Traceback" not in err

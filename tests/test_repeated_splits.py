@@ -31,3 +31,24 @@ def test_summary_pairs_each_split_and_reuses_finished_runs(tmp_path, monkeypatch
     assert "[-0.025, +0.125]" in (tmp_path / "summary.md").read_text()
     assert len(calls) == 6
     assert tool.main(argv) == 0 and len(calls) == 6  # finished runs are read back, not retrained
+
+
+def test_bad_settings_and_stale_runs_are_one_line_errors(tmp_path, monkeypatch, capsys, load_tool):
+    import pytest
+
+    tool = load_tool("repeated_splits")
+    monkeypatch.setattr(tool.sppdet, "train", lambda data, run, **kw: SimpleNamespace(metrics={"mAP": 0.5, "AP": {}}))
+    base = ["--data", "d", "--seeds", "0", "1", "--out", str(tmp_path / "o")]
+    for bad in (["--setting", "../x=seed=1"], ["--setting", "a=seed=1", "--setting", "a=seed=2"],
+                ["--setting", "noequals"]):
+        with pytest.raises(SystemExit) as exc:
+            tool.main(base + bad)
+        assert exc.value.code == 2
+    assert tool.main(base + ["--setting", "a=seed=1"]) == 0
+    capsys.readouterr()
+    # the same name with other overrides would silently reuse the old runs: refused
+    assert tool.main(base + ["--setting", "a=seed=2"]) == 2
+    assert "was trained with ['seed=1']" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert tool.main(["--data", "d", "--setting", "a=seed=1", "--out", str(tmp_path / "file")]) == 2
+    assert "--out" in capsys.readouterr().err

@@ -37,7 +37,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -56,102 +55,98 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="processes for the proposals")
     args = ap.parse_args(argv)
 
+    from sppdet.errors import report_errors
+    from sppdet.runtime import configure
+
+    configure()
+    return report_errors("finetune_conv", lambda: _run(args),
+                         "nothing was written (the proposals computed so far are cached)")
+
+
+def _run(args: argparse.Namespace) -> int:
     from sppdet.api import _cache_dir, load_data, make_config
     from sppdet.backbones import build_trunk
-    from sppdet.cache import CachedData
+    from sppdet.cache import CachedData, make_extractor
     from sppdet.errors import UserError
-    from sppdet.features import pyramid_sizes, resolve_device
-    from sppdet.fileio import atomic_save, atomic_write_json
+    from sppdet.features import resolve_device
+    from sppdet.fileio import atomic_save, atomic_write_json, ensure_writable_dir
     from sppdet.heads import FCHead, finetune_head
     from sppdet.ops import map_windows, spp_dim, spp_pool
     from sppdet.parallel import make_executor
     from sppdet.progress import progress
-    from sppdet.runtime import configure
-    from sppdet.windows import build_windows
+    from sppdet.training import image_windows
 
-    configure()
-    try:
-        cfg = make_config(args.config, args.overrides)
-        ft = cfg.finetune
-        iterations = ft.iterations if args.iterations is None else args.iterations
-        lr = ft.lr if args.lr is None else args.lr
-        if iterations < 1 or not lr > 0:
-            raise UserError("--iterations must be at least 1 and --lr a positive number")
-        if cfg.method != "spp" or len(cfg.features.scales) != 1:
-            raise UserError("conv fine-tuning needs method: spp and one scale in features.scales")
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        device = resolve_device(cfg.device)
+    cfg = make_config(args.config, args.overrides)
+    ft = cfg.finetune
+    iterations = ft.iterations if args.iterations is None else args.iterations
+    lr = ft.lr if args.lr is None else args.lr
+    if iterations < 1 or not lr > 0:
+        raise UserError("--iterations must be at least 1 and --lr a positive number")
+    if cfg.method != "spp" or len(cfg.features.scales) != 1:
+        raise UserError("conv fine-tuning needs method: spp and one scale in features.scales")
+    out = ensure_writable_dir(Path(args.out), "--out")
+    device = resolve_device(cfg.device)
 
-        ds = load_data(args.data, args.split, cfg)
-        trunk = build_trunk(cfg.backbone.name, cfg.backbone.weights)
-        body = trunk.body
-        if not 1 <= args.blocks < len(body):
-            raise UserError(f"--blocks must be 1..{len(body) - 1} for {cfg.backbone.name} ({len(body)} blocks)")
-        frozen, tail = body[: len(body) - args.blocks], body[len(body) - args.blocks:]
-        with make_executor(args.workers, None) as ex:
-            data = CachedData(cfg, None, _cache_dir(args.cache))
-            records = data.prepare(ds.records, ds.report, features=False, executor=ex)
-        cidx = {c: i for i, c in enumerate(ds.classes)}
+    ds = load_data(args.data, args.split, cfg)
+    trunk = build_trunk(cfg.backbone.name, cfg.backbone.weights)
+    body = trunk.body
+    if not 1 <= args.blocks < len(body):
+        raise UserError(f"--blocks must be 1..{len(body) - 1} for {cfg.backbone.name} ({len(body)} blocks)")
+    frozen, tail = body[: len(body) - args.blocks], body[len(body) - args.blocks:]
+    with make_executor(args.workers, None) as ex:
+        data = CachedData(cfg, None, _cache_dir(args.cache))
+        records = data.prepare(ds.records, ds.report, features=False, executor=ex)
+    cidx = {c: i for i, c in enumerate(ds.classes)}
 
-        # the frozen part's maps, once per image (kept in memory at fp16)
-        t0 = time.perf_counter()
-        items = []
-        frozen.to(device).eval()
-        mean, std = trunk.mean.to(device), trunk.std.to(device)
-        with torch.inference_mode():
-            for r in progress(records, desc="frozen conv", unit="img"):
-                img = r.read()
-                (f, nh, nw), = pyramid_sizes(img.shape[0], img.shape[1], cfg.features.scales,
-                                             cfg.features.max_size)
-                small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-                x = torch.from_numpy(np.ascontiguousarray(small)).to(device).permute(2, 0, 1)[None].float() / 255
-                fmap = frozen((x - mean) / std)[0].half().cpu()
-                keep = ~r.difficult
-                gt_cls = np.array([cidx[lab] for lab, k in zip(r.labels, keep) if k], dtype=np.int64)
-                w = build_windows(r.boxes[keep], gt_cls, data.boxes(r), len(ds.classes))
-                items.append((f, fmap, w))
-        frozen_s = time.perf_counter() - t0
-        if not items:
-            raise UserError("no training image could be read")
+    # the frozen part's maps, once per image (kept in memory at fp16), from the same scaled
+    # and normalised input the pipeline's conv sees
+    t0 = time.perf_counter()
+    items = []
+    extractor = make_extractor(cfg, trunk, device)
+    frozen.eval()
+    with torch.inference_mode():
+        for r in progress(records, desc="frozen conv", unit="img"):
+            (f, x), = extractor.scaled_images(r.read())
+            fmap = frozen(trunk.normalize(x))[0].half().cpu()
+            items.append((f, fmap, image_windows(r, cidx, data.boxes(r))))
+    frozen_s = time.perf_counter() - t0
+    if not items:
+        raise UserError("no training image could be read")
 
-        head = FCHead(spp_dim(trunk.channels, cfg.features.levels), ft.hidden, len(ds.classes), ft.dropout)
-        tail.to(device).eval()  # BatchNorm keeps its ImageNet statistics; weights still learn
-        for p in tail.parameters():
-            p.requires_grad_(True)
+    head = FCHead(spp_dim(trunk.channels, cfg.features.levels), ft.hidden, len(ds.classes), ft.dropout)
+    tail.to(device).eval()  # BatchNorm keeps its ImageNet statistics; weights still learn
+    for p in tail.parameters():
+        p.requires_grad_(True)
 
-        def pool(i: int, idx: np.ndarray) -> torch.Tensor:
-            """The windows' SPP vectors from the tail run on image i's frozen map, with autograd."""
-            f, fmap, w = items[i]
-            m = tail(fmap.to(device).float()[None])[0]
-            cells = map_windows(w.boxes[idx] * f, trunk.stride, trunk.offset, m.shape[1], m.shape[2])
-            return spp_pool(m, torch.from_numpy(cells).to(device), cfg.features.levels, impl="roi_pool",
-                            channels_last=True)
+    def pool(i: int, idx: np.ndarray) -> torch.Tensor:
+        """The windows' SPP vectors from the tail run on image i's frozen map, with autograd."""
+        f, fmap, w = items[i]
+        m = tail(fmap.to(device).float()[None])[0]
+        cells = map_windows(w.boxes[idx] * f, trunk.stride, trunk.offset, m.shape[1], m.shape[2])
+        return spp_pool(m, torch.from_numpy(cells).to(device), cfg.features.levels, impl="roi_pool",
+                        channels_last=True)
 
-        t0 = time.perf_counter()
-        ft = dataclasses.replace(ft, iterations=iterations, lr=lr)
-        losses = [round(v, 4) for v in finetune_head(head, list(range(len(items))), lambda i: items[i][2], pool, ft,
-                                                     cfg.seed, device, extra_params=list(tail.parameters()),
-                                                     desc="fine-tune conv + fc")]
-        train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ft = dataclasses.replace(ft, iterations=iterations, lr=lr)
+    losses = [round(v, 4) for v in finetune_head(head, list(range(len(items))), lambda i: items[i][2], pool, ft,
+                                                 cfg.seed, device, extra_params=list(tail.parameters()),
+                                                 desc="fine-tune conv + fc")]
+    train_s = time.perf_counter() - t0
 
-        tuned = {k: v.detach().cpu() for k, v in body.state_dict().items()}
-        atomic_save(out / "trunk.pth", lambda p: torch.save(tuned, p))
-        atomic_write_json(out / "finetune_conv.json", {
-            "data": str(args.data), "split": args.split, "images": len(items), "backbone": cfg.backbone.name,
-            "base_weights": trunk.weights_id, "blocks": args.blocks, "iterations": iterations, "lr": lr,
-            "finetune": {k: getattr(ft, k) for k in ("hidden", "batch_size", "images_per_batch", "fg_fraction",
-                                                      "fg_iou", "bg_iou_low", "bg_iou_high", "lr_step",
-                                                      "momentum", "weight_decay", "dropout")},
-            "scales": cfg.features.scales, "levels": cfg.features.levels,
-            "loss_per_50_steps": losses, "seconds": {"frozen_conv": round(frozen_s, 1), "fine_tune": round(train_s, 1)},
-        })
-        print(f"wrote {out / 'trunk.pth'}: use it with --set backbone.weights={out / 'trunk.pth'}")
-        print(f"loss {losses[0] if losses else float('nan'):.3f} -> {losses[-1] if losses else float('nan'):.3f}; "
-              f"{frozen_s:.0f} s frozen conv, {train_s:.0f} s fine-tuning")
-    except UserError as exc:
-        print(f"finetune_conv: error: {exc}", file=sys.stderr)
-        return 2
+    tuned = {k: v.detach().cpu() for k, v in body.state_dict().items()}
+    atomic_save(out / "trunk.pth", lambda p: torch.save(tuned, p))
+    atomic_write_json(out / "finetune_conv.json", {
+        "data": str(args.data), "split": args.split, "images": len(items), "backbone": cfg.backbone.name,
+        "base_weights": trunk.weights_id, "blocks": args.blocks, "iterations": iterations, "lr": lr,
+        "finetune": {k: getattr(ft, k) for k in ("hidden", "batch_size", "images_per_batch", "fg_fraction",
+                                                  "fg_iou", "bg_iou_low", "bg_iou_high", "lr_step",
+                                                  "momentum", "weight_decay", "dropout")},
+        "scales": cfg.features.scales, "levels": cfg.features.levels,
+        "loss_per_50_steps": losses, "seconds": {"frozen_conv": round(frozen_s, 1), "fine_tune": round(train_s, 1)},
+    })
+    print(f"wrote {out / 'trunk.pth'}: use it with --set backbone.weights={out / 'trunk.pth'}")
+    print(f"loss {losses[0] if losses else float('nan'):.3f} -> {losses[-1] if losses else float('nan'):.3f}; "
+          f"{frozen_s:.0f} s frozen conv, {train_s:.0f} s fine-tuning")
     return 0
 
 

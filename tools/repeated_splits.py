@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import sppdet
-from sppdet.fileio import atomic_write, atomic_write_json
+from sppdet.errors import UserError, report_errors
+from sppdet.fileio import atomic_write, atomic_write_json, ensure_writable_dir
 
 
 def _parse_setting(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition("=")
     if not name or not rest:
         raise argparse.ArgumentTypeError(f"--setting NAME=key=value[,key=value...], not {text!r}")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
+        raise argparse.ArgumentTypeError(f"setting name {name!r}: letters, digits, '.', '_' and '-' only "
+                                         "(it names the run folders)")
     return name, [kv for kv in rest.split(",") if kv]
 
 
@@ -52,16 +56,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=None)
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    names = [name for name, _ in args.setting]
+    if len(set(names)) != len(names):
+        ap.error(f"setting names must differ: {names}")
+    if len(set(args.seeds)) != len(args.seeds):
+        ap.error(f"--seeds repeats a seed: {args.seeds}")
+    return report_errors("repeated_splits", lambda: _run(args),
+                         "finished runs are kept and reused by the next call")
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = ensure_writable_dir(args.out, "--out")
     results: dict[str, dict[int, dict]] = {}
     for name, overrides in args.setting:
         results[name] = {}
         for seed in args.seeds:
             run = out / f"{name}-seed{seed}"
             done = run / "result.json"
-            if done.exists():
-                results[name][seed] = json.loads(done.read_text())
+            try:
+                res = json.loads(done.read_text())
+            except (OSError, ValueError):  # not trained yet, or cut off while writing: train (again)
+                res = None
+            if isinstance(res, dict) and "mAP" in res:
+                if res.get("overrides") != overrides:
+                    raise UserError(f"{run} was trained with {res.get('overrides')}, not {overrides}: "
+                                    "give this setting another name or another --out")
+                results[name][seed] = res
                 continue
             start = time.time()
             det = sppdet.train(args.data, run, split="trainval", eval_split="test", cache=args.cache,
