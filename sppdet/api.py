@@ -16,6 +16,8 @@ import contextlib
 import copy
 import json
 import logging
+import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -32,22 +34,65 @@ log = logging.getLogger("sppdet")
 TEST_TIME_KEYS = ("test.", "bbox_reg.enabled")
 
 
+# -- argument checks: a wrong type is a UserError naming the argument, never an internal error --
+def _is_seq(x: Any) -> bool:
+    return isinstance(x, (list, tuple))
+
+
+def _path_arg(name: str, value: Any) -> Path:
+    if isinstance(value, (str, os.PathLike)) and str(value).strip():
+        return Path(value)
+    raise UserError(f"{name} must be a path (a non-empty str or pathlib.Path), not {value!r}")
+
+
+def _overrides(overrides: Any) -> list[str]:
+    """``"key=value"`` strings; a bare string is one override (never split into characters)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if not _is_seq(overrides) or not all(isinstance(o, str) for o in overrides):
+        raise UserError(f"overrides must be a list of 'key=value' strings, not {overrides!r}")
+    return list(overrides)
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number, not {value!r}")
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(f"{name} must be a whole number of at least {low}, not {value!r}")
+
+
+def _check_split(name: str, value: Any) -> None:
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise UserError(f"{name} must be a split name or a list file, not {value!r}")
+
+
 def make_config(config: str | Path | Config | None = None, overrides: Sequence[str] = (),
                 **settings: Any) -> Config:
     """A validated :class:`~sppdet.config.Config`: defaults, then the YAML file ``config``,
     then ``settings`` (``svm={"C": 0.01}``, ``seed=1``), then ``"key=value"`` ``overrides``."""
+    overrides = _overrides(overrides)
     if isinstance(config, Config):
         if settings:
             raise UserError("give settings either in a Config object or as keyword arguments, not both")
-        return override_config(config, list(overrides), allowed=None)
-    return load_config(config, list(overrides), settings or None)
+        return override_config(config, overrides, allowed=None)
+    if config is not None:
+        _path_arg("config", config)
+    return load_config(config, overrides, settings or None)
 
 
 def load(run: str | Path, device: str | None = None, weights: str | Path | None = None):
     """A trained :class:`~sppdet.detector.Detector` from its run directory."""
     from .detector import Detector
 
-    return Detector.load(run, device=device, weights=None if weights is None else str(weights))
+    if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise UserError(f"device must be auto, cpu or cuda, not {device!r}")
+    return Detector.load(_path_arg("run", run), device=device,
+                         weights=None if weights is None else str(_path_arg("weights", weights)))
 
 
 def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str] | None = None):
@@ -57,6 +102,8 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
 
     if isinstance(data, DetectionDataset):
         return data
+    _path_arg("data", data)
+    _check_split("split", split)
     cfg = cfg or Config()
     ds = load_dataset(data, split, classes=list(classes) if classes else cfg.data.classes,
                       seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction,
@@ -91,16 +138,39 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
     returns.
     """
-    from .fileio import atomic_write_json, ensure_writable_dir
-    from .training import train_detector
+    from .fileio import atomic_write_json, describe_os_error, ensure_writable_dir
+    from .locking import folder_lock
 
     cfg = make_config(config, overrides, **settings)
     if device:
         cfg.device = device
-    out = Path(out)
+    out = _path_arg("out", out)
+    if eval_split is not None:
+        _check_split("eval_split", eval_split)
     if (out / "model.pt").exists() and not overwrite:
-        raise UserError(f"{out} already holds a trained run; choose another --out or pass --overwrite")
+        hint = ""
+        if eval_split and not (out / f"eval_{Path(eval_split).stem}" / "metrics.json").is_file():
+            hint = (f" (its evaluation on {eval_split} did not finish: run `sppdet eval {out} --data {data} "
+                    f"--split {eval_split}` to finish it)")
+        raise UserError(f"{out} already holds a trained run{hint}; choose another --out or pass --overwrite "
+                        "to train again")
     ensure_writable_dir(out, "--out")
+    with folder_lock(out, "--out"):
+        det, train_log, out = _train_locked(data, out, cfg, split, eval_split, cache, overwrite, timings,
+                                            workers, ray)
+    try:
+        atomic_write_json(out / "train_log.json", train_log)
+    except OSError as exc:
+        log.warning(f"the run in {out} is complete, but its train_log.json could not be updated with the "
+                    f"timings ({describe_os_error(exc)})")
+    det.train_log = train_log
+    return det
+
+
+def _train_locked(data, out: Path, cfg: Config, split: str, eval_split: str | None, cache, overwrite: bool,
+                  timings: dict | None, workers, ray):
+    from .training import train_detector
+
     cache_dir = _cache_dir(cache)
     ds = load_data(data, split, cfg)
     test = load_data(data, eval_split, cfg, classes=ds.classes) if eval_split else None  # checked up front
@@ -111,20 +181,25 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
         det, train_log = train_detector(cfg, ds, cache_dir, timings, executor=ex)
         train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts),
                          executor=repr(ex))
-        out = _save_run(det, out, train_log, overwrite=overwrite)
+        out = _save_run(det, out, train_log, overwrite=overwrite, cache_dir=cache_dir)
         det.run_dir = out
         log.info(f"run saved to {out}")
         if test is not None:
             test_timings: dict[str, float] = {}
-            metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
-                               cache=cache_dir, timings=test_timings, executor=ex)
+            finish = (f"the trained model is saved in {out}; finish the evaluation with `sppdet eval {out} "
+                      f"--data {source} --split {eval_split}`")
+            try:
+                metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
+                                   cache=cache_dir, timings=test_timings, executor=ex)
+            except KeyboardInterrupt:
+                raise UserInterrupt(f"interrupted during the evaluation; {finish}") from None
+            except UserError as exc:
+                raise type(exc)(f"{exc}; {finish}") from None
             timings.update({f"test {k}": v for k, v in test_timings.items()})
             train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
             det.metrics = metrics
     train_log["timings_s"] = dict(timings)
-    atomic_write_json(out / "train_log.json", train_log)
-    det.train_log = train_log
-    return det
+    return det, train_log, out
 
 
 def evaluate(run=None, *, data, split: str = "test", detections: str | Path | None = None,
@@ -148,10 +223,17 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
     if metric not in ("voc07", "voc12"):
         raise UserError(f"metric must be voc07 or voc12, not {metric!r}")
-    if gallery < 0:
-        raise UserError(f"gallery must be 0 or more images per class, got {gallery}")
+    _check_int("gallery", gallery, 0)
+    _check_split("split", split)
+    overrides = _overrides(overrides)
+    if similar is not None and (not _is_seq(similar) or not all(
+            _is_seq(g) and all(isinstance(c, str) for c in g) for g in similar)):
+        raise UserError(f"similar must be a list of lists of class names, not {similar!r}")
     if (run is None) == (detections is None):
         raise UserError("give either a run (directory or detector) or a detections file")
+    if detections is not None and overrides:
+        raise UserError("--set has no effect on a detections file (it was computed already); leave it out, "
+                        "or evaluate the run itself")
     timings = {} if timings is None else timings
     if run is not None:
         from .cache import CachedData
@@ -159,9 +241,10 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
         det = run if isinstance(run, Detector) else load(run, device=device)
         if overrides:
-            det.cfg = override_config(det.cfg, list(overrides), allowed=TEST_TIME_KEYS)
-        if out:
-            out_dir = Path(out)
+            det = copy.copy(det)  # the caller's detector keeps its own settings
+            det.cfg = override_config(det.cfg, overrides, allowed=TEST_TIME_KEYS)
+        if out is not None:
+            out_dir = _path_arg("out", out)
         elif det.run_dir is not None:
             out_dir = Path(det.run_dir) / f"eval_{Path(split).stem}"
         else:
@@ -178,8 +261,8 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     else:
         from .evaluation.detections import match_to_records, read_detections
 
-        dets = read_detections(Path(detections))
-        out_dir = Path(out) if out else Path(detections).parent / "eval"
+        dets = read_detections(_path_arg("detections", detections))
+        out_dir = _path_arg("out", out) if out is not None else Path(detections).parent / "eval"
         ensure_writable_dir(out_dir, "--out")
         ds = load_data(data, split)
         recs, classes = ds.records, ds.classes
@@ -196,15 +279,24 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         from .evaluation.coco import evaluate_coco
 
         coco_metrics = evaluate_coco(recs, dets, classes, ds.category_ids)
-    write_results(out_dir, res, dets, classes, split, len(recs), coco_metrics, plots, records=recs,
-                  category_ids=ds.category_ids)
-    log.info(f"metrics, detections, COCO results and comp4 files written to {out_dir}")
-    if analyze:
-        from .evaluation.analysis import analyze as analyze_errors
+    try:
+        # metrics.json is written last and means "the rest is there": an old one must not outlive
+        # a failed rewrite of the files it describes
+        (out_dir / "metrics.json").unlink(missing_ok=True)
+        write_results(out_dir, res, dets, classes, split, len(recs), coco_metrics, plots, records=recs,
+                      category_ids=ds.category_ids)
+        log.info(f"metrics, detections, COCO results and comp4 files written to {out_dir}")
+        if analyze:
+            from .evaluation.analysis import analyze as analyze_errors
 
-        analyze_errors(recs, dets, classes, out_dir / "analysis", max_gallery=gallery, metric=metric,
-                       similar=[list(g) for g in similar] if similar else None, res=res)
-        log.info(f"error analysis written to {out_dir / 'analysis' / 'report.html'}")
+            analyze_errors(recs, dets, classes, out_dir / "analysis", max_gallery=gallery, metric=metric,
+                           similar=[list(g) for g in similar] if similar else None, res=res)
+            log.info(f"error analysis written to {out_dir / 'analysis' / 'report.html'}")
+    except OSError as exc:
+        from .fileio import describe_os_error
+
+        raise UserError(f"cannot write the evaluation to {out_dir}: {describe_os_error(exc)}; free some space "
+                        "and run it again (finished proposals and conv maps are kept in the cache)") from None
     metrics = json.loads((out_dir / "metrics.json").read_text())
     metrics["out"] = str(out_dir)
     return metrics
@@ -225,49 +317,102 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     Returns ``{"images", "detections", "skipped": [messages], "out"}``.
     """
     from .detector import Detector
-    from .fileio import atomic_write_json, ensure_writable_dir
-    from .inputs import expand_inputs, output_names
-    from .parallel import detect_images
-    from .viz import paint as paint_image
+    from .fileio import ensure_writable_dir
+    from .inputs import expand_inputs
+    from .locking import folder_lock
 
     det = run if isinstance(run, Detector) else load(run, device=device)
+    if inputs is None or (not isinstance(inputs, (str, Path)) and not _is_seq(inputs)):
+        raise UserError(f"inputs must be a path or a list of paths, not {type(inputs).__name__}")
+    overrides = _overrides(overrides)
+    if threshold is not None:
+        _check_number("threshold", threshold)
+        if any(o.split("=", 1)[0].strip() == "test.score_thresh" for o in overrides):
+            raise UserError("give the score threshold once: threshold (--threshold) or the override "
+                            "test.score_thresh, not both")
     extra = list(overrides) + ([f"test.score_thresh={threshold!r}"] if threshold is not None else [])
     if extra:
         det = copy.copy(det)
         det.cfg = override_config(det.cfg, extra, allowed=TEST_TIME_KEYS)
-    out = ensure_writable_dir(out, "--out")
+    out = ensure_writable_dir(_path_arg("out", out), "--out")
     paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     if not paths:
         raise UserError("no input images found" + (":\n  " + "\n  ".join(skipped) if skipped else ""))
+    with folder_lock(out, "--out"):
+        return _detect_locked(det, paths, skipped, out, paint, exif_transpose, overwrite, workers, ray)
+
+
+def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint: bool, exif_transpose: bool,
+                   overwrite: bool, workers, ray) -> dict:
+    import numpy as np
+
+    from .fileio import atomic_write_json, describe_os_error
+    from .images import ImageReadError, read_image
+    from .inputs import output_names
+    from .journal import DetectJournal, content_key, model_digest
+    from .parallel import detect_images
+    from .viz import paint as paint_image
+
     names = output_names(paths)
-    journal = _DetectJournal(out / "detections.jsonl", {
-        "run": str(getattr(det, "run_dir", None)), "test": det.cfg.to_dict()["test"],
-        "bbox_reg": det.cfg.bbox_reg.enabled, "exif_transpose": exif_transpose}, overwrite)
-    todo = [p for p in paths if str(p) not in journal.done]
+    cfg = det.cfg.to_dict()
+    cfg.pop("device", None)  # the device changes no result
+    journal = DetectJournal(out / "detections.jsonl", {
+        "model": model_digest(det), "config": cfg, "exif_transpose": exif_transpose}, det.classes, overwrite)
+    keys = {p: content_key(p) for p in paths}
+    todo = [p for p in paths if journal.result(str(p), keys[p]) is None]
     if len(todo) < len(paths):
         log.info(f"{len(paths) - len(todo)} of {len(paths)} images already done in {journal.path}; continuing")
+
+    def painted(p: Path, rows: list[dict], image=None) -> str | None:
+        if not paint:
+            return None
+        if image is None:
+            image = read_image(p, exif_transpose=exif_transpose)
+        paint_image(image, np.array([r["bbox"] for r in rows]).reshape(-1, 4), [r["label"] for r in rows],
+                    np.array([r["score"] for r in rows]), det.classes, out / names[p])
+        return str(names[p])
+
+    def kept() -> str:
+        n = sum(journal.result(str(p), keys[p]) is not None for p in paths)
+        return f"{n} of {len(paths)} images are done and kept in {journal.path}"
+
     try:
+        # a rerun with painting paints what an earlier run (--no-images, or interrupted) did not
+        for p in paths:
+            e = journal.result(str(p), keys[p])
+            if paint and e is not None and e["error"] is None and not (
+                    e["painted"] == str(names[p]) and (out / names[p]).is_file()):
+                try:
+                    journal.add(str(p), keys[p], e["detections"], None, painted(p, e["detections"]))
+                except ImageReadError:
+                    todo.append(p)
         with make_executor(workers, ray) as ex:
             # proposals in the workers while this process runs the detector on the images before
             for res in detect_images(det, todo, ex, exif_transpose=exif_transpose):
                 p = res["path"]
                 if "error" in res:
-                    journal.add(str(p), None, res["error"])
+                    journal.add(str(p), keys[p], [], res["error"])
                     continue
                 d = res["detections"]
                 d.path = str(p)
-                if paint:
-                    paint_image(res["image"], d.boxes, d.class_names, d.scores, det.classes, out / names[p])
-                journal.add(str(p), d.to_list(), None)
+                rows = d.to_list()
+                journal.add(str(p), keys[p], rows, None, painted(p, rows, res["image"]))
     except KeyboardInterrupt:
-        raise UserInterrupt(f"{len(journal.done)} of {len(paths)} images are done and kept in {journal.path}; "
-                            "run the same command again to continue") from None
+        raise UserInterrupt(f"{kept()}; run the same command again to continue") from None
+    except OSError as exc:
+        raise UserError(f"cannot write to {out}: {describe_os_error(exc)}; {kept()}: free some space and "
+                        "run the same command again to continue") from None
     finally:
         journal.close()
-    rows = [row for p in paths for row in journal.done.get(str(p)) or []]
+    entries = [journal.result(str(p), keys[p]) for p in paths]
+    rows = [row for e in entries if e is not None for row in e["detections"]]
     # unreadable images, of this run and of the runs it continues (the journal keeps their errors)
-    skipped += [journal.errors[str(p)] for p in paths if str(p) in journal.errors]
-    atomic_write_json(out / "detections.json", rows, indent=1)
+    skipped += [e["error"] for e in entries if e is not None and e["error"]]
+    try:
+        atomic_write_json(out / "detections.json", rows, indent=1)
+    except OSError as exc:
+        raise UserError(f"cannot write {out / 'detections.json'}: {describe_os_error(exc)}; every image is "
+                        f"done and kept in {journal.path}: free some space and run the same command again") from None
     return {"images": len(paths), "detections": len(rows), "skipped": skipped, "out": str(out)}
 
 
@@ -275,55 +420,6 @@ class UserInterrupt(UserError):
     """Ctrl-C during long work: the message says what was kept and how to resume."""
 
     exit_code = 130
-
-
-class _DetectJournal:
-    """``detections.jsonl``: a header with the settings, then one line per finished image.
-
-    Appends are flushed per image; a torn last line (a kill mid-write) is ignored on reading.
-    A journal written with other settings is not mixed with this one's results.
-    """
-
-    def __init__(self, path: Path, settings: dict, overwrite: bool):
-        self.path = path
-        self.done: dict[str, list[dict] | None] = {}
-        self.errors: dict[str, str] = {}
-        header = {"sppdet_detect": 1, "settings": settings}
-        if path.exists() and not overwrite:
-            lines = path.read_text(errors="replace").splitlines()
-            try:
-                first = json.loads(lines[0]) if lines else None
-            except json.JSONDecodeError:
-                first = None
-            if first is not None and first != json.loads(json.dumps(header)):
-                raise UserError(f"{path} holds results of another detect command (other run or settings); "
-                                "use another --out, or --overwrite to start again")
-            for line in lines[1:]:
-                try:
-                    row = json.loads(line)
-                    self.done[row["image"]] = row["detections"]
-                    if row.get("error"):
-                        self.errors[row["image"]] = row["error"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line torn by a kill: that image is simply done again
-            if lines:
-                self._f = open(path, "a", encoding="utf-8")
-                return
-        self._f = open(path, "w", encoding="utf-8")
-        self._write(header)
-
-    def _write(self, obj: dict) -> None:
-        self._f.write(json.dumps(obj) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-    def add(self, image: str, rows: list[dict] | None, error: str | None) -> None:
-        self._write({"image": image, "detections": rows or [], "error": error})
-        self.done[image] = rows or []
-        if error:
-            self.errors[image] = error
 
 
 def proposal_recall(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
@@ -381,7 +477,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
             raise UserError("give either a run (its config is used) or --config, not both")
         det = run if isinstance(run, Detector) else load(run, device=device)
         # test-time keys and the proposals to time on; the model stays as trained
-        cfg = override_config(det.cfg, list(overrides), allowed=TEST_TIME_KEYS + ("proposals.",))
+        cfg = override_config(det.cfg, _overrides(overrides), allowed=TEST_TIME_KEYS + ("proposals.",))
         det = copy.copy(det)  # timed and scored with the same settings
         det.cfg = cfg
     else:
@@ -402,12 +498,12 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     return res
 
 
-def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
+def _save_run(det, out: Path, train_log: dict, overwrite: bool = False, cache_dir: Path | None = None) -> Path:
     """Save a freshly trained run; never lose it to an unwritable or full ``out``.
 
     Replacing a run removes its ``eval_*`` folders, which describe the old model. If writing
-    fails, the run goes to a new folder under the system's temporary directory instead, and
-    the error says where.
+    fails, the run goes to a new folder under the system's temporary directory, else under the
+    cache folder, and the error says where (or, if nothing could be written, exactly that).
     """
     import tempfile
 
@@ -421,13 +517,21 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
         det.save(out, train_log)
         return out
     except OSError as exc:
-        reason = describe_os_error(exc)
-    rescue = Path(tempfile.mkdtemp(prefix="sppdet-run-"))
-    try:
-        det.save(rescue, train_log)
-    except OSError as exc2:
-        raise UserError(f"could not save the trained run to {out} ({reason}) nor to {rescue} "
-                        f"({describe_os_error(exc2)}); free some disk space and train again "
-                        "(the proposal and conv-map caches are kept, so it will be quicker)") from None
-    raise UserError(f"could not save the trained run to {out} ({reason}); it was saved to {rescue} "
-                    f"instead: move that folder where you want it") from None
+        failures = [f"{out} ({describe_os_error(exc)})"]
+    places = [Path(tempfile.gettempdir())] + ([Path(cache_dir) / "rescued-runs"] if cache_dir is not None else [])
+    for place in places:
+        rescue = None
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            rescue = Path(tempfile.mkdtemp(prefix="sppdet-run-", dir=place))
+            det.save(rescue, train_log)
+        except OSError as exc2:
+            failures.append(f"{rescue or place} ({describe_os_error(exc2)})")
+            if rescue is not None:
+                shutil.rmtree(rescue, ignore_errors=True)
+            continue
+        raise UserError(f"could not save the trained run to {failures[0]}; it was saved to {rescue} instead: "
+                        "move that folder where you want it") from None
+    raise UserError(f"the trained model could not be saved anywhere: {'; '.join(failures)}. Nothing of the "
+                    "model was kept; the proposal and conv-map caches are, so after freeing some disk space "
+                    "the same command trains again quicker") from None

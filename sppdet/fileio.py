@@ -47,9 +47,23 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Non
 
 
 def atomic_save(path: str | Path, writer: Callable[[Path], None]) -> None:
-    """Atomically create ``path`` with ``writer(tmp_path)`` (e.g. ``lambda p: torch.save(x, p)``)."""
+    """Atomically create ``path`` with ``writer(tmp_path)`` (e.g. ``lambda p: torch.save(x, p)``).
+
+    ``torch.save`` reports a full disk as a ``RuntimeError`` ("unexpected pos …"); that becomes
+    the ``OSError`` it is, so callers handle one kind of write failure."""
     with atomic_path(path) as tmp:
-        writer(tmp)
+        try:
+            writer(tmp)
+        except RuntimeError as exc:
+            try:
+                st = os.statvfs(tmp.parent)
+                full = st.f_bavail * st.f_frsize < (64 << 20)
+            except OSError:
+                full = False
+            if not (full or "write" in str(exc).lower() or "unexpected pos" in str(exc)):
+                raise
+            raise OSError(errno.ENOSPC if full else errno.EIO,
+                          "No space left on device" if full else f"write failed ({exc})", str(path)) from None
 
 
 def ensure_writable_dir(path: str | Path, what: str = "--out") -> Path:

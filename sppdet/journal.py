@@ -1,0 +1,143 @@
+"""``detect``'s journal, ``--out/detections.jsonl``: what lets an interrupted detect continue.
+
+Line 1 is a header naming everything that changes a result (a digest of the model's weights,
+the whole configuration after overrides, the EXIF setting); then one line per finished image,
+keyed by a digest of the image file's content and recording what was painted. Nothing read
+back is trusted: a foreign or unreadable header is refused (never reused), and an entry that
+fails its schema, or whose image has changed since, is simply detected again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .locking import check_plain_file
+
+FORMAT = 2
+log = logging.getLogger("sppdet")
+
+
+def model_digest(det) -> str:
+    """blake2b of everything a detector computes with: trunk weights id, classes, SVMs, fc head,
+    box regressors and scales (an in-memory detector has no file to hash; this is the same)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([det.extractor.trunk.weights_id, det.classes, det.feat_scale, det.pool5_scale]).encode())
+    arrays = [det.svm_W, det.svm_b]
+    if det.head is not None:
+        arrays += [v for _, v in sorted(det.head.state_dict().items())]
+    if det.bbox is not None:
+        arrays += [det.bbox.W, det.bbox.b, det.bbox.trained]
+    for a in arrays:
+        a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def content_key(path: Path) -> str | None:
+    """Size and blake2b of the file's bytes (None when it cannot be read: it is tried again)."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            n = 0
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                n += len(block)
+    except OSError:
+        return None
+    return f"{n}-{h.hexdigest()}"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _valid_entry(e: Any, classes: set[str]) -> bool:
+    """The schema an entry must meet to count as a finished image."""
+    if not (isinstance(e, dict) and isinstance(e.get("image"), str) and isinstance(e.get("key"), str)
+            and isinstance(e.get("detections"), list) and isinstance(e.get("error"), (str, type(None)))
+            and isinstance(e.get("painted"), (str, type(None)))):
+        return False
+    if e["error"] is not None and e["detections"]:
+        return False
+    for r in e["detections"]:
+        if not (isinstance(r, dict) and r.get("image") == e["image"] and r.get("label") in classes
+                and _number(r.get("score")) and isinstance(r.get("bbox"), list) and len(r["bbox"]) == 4
+                and all(_number(v) for v in r["bbox"])):
+            return False
+    return True
+
+
+class DetectJournal:
+    """Open (or start) the journal at ``path`` for a detect with ``identity``; see the module."""
+
+    def __init__(self, path: Path, identity: dict, classes: list[str], overwrite: bool):
+        self.path = path
+        check_plain_file(path, "--out")
+        self.entries: dict[str, dict] = {}
+        header = json.loads(json.dumps({"sppdet_detect": FORMAT, "settings": identity}))
+        text = "" if overwrite or not path.exists() else path.read_text(encoding="utf-8", errors="surrogateescape")
+        if text:
+            self._read(text, header, set(classes))
+            self._f = open(path, "a", encoding="utf-8")
+            if not text.endswith("\n"):  # a line torn by a kill or a full disk: end it, never append to it
+                self._f.write("\n")
+            return
+        self._f = open(path, "w", encoding="utf-8")
+        self._write(header)
+
+    def _read(self, text: str, header: dict, classes: set[str]) -> None:
+        lines = text.splitlines()
+        try:
+            first = json.loads(lines[0])
+        except ValueError:
+            first = None
+        if not isinstance(first, dict) or "sppdet_detect" not in first:
+            raise UserError(f"{self.path} is not a detect journal sppdet can read (its first line is damaged "
+                            "or foreign), so its results are not reused; pass --overwrite to start again "
+                            "or use another --out")
+        if first.get("sppdet_detect") != FORMAT:
+            raise UserError(f"{self.path} was written by another sppdet version; pass --overwrite to detect "
+                            "again or use another --out")
+        if first != header:
+            raise UserError(f"{self.path} holds results of another detect command (other model or settings); "
+                            "use another --out, or --overwrite to start again")
+        bad = 0
+        for line in lines[1:]:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                e = None
+            if _valid_entry(e, classes):
+                self.entries[e["image"]] = e
+            elif line.strip():
+                bad += 1
+        if bad:
+            log.warning(f"{bad} damaged lines in {self.path} ignored; their images are detected again")
+
+    def result(self, image: str, key: str | None) -> dict | None:
+        """The entry of ``image`` if it was finished from the same file content, else None."""
+        e = self.entries.get(image)
+        return e if e is not None and key is not None and e["key"] == key else None
+
+    def _write(self, obj: dict) -> None:
+        self._f.write(json.dumps(obj) + "\n")
+        self._f.flush()
+
+    def add(self, image: str, key: str | None, rows: list[dict], error: str | None,
+            painted: str | None = None) -> None:
+        e = {"image": image, "key": key or "", "detections": rows, "error": error, "painted": painted}
+        self._write(e)
+        self.entries[image] = e
+
+    def close(self) -> None:
+        self._f.close()
+
