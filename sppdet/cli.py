@@ -85,7 +85,11 @@ def cmd_eval(args) -> int:
 def cmd_detect(args) -> int:
     from .api import detect
 
-    res = detect(args.run, args.inputs, args.out, threshold=args.threshold, paint=not args.no_images,
+    # --threshold wins; without it a --set test.score_thresh applies, else the default 0
+    threshold = args.threshold
+    if threshold is None and not any(s.split("=", 1)[0].strip() == "test.score_thresh" for s in args.set):
+        threshold = 0.0
+    res = detect(args.run, args.inputs, args.out, threshold=threshold, paint=not args.no_images,
                  overrides=args.set,
                  exif_transpose=not args.no_exif, device=args.device, overwrite=args.overwrite,
                  workers=args.workers, ray=args.ray)
@@ -278,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="trained run directory")
     p.add_argument("inputs", nargs="+", help="images, folders of images, or .txt lists of image paths")
     p.add_argument("--out", required=True)
-    p.add_argument("--threshold", type=_finite, default=0.0,
-                   help="minimum SVM score to report (default 0, the SVMs' decision boundary; eval keeps "
-                        "everything above the run's test.score_thresh, -1, because AP needs low scores too)")
+    p.add_argument("--threshold", type=_finite, default=None,
+                   help="minimum SVM score to report (default 0, the SVMs' decision boundary, unless --set "
+                        "test.score_thresh=X gives it; not both; eval keeps everything above the run's "
+                        "test.score_thresh, -1, because AP needs low scores too)")
     set_opt(p, "test-time override, e.g. test.nms=0.4 or bbox_reg.enabled=false")
     p.add_argument("--no-images", action="store_true", help="write detections.json only")
     p.add_argument("--no-exif", action="store_true",

@@ -406,9 +406,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise UserError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as exc:
-            raise UserError(f"config file {p} is not valid YAML: {exc}") from None
+            from .run_checks import yaml_problem
+
+            raise UserError(f"config file {p} is not valid YAML ({yaml_problem(exc)})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"config file {p} is not UTF-8 text") from None
         if not isinstance(loaded, dict):
             raise UserError(f"config file {p} must hold a mapping")
         tree = loaded

@@ -28,6 +28,7 @@ from .heads import FCHead
 from .images import ImageReadError, read_image, to_rgb_array
 from .progress import progress as tqdm
 from .proposals import selective_search_cfg
+from .run_checks import check_finite, check_trained_config, config_digest, read_run_config
 
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.yaml", "meta.json"
 
@@ -156,6 +157,8 @@ class Detector:
         h, w = image.shape[:2]
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        if proposals is not None:
+            proposals = check_proposals(proposals)
         if proposals is None:
             if self.cfg.proposals.method == "external" and not getattr(self, "_warned_external", False):
                 self._warned_external = True
@@ -180,6 +183,8 @@ class Detector:
         ``exif_transpose=False``), and the boxes are in that orientation.
         """
         if isinstance(source, (list, tuple)):
+            if proposals is not None:
+                raise UserError("proposals= belongs to one image; call the detector on each image of the list")
             return [self(s, None, exif_transpose) for s in source]
         path = None
         if isinstance(source, (str, Path)):
@@ -216,11 +221,13 @@ class Detector:
             "bbox_b": None if self.bbox is None else torch.from_numpy(self.bbox.b),
             "bbox_trained": None if self.bbox is None else torch.from_numpy(self.bbox.trained),
             "channels_last": self.extractor.channels_last,
+            "config": self.cfg.to_dict(),  # what config.yaml is checked against when loading
         }
         atomic_write(run / CONFIG_FILE, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         meta = {"sppdet_version": __version__, "run_id": run_id, "classes": self.classes, "backbone": trunk.name,
                 "weights_sha256": trunk.weights_id, "feature_dim": int(self.svm_W.shape[0]),
-                "fine_tuned": self.head is not None, "method": self.cfg.method}
+                "fine_tuned": self.head is not None, "method": self.cfg.method,
+                "config_sha256": config_digest(blob["config"])}
         atomic_write_json(run / META_FILE, meta)
         if train_log is not None:
             atomic_write_json(run / "train_log.json", train_log)
@@ -238,13 +245,15 @@ class Detector:
         model_path = run / MODEL_FILE
         if model_path.stat().st_size == 0:
             raise UserError(f"{model_path} is empty (0 bytes): the run was not saved completely; train it again")
+        raw_cfg = read_run_config(run / CONFIG_FILE)
         try:
-            cfg = config_from_dict(yaml.safe_load((run / CONFIG_FILE).read_text()) or {})
-            meta = json.loads((run / META_FILE).read_text())
+            cfg = config_from_dict(raw_cfg)
         except UserError as exc:
             raise UserError(f"{run / CONFIG_FILE}: {exc}") from None
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise UserError(f"{run} is damaged and cannot be loaded: {exc}") from None
+        try:
+            meta = json.loads((run / META_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{run / META_FILE} is damaged and cannot be loaded: {exc}") from None
         try:
             blob = torch.load(model_path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
@@ -261,6 +270,8 @@ class Detector:
                           "pool5_scale", "bbox_W", "bbox_b", "bbox_trained"} - blob.keys())
         if missing:
             raise UserError(f"{model_path} lacks {', '.join(missing)}: it is damaged or not an sppdet model")
+        check_finite(model_path, blob)
+        check_trained_config(run, blob.get("config"), cfg.to_dict())
         if "run_id" in blob and blob["run_id"] != meta.get("run_id"):
             raise UserError(f"{run}: model.pt and meta.json come from different trainings (the run was "
                             "interrupted while being replaced); train it again")
@@ -314,6 +325,19 @@ class Detector:
             bbox.W, bbox.b = blob["bbox_W"].numpy(), blob["bbox_b"].numpy()
             bbox.trained = blob["bbox_trained"].numpy()
         return head, bbox
+
+
+def check_proposals(proposals) -> np.ndarray:
+    """``proposals=`` as an ``[N, 4]`` float array of finite ``(x1, y1, x2, y2)``, else a UserError."""
+    try:
+        a = np.asarray(proposals, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"proposals must be an [N, 4] array of numbers, not {type(proposals).__name__}") from None
+    if a.ndim != 2 or a.shape[1] != 4:
+        raise UserError(f"proposals must be an [N, 4] array of (x1, y1, x2, y2) boxes, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise UserError("proposals hold NaN or infinite coordinates")
+    return a
 
 
 def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,

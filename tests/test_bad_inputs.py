@@ -693,3 +693,269 @@ def test_external_proposals_with_bad_numbers(tmp_path):
         with pytest.raises(UserError, match=message):
             load_external(tmp_path, image_id, 20, 20)
     np.testing.assert_array_equal(load_external(tmp_path, "d", 20, 20), [[0, 0, 19, 10], [2, 2, 5, 5]])
+
+
+# -- a trained run for the journal, run-folder and API cases (small images: quick detection) --
+RUN_FAST = {"proposals": {"max_boxes": 60, "work_size": 200}, "features": {"scales": [224]},
+            "svm": {"retrain_limit": 300}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import sppdet
+    import torchvision
+
+    from sppdet.datasets.synth import write_synthetic
+
+    d = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), d / "w.pth")
+    write_synthetic(d / "data", 10, 3)
+    det = sppdet.train(d / "data", d / "run", cache=d / "cache", workers=1,
+                       backbone={"weights": str(d / "w.pth")}, **RUN_FAST)
+    imgs = sorted((d / "data" / "JPEGImages").glob("*.jpg"))
+    return d, det, imgs
+
+
+def _detect(run, inputs, out, **kw):
+    import sppdet
+
+    kw.setdefault("threshold", -5.0)
+    return sppdet.detect(run, inputs, out, workers=1, **kw)
+
+
+def _rows(out):
+    return json.loads((out / "detections.json").read_text())
+
+
+def _by_image(rows):
+    out = {}
+    for r in rows:
+        out.setdefault(r["image"], []).append((r["label"], r["score"], r["bbox"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_detect_journal_entries_are_checked_and_keyed_by_content(tiny_run, tmp_path):
+    d, det, imgs = tiny_run
+    src = tmp_path / "in"
+    src.mkdir()
+    a, b = src / "a.jpg", src / "b.jpg"
+    a.write_bytes(imgs[0].read_bytes())
+    b.write_bytes(imgs[1].read_bytes())
+    out = tmp_path / "det"
+    _detect(d / "run", [a, b], out, paint=False)
+    first = _by_image(_rows(out))
+    assert set(first) == {str(a), str(b)} and len(first[str(a)]) > 0
+    assert not list(out.glob("*_det.jpg"))
+    journal = out / "detections.jsonl"
+    header, ea, eb = journal.read_text().splitlines()
+    # a rerun with painting paints what --no-images left unpainted (from the journal, same boxes)
+    _detect(d / "run", [a, b], out)
+    assert {p.name for p in out.glob("*_det.jpg")} == {"a_det.jpg", "b_det.jpg"}
+    assert _by_image(_rows(out)) == first
+    # entries that are not results: that image is detected again, never taken as done
+    entry = json.loads(ea)
+    row = entry["detections"][0]
+    for bad in [None, "boxes", [{k: v for k, v in row.items() if k != "bbox"}], [{**row, "score": "high"}],
+                [{**row, "bbox": [0, 0, float("nan"), 1]}], [{**row, "label": "not-a-class"}],
+                [{**row, "bbox": [1, 2, 3]}], [{**row, "score": True}]]:
+        journal.write_text("\n".join([header, json.dumps({**entry, "detections": bad}), eb]) + "\n")
+        _detect(d / "run", [a, b], out, paint=False)
+        assert _by_image(_rows(out)) == first, bad
+    # a header that cannot be read or is foreign: refused, its rows never reused
+    for head in ['{"sppdet_detect": 2, "sett', '{"x": 1}', "[]", '{"sppdet_detect": 1, "settings": {}}']:
+        journal.write_text("\n".join([head, ea, eb]) + "\n")
+        with pytest.raises(UserError, match="journal|another sppdet version"):
+            _detect(d / "run", [a, b], out)
+    journal.write_text("\n".join([header, ea, eb]) + "\n")
+    with pytest.raises(UserError, match="another detect command"):  # other settings
+        _detect(d / "run", [a, b], out, threshold=0.5)
+    with pytest.raises(UserError, match="another detect command"):  # an edited model: other digest
+        edited = copy_detector(det)
+        edited.svm_b = edited.svm_b + 1.0
+        _detect(edited, [a, b], out)
+    # an input replaced under the same name gets the new picture's boxes
+    a.write_bytes(imgs[1].read_bytes())
+    _detect(d / "run", [a, b], out, paint=False)
+    assert _by_image(_rows(out))[str(a)] == first[str(b)]
+    # an input that failed (empty file) and was fixed is detected on the rerun
+    b.write_bytes(b"")
+    res = _detect(d / "run", [a, b], out, paint=False)
+    assert len(res["skipped"]) == 1 and str(b) not in _by_image(_rows(out))
+    b.write_bytes(imgs[1].read_bytes())
+    res = _detect(d / "run", [a, b], out, paint=False)
+    assert not res["skipped"] and _by_image(_rows(out))[str(b)] == first[str(b)]
+    # a torn last line (a kill or a full disk mid-write) is ended before the next append
+    journal.write_text(journal.read_text() + '{"image": "to')
+    _detect(d / "run", [a, b, imgs[2]], out, paint=False)
+    assert all(json.loads(line) for line in journal.read_text().splitlines()[:-2] if not line.startswith('{"image": "to'))
+    assert str(imgs[2]) in _by_image(_rows(out))
+
+
+def copy_detector(det):
+    import copy
+
+    return copy.copy(det)
+
+
+def test_detect_out_links_directories_and_a_second_writer(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    from sppdet.locking import folder_lock
+
+    d, det, imgs = tiny_run
+    out = tmp_path / "det"
+    (out / "detections.jsonl").mkdir(parents=True)
+    with pytest.raises(UserError, match="not a regular file"):
+        _detect(det, [imgs[0]], out)
+    (out / "detections.jsonl").rmdir()
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep")
+    (out / "detections.jsonl").symlink_to(target)
+    with pytest.raises(UserError, match="symbolic link"):
+        _detect(det, [imgs[0]], out, overwrite=True)
+    assert target.read_text() == "keep"
+    (out / "detections.jsonl").unlink()
+    # a second writer is refused while the first holds --out; a killed holder blocks nothing
+    with folder_lock(out):
+        with pytest.raises(UserError, match="another sppdet command is writing to"):
+            _detect(det, [imgs[0]], out)
+    code = ("import os, sys, time; from sppdet.locking import folder_lock\n"
+            f"with folder_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match="another sppdet command"):
+            with folder_lock(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _detect(det, [imgs[0]], out)["images"] == 1
+    # the same lock guards a run folder being trained into
+    with folder_lock(tmp_path / "run2"):
+        with pytest.raises(UserError, match="another sppdet command is writing to"):
+            import sppdet
+
+            sppdet.train(d / "data", tmp_path / "run2", cache=d / "cache", workers=1,
+                         backbone={"weights": str(d / "w.pth")}, **RUN_FAST)
+
+
+def test_detect_threshold_precedence_and_eval_set(tiny_run, tmp_path):
+    import sppdet
+    from sppdet.cli import build_parser
+
+    d, det, imgs = tiny_run
+    # --set test.score_thresh is not overridden by --threshold's default; both at once are refused
+    low = _detect(det, [imgs[0]], tmp_path / "a", threshold=None, overrides=["test.score_thresh=-5"])
+    assert low["detections"] == _detect(det, [imgs[0]], tmp_path / "b", threshold=-5.0)["detections"] > 0
+    with pytest.raises(UserError, match="threshold once"):
+        _detect(det, [imgs[0]], tmp_path / "c", threshold=0.0, overrides=["test.score_thresh=-5"])
+    args = build_parser().parse_args(["detect", "RUN", "x.jpg", "--out", "o", "--set", "test.score_thresh=-5"])
+    assert args.threshold is None
+    # eval of a detections file: --set has no effect there, so it is refused (valid or not)
+    rows = tmp_path / "a" / "detections.json"
+    for s in (["test.nms=0.4"], ["bogus.key=1"]):
+        with pytest.raises(UserError, match="no effect on a detections file"):
+            sppdet.evaluate(data=d / "data", split="test", detections=rows, overrides=s)
+    with pytest.raises(UserError, match="bogus"):  # a run: invalid keys refused
+        sppdet.evaluate(det, data=d / "data", split="test", out=tmp_path / "e", overrides=["bogus.key=1"])
+
+
+def test_api_arguments_are_checked_by_name(tiny_run, tmp_path):
+    import sppdet
+
+    d, det, imgs = tiny_run
+    image = np.asarray(Image.open(imgs[0]).convert("RGB"))
+    cases = [
+        (lambda: sppdet.load(123), "run must be a path"),
+        (lambda: sppdet.load(None), "run must be a path"),
+        (lambda: sppdet.detect(det, None, tmp_path / "o"), "inputs must be"),
+        (lambda: sppdet.detect(det, [imgs[0]], None), "out must be a path"),
+        (lambda: sppdet.detect(det, [imgs[0]], tmp_path / "o", threshold="0.5"), "threshold must be a finite"),
+        (lambda: sppdet.evaluate(det, data=None, out=tmp_path / "e"), "data must be a path"),
+        (lambda: sppdet.evaluate(det, data=d / "data", split=None, out=tmp_path / "e"), "split must be"),
+        (lambda: sppdet.evaluate(det, data=d / "data", gallery="3", out=tmp_path / "e"), "gallery must be"),
+        (lambda: sppdet.evaluate(det, data=d / "data", similar="ab", out=tmp_path / "e"), "similar must be"),
+        (lambda: sppdet.train(None, tmp_path / "r"), "data must be a path"),
+        (lambda: sppdet.train(d / "data", None), "out must be a path"),
+        (lambda: sppdet.make_config(None, overrides=[1]), "overrides must be a list"),
+        (lambda: det(image, proposals=np.zeros((5, 3))), "proposals must be an \\[N, 4\\]"),
+        (lambda: det(image, proposals=np.array([[0, 0, np.nan, 5]])), "NaN or infinite"),
+        (lambda: det(image, proposals="boxes"), "proposals must be"),
+        (lambda: det([image, image], proposals=np.zeros((1, 4))), "belongs to one image"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UserError, match=message):
+            call()
+    # a bare string is one override, never its characters
+    assert sppdet.make_config(None, overrides="test.nms=0.4").test.nms == 0.4
+    with pytest.raises(UserError, match="test.nmz"):
+        sppdet.make_config(None, overrides="test.nmz=0.4")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+# -- the run folder is checked against what was trained ----------------------------------------
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    import shutil
+
+    d, _, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run, ignore=shutil.ignore_patterns("eval_*", ".sppdet.lock"))
+    return run
+
+
+def test_run_config_edited_after_training(run_copy, caplog):
+    import yaml
+
+    from sppdet.detector import Detector
+
+    cfg_path = run_copy / "config.yaml"
+    original = cfg_path.read_text()
+    tree = yaml.safe_load(original)
+    meta = json.loads((run_copy / "meta.json").read_text())
+    assert len(meta["config_sha256"]) == 64
+    for edit, message in [
+        (lambda t: t["features"].update(scales=[400]), "features.scales"),
+        (lambda t: t.clear(), "differs from the configuration"),
+        (lambda t: t["svm"].update(C=0.5), "svm.C"),
+    ]:
+        t = yaml.safe_load(original)
+        edit(t)
+        cfg_path.write_text(yaml.safe_dump(t))
+        with pytest.raises(UserError, match=message):
+            Detector.load(run_copy)
+    # test-time keys may change: warned, and used
+    t = yaml.safe_load(original)
+    t["test"]["nms"] = 0.45
+    cfg_path.write_text(yaml.safe_dump(t))
+    with caplog.at_level(logging.WARNING, logger="sppdet"):
+        assert Detector.load(run_copy).cfg.test.nms == 0.45
+    assert "edited after training" in caplog.text and "test.nms" in caplog.text
+    # YAML that does not parse, or asks for Python objects: one line naming config.yaml
+    for text in ["features: [1, 2\n", "a: !!python/object/apply:os.system ['echo pwned']\n", "- 1\n- 2\n",
+                 "\ufeffbad: [\n"]:
+        cfg_path.write_text(text)
+        with pytest.raises(UserError) as exc:
+            Detector.load(run_copy)
+        assert "config.yaml" in str(exc.value) and "\n" not in str(exc.value)
+    cfg_path.write_text(original)
+    assert Detector.load(run_copy).cfg.to_dict() == tree | {"device": Detector.load(run_copy).cfg.device}
+
+
+def test_run_weights_not_finite_and_old_runs(run_copy):
+    from sppdet.detector import Detector
+
+    blob = torch.load(run_copy / "model.pt", weights_only=True)
+    for key, change in [("svm_W", lambda v: v.index_fill(0, torch.tensor([0]), float("nan"))),
+                        ("svm_b", lambda v: v + float("inf")),
+                        ("bbox_W", lambda v: v * float("nan")),
+                        ("feat_scale", lambda v: float("nan"))]:
+        torch.save({**blob, key: change(blob[key])}, run_copy / "model.pt")
+        with pytest.raises(UserError, match=f"damaged: {key} holds NaN or infinite"):
+            Detector.load(run_copy)
+    # a 0.3 run folder (no record of its config) still loads
+    torch.save({k: v for k, v in blob.items() if k != "config"}, run_copy / "model.pt")
+    assert Detector.load(run_copy).classes == blob["classes"]
