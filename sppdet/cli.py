@@ -427,13 +427,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("sppdet: error: out of memory; lower svm.max_negatives or the scales", file=sys.stderr)
         return 1
-    except OSError as exc:  # a full disk or a permission change mid-run: one line, not a traceback
+    except OSError as exc:  # a full disk or a permission change mid-run: one line, exit 2, not a traceback
         if args.debug:
             raise
         from .fileio import describe_os_error
 
-        print(f"sppdet: error: {describe_os_error(exc)}", file=sys.stderr)
-        return 1
+        # what the command keeps is what an interruption keeps (the caches, detect's journal)
+        kept = args.interrupted.partition(";")[2].strip()
+        print(f"sppdet: error: {describe_os_error(exc)}" + (f"; {kept}" if kept else ""), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
