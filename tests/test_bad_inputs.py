@@ -1074,3 +1074,29 @@ def test_a_real_full_disk(tiny_run, tiny_tmpfs, tmp_path):
     assert _by_image(_rows(tmp_path / "moved")) == _by_image(_rows(tmp_path / "whole"))
     assert sorted(p.name for p in (tmp_path / "moved").glob("*_det.*")) == \
         sorted(p.name for p in (tmp_path / "whole").glob("*_det.*"))
+
+
+def test_ctrl_c_during_the_final_evaluation_says_how_to_finish(tiny_run, tmp_path, monkeypatch):
+    import sppdet
+    from sppdet import api
+    from sppdet.detector import Detector
+
+    d, _, _ = tiny_run
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "evaluate", interrupted)
+    out = tmp_path / "run"
+    train = lambda: sppdet.train(d / "data", out, cache=d / "cache", workers=1, eval_split="test",  # noqa: E731
+                                 backbone={"weights": str(d / "w.pth")}, **RUN_FAST)
+    with pytest.raises(api.UserInterrupt, match=r"model is saved in .*sppdet eval .* --split test") as exc:
+        train()
+    assert exc.value.exit_code == 130 and Detector.load(out).classes  # it was saved, as said
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"evaluation on test did not finish: run `sppdet eval .*--split test`"):
+        train()
+    sppdet.evaluate(out, data=d / "data", split="test", cache=d / "cache", workers=1)
+    with pytest.raises(UserError) as exc:  # finished: the plain message
+        train()
+    assert "did not finish" not in str(exc.value)
