@@ -57,7 +57,11 @@ def cache_key(record: ImageRecord) -> str:
                                  st.st_ino)
     except OSError as exc:
         raise ImageReadError(f"{record.path}: cannot read ({exc.strerror or exc})") from None
-    return f"{record.image_id}-{digest}{'-t' if record.exif_transpose else ''}"
+    image_id = record.image_id
+    raw = os.fsencode(image_id)
+    if len(raw) > 120:  # file names are limited to 255 bytes: a long id keeps its start and a hash of all
+        image_id = f"{raw[:100].decode('utf-8', errors='ignore')}~{hashlib.blake2b(raw, digest_size=6).hexdigest()}"
+    return f"{image_id}-{digest}{'-t' if record.exif_transpose else ''}"
 
 
 @dataclass

@@ -404,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO, format="sppdet: %(message)s")
     if not args.debug:
         warnings.formatwarning = _format_warning

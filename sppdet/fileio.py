@@ -35,8 +35,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` atomically."""
-    blob = data.encode("utf-8") if isinstance(data, str) else data
+    """Write ``data`` (text as UTF-8) to ``path`` atomically. File names that are not UTF-8 (read
+    with ``surrogateescape``) are written as the bytes the file system has, never an encoding error."""
+    blob = data.encode("utf-8", errors="surrogateescape") if isinstance(data, str) else data
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(blob)

@@ -63,7 +63,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
                 elif not q.is_dir() and _kind(q) not in (None, "not found"):
                     skipped.append(f"{q}: {_kind(q)}")
         elif not is_image_file(p) and p.suffix.lower() in LIST_SUFFIXES:
-            for line in p.read_text(errors="replace").splitlines():
+            for line in p.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines():
                 if line.strip() and not line.lstrip().startswith("#"):
                     q = Path(line.strip())
                     add(q if q.is_absolute() else p.parent / q)
@@ -74,11 +74,12 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
 
 def _fit(name: str, suffix: str) -> str:
     """``name + suffix``, shortened (with a hash of the full name) to fit a file-name limit."""
-    if len((name + suffix).encode()) <= MAX_NAME_BYTES:
+    raw = os.fsencode(name)  # the bytes on disk (names that are not UTF-8 hold surrogates)
+    if len(raw + os.fsencode(suffix)) <= MAX_NAME_BYTES:
         return name + suffix
-    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-    room = MAX_NAME_BYTES - len(suffix.encode()) - len(digest) - 1
-    short = name.encode()[:room].decode(errors="ignore")
+    digest = hashlib.sha1(raw).hexdigest()[:10]
+    room = MAX_NAME_BYTES - len(os.fsencode(suffix)) - len(digest) - 1
+    short = raw[:room].decode("utf-8", errors="ignore")
     return f"{short}-{digest}{suffix}"
 
 

@@ -700,6 +700,22 @@ RUN_FAST = {"proposals": {"max_boxes": 60, "work_size": 200}, "features": {"scal
             "svm": {"retrain_limit": 300}}
 
 
+LATIN1 = b"caf\xe9"  # an image name from an old Windows zip: not UTF-8
+
+
+def _latin1_names_and_bom(root: Path, renames: dict[str, bytes]) -> None:
+    """Rename images (and their XML) to non-UTF-8 names; save every split file with a BOM."""
+    for old, new in renames.items():
+        for sub, ext in (("JPEGImages", b".jpg"), ("Annotations", b".xml")):
+            folder = os.fsencode(root / sub)
+            os.rename(folder + b"/" + old.encode() + ext, folder + b"/" + new + ext)
+    for f in (root / "ImageSets" / "Main").iterdir():
+        data = f.read_bytes()
+        for old, new in renames.items():
+            data = data.replace(old.encode(), new)
+        f.write_bytes(b"\xef\xbb\xbf" + data)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     import sppdet
@@ -711,6 +727,7 @@ def tiny_run(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(torchvision.models.mobilenet_v2().state_dict(), d / "w.pth")
     write_synthetic(d / "data", 10, 3)
+    _latin1_names_and_bom(d / "data", {"000001": LATIN1, "000008": LATIN1 + b"-t"})
     det = sppdet.train(d / "data", d / "run", cache=d / "cache", workers=1,
                        backbone={"weights": str(d / "w.pth")}, **RUN_FAST)
     imgs = sorted((d / "data" / "JPEGImages").glob("*.jpg"))
@@ -1049,7 +1066,11 @@ def tiny_tmpfs(tmp_path):
                                            capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     yield mnt
-    subprocess.run(["umount", str(mnt)], capture_output=True)
+    import gc
+
+    gc.collect()  # a failed torch.save's writer (held by its traceback) closes its file
+    if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_a_real_full_disk(tiny_run, tiny_tmpfs, tmp_path):
@@ -1100,3 +1121,61 @@ def test_ctrl_c_during_the_final_evaluation_says_how_to_finish(tiny_run, tmp_pat
     with pytest.raises(UserError) as exc:  # finished: the plain message
         train()
     assert "did not finish" not in str(exc.value)
+
+
+# -- names and encodings ------------------------------------------------------------------------
+def test_bom_and_non_utf8_names_are_read_as_the_file_system_has_them(tiny_run):
+    import sppdet
+
+    d, det, imgs = tiny_run
+    ids = sorted(r.image_id for r in sppdet.load_data(d / "data", "trainval").records)
+    lines = (d / "data" / "ImageSets" / "Main" / "trainval.txt").read_bytes()[3:].split()
+    assert ids == sorted(os.fsdecode(x) for x in lines) and os.fsdecode(LATIN1) in ids  # first id kept
+    # a CSV with a BOM keeps its 'filename' column
+    csv = d / "split.csv"
+    csv.write_bytes(b"\xef\xbb\xbffilename,label\n000000.jpg,x\n" + LATIN1 + b".jpg,y\n")
+    ids = sorted(r.image_id for r in sppdet.load_data(d / "data", str(csv)).records)
+    assert ids == ["000000", os.fsdecode(LATIN1)]
+
+
+def test_non_utf8_names_through_eval_and_detect_cli(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    d, det, imgs = tiny_run
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, "-m", "sppdet", "eval", str(d / "run"), "--data", str(d / "data"),
+                        "--split", "test", "--out", str(tmp_path / "e"), "--cache", str(d / "cache"),
+                        "--workers", "1", "--analyze", "--coco"], capture_output=True, env=env)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]
+    comp4 = b"".join(p.read_bytes() for p in (tmp_path / "e" / "comp4").iterdir())
+    assert LATIN1 + b"-t " in comp4  # the id as the file system names it
+    dets = json.loads((tmp_path / "e" / "detections.json").read_text())
+    assert os.fsdecode(LATIN1 + b"-t.jpg") in {x["image"] for x in dets}
+    latin = [p for p in imgs if os.fsencode(p.name).startswith(LATIN1)]
+    r = subprocess.run([sys.executable, "-m", "sppdet", "detect", str(d / "run"), *map(str, latin),
+                        str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o"), "--workers", "1",
+                        "--threshold", "-5"], capture_output=True, env=env)
+    assert r.returncode == 2 and b"Traceback" not in r.stderr and b"nope.jpg" in r.stderr, r.stderr[-2000:]
+    painted = {os.fsencode(p.name) for p in (tmp_path / "o").glob("*_det.jpg")}
+    assert painted == {LATIN1 + b"_det.jpg", LATIN1 + b"-t_det.jpg"}
+
+
+def test_long_names_fit_the_file_name_limit(tmp_path):
+    from sppdet.cache import cache_key
+    from sppdet.datasets.common import ImageRecord
+    from sppdet.inputs import output_names
+
+    for stem in ["é" * 120 + "x" * 10, "a" * 250, os.fsdecode(LATIN1 * 80)]:
+        p = _img(tmp_path / (stem[:200] + ".jpg"))
+        rec = ImageRecord(path=p, image_id=stem, width=40, height=30,
+                          boxes=np.zeros((0, 4)), labels=[], difficult=np.zeros(0, bool))
+        key = cache_key(rec)
+        assert len(os.fsencode(key + ".npz")) <= 200, key
+        (tmp_path / (key + ".npz")).write_bytes(b"x")  # a name the file system takes
+        name = output_names([p])[p]
+        assert len(os.fsencode(name.name)) <= 255
+    a, b = ImageRecord(path=p, image_id="a" * 300 + "1", width=1, height=1, boxes=np.zeros((0, 4)),
+                       labels=[], difficult=np.zeros(0, bool)), None
+    b = dataclasses.replace(a, image_id="a" * 300 + "2")
+    assert cache_key(a) != cache_key(b)  # the hash covers the whole id

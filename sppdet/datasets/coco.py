@@ -34,7 +34,7 @@ def _number(v: Any) -> bool:
 
 def _read_json(json_path: Path) -> dict:
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8", errors="replace"))
+        data = json.loads(json_path.read_text(encoding="utf-8-sig", errors="surrogateescape"))
     except json.JSONDecodeError as exc:
         raise UserError(f"{json_path} is not valid JSON ({exc})") from None
     except (OSError, RecursionError) as exc:

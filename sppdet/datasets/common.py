@@ -185,7 +185,7 @@ def read_list_file(path: Path, report: LoadReport | None = None) -> list[str]:
     repeats are expected there); absolute names or names climbing with ``..`` are skipped
     and counted (the image is looked up by its stem inside the data folder only)."""
     try:
-        text = path.read_text(errors="replace").splitlines()
+        text = path.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines()  # BOM; raw bytes as the OS names them
     except OSError as exc:
         raise UserError(f"cannot read split file {path}: {exc.strerror or exc}") from None
     if path.suffix.lower() == ".csv":

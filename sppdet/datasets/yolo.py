@@ -105,7 +105,7 @@ def _images_of_list(lst: Path, bases: list[Path], report: LoadReport) -> list[Pa
     (absolute entries there, as Darknet writes them, are fine); others are skipped, counted."""
     roots = DataRoots(lst.parent, *bases)
     out = []
-    for line in lst.read_text(errors="replace").splitlines():
+    for line in lst.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -157,7 +157,7 @@ def _class_file(root: Path) -> list[str] | None:
     for d in (root, root / "labels", root / "images"):
         for n in CLASS_FILES:
             if (d / n).is_file():
-                return [ln.strip() for ln in (d / n).read_text(errors="replace").splitlines() if ln.strip()]
+                return [ln.strip() for ln in (d / n).read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines() if ln.strip()]
     return None
 
 
@@ -167,7 +167,7 @@ def parse_label_file(path: Path, width: int, height: int, n_classes: int | None,
     Polygon (segmentation) lines become their bounding box; bad lines are skipped, counted."""
     boxes, ids = [], []
     try:
-        text = path.read_text(errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         report.add("unreadable label file (image kept without objects)", f"{path.name}: {exc}")
         return np.zeros((0, 4)), []
@@ -266,7 +266,7 @@ def _split_images(root: Path, yaml_path: Path | None, data: dict, split: str, se
     if Path(split).is_file():
         lst = Path(split)
         if lst.suffix.lower() == ".txt" and any("/" in ln or is_image_file(ln.strip())
-                                                for ln in lst.read_text(errors="replace").splitlines()[:20]):
+                                                for ln in lst.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines()[:20]):
             return _images_of_list(lst, [lst.parent, *bases], report)
         by_stem: dict[str, Path] = {}
         for p in everything():
