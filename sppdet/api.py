@@ -269,6 +269,13 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         dets, stray = match_to_records(dets, recs)
         if stray:
             log.warning(f"{stray} detections are for images outside split {split!r}; ignored")
+        unknown = sorted({d["label"] for d in dets} - set(classes))
+        if unknown:
+            lower = {c.lower(): c for c in classes}
+            hint = [f"{u!r} (did you mean {lower[u.lower()]!r}?)" if u.lower() in lower else repr(u) for u in unknown]
+            log.warning(f"{sum(d['label'] not in classes for d in dets)} detections have labels the data set does "
+                        f"not have, and score nothing: {', '.join(hint[:10])}{' …' if len(hint) > 10 else ''}; "
+                        f"its classes are {', '.join(classes)}")
     if similar:
         unknown = sorted({c for group in similar for c in group} - set(classes))
         if unknown:

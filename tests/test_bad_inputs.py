@@ -1179,3 +1179,85 @@ def test_long_names_fit_the_file_name_limit(tmp_path):
                        labels=[], difficult=np.zeros(0, bool)), None
     b = dataclasses.replace(a, image_id="a" * 300 + "2")
     assert cache_key(a) != cache_key(b)  # the hash covers the whole id
+
+
+# -- data that is wrong in the usual ways -----------------------------------------------------
+def test_coco_boxes_that_are_not_objects_are_not_counted(tmp_path):
+    from sppdet.evaluation.voc import evaluate_voc
+
+    d = tmp_path / "coco"
+    _img(d / "images" / "a.jpg", size=(50, 40))
+    ann = [[5, 5, 10, 10], [5, 5, 0, 10], [5, 5, 10, 0], [5, 5, -3, 4],  # one object, three without area
+           [60, 5, 10, 10], [5, 45, 10, 10], [-30, 5, 10, 10]]  # wholly outside the 50×40 image
+    coco = {"images": [{"id": 1, "file_name": "a.jpg"}],
+            "annotations": [{"image_id": 1, "category_id": 1, "bbox": b} for b in ann],
+            "categories": [{"id": 1, "name": "dog"}]}
+    (d / "ann.json").write_text(json.dumps(coco))
+    ds = load_dataset(d / "ann.json", "all")
+    np.testing.assert_array_equal(ds.records[0].boxes, [[5, 5, 14, 14]])
+    c = ds.report.counts
+    assert c["COCO bbox with zero or negative width or height (skipped)"] == 3
+    assert c["box wholly outside the image (dropped)"] == 1  # counted per image, like the other repairs
+    # npos is 1: one perfect detection gives AP 1
+    res = evaluate_voc(ds.records, [{"image": "a", "label": "dog", "score": 1.0, "bbox": [5, 5, 14, 14]}],
+                       ds.classes)
+    assert res["npos"]["dog"] == 1 and res["AP"]["dog"] == pytest.approx(1.0)
+
+
+def test_yolo_names_with_gaps_invent_no_class(tmp_path):
+    root = tmp_path / "yolo"
+    _img(root / "images" / "a.jpg", size=(100, 100))
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n2 0.3 0.3 0.2 0.2\n1 0.7 0.7 0.2 0.2\n")
+    (root / "data.yaml").write_text("path: .\nnames: {0: cat, 2: dog}\n")
+    ds = load_dataset(root, "all")
+    assert ds.classes == ["cat", "dog"]
+    assert sorted(ds.records[0].labels) == ["cat", "dog"]
+    assert ds.report.counts["class id out of range (object skipped)"] == 1  # id 1 has no name
+
+
+def test_a_split_name_is_looked_up_in_the_data_set_first(tmp_path, monkeypatch):
+    root = tmp_path / "voc"
+    _devkit(root, 3)
+    (root / "ImageSets" / "Main" / "test.txt").write_text("001\n002\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "test").write_text("000\n")  # a stray file in the working folder
+    assert [r.image_id for r in load_dataset(root, "test").records] == ["001", "002"]
+    assert [r.image_id for r in load_dataset(root, "./test").records] == ["000"]  # a path is a list file
+    flat = tmp_path / "flat"
+    for i in range(5):
+        _img(flat / f"{i}.jpg")
+        (flat / f"{i}.xml").write_text(_xml(f"{i}.jpg"))
+    seeded = [r.image_id for r in load_dataset(flat, "test", test_fraction=0.4).records]
+    assert len(seeded) == 2 and seeded != ["000"]
+
+
+def test_eval_detections_with_unknown_labels_warns_naming_them(tiny_run, tmp_path, caplog):
+    import sppdet
+
+    d, det, _ = tiny_run
+    ds = sppdet.load_data(d / "data", "test")
+    r = ds.records[0]
+    rows = [{"image": r.path.name, "label": r.labels[0].upper(), "score": 1.0, "bbox": list(map(float, r.boxes[0]))},
+            {"image": r.path.name, "label": "zebra", "score": 0.5, "bbox": [0.0, 0.0, 5.0, 5.0]}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    with caplog.at_level(logging.WARNING, logger="sppdet"):
+        m = sppdet.evaluate(data=d / "data", split="test", detections=tmp_path / "d.json", out=tmp_path / "e")
+    assert f"{r.labels[0].upper()!r} (did you mean {r.labels[0]!r}?)" in caplog.text and "'zebra'" in caplog.text
+    assert m["mAP"] == 0
+
+
+def test_analysis_files_of_classes_with_colliding_names(tmp_path):
+    from sppdet.datasets.common import ImageRecord
+    from sppdet.evaluation.analysis import analyze
+
+    img = _img(tmp_path / "a.jpg", size=(60, 60))
+    classes = ["red cell", "red_cell"]
+    rec = ImageRecord("a", img, np.array([[2.0, 2, 20, 20], [30, 30, 50, 50]]), classes, np.zeros(2, bool), 60, 60)
+    dets = [{"image": "a", "label": "red cell", "score": 0.9, "bbox": [30, 30, 50, 50]},  # on the other class
+            {"image": "a", "label": "red_cell", "score": 0.8, "bbox": [2, 2, 20, 20]}]
+    analyze([rec], dets, classes, tmp_path / "an", max_gallery=2)
+    plots = sorted(p.name for p in (tmp_path / "an").glob("fp_*.png"))
+    assert len(plots) == 3 and "fp_red_cell.png" in plots  # one per class, plus all classes
+    folders = [p for p in (tmp_path / "an").iterdir() if p.is_dir()]
+    assert len(folders) == len({p.name for p in folders})

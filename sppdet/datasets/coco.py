@@ -123,6 +123,9 @@ def load_coco(json_path: Path, split: str, classes: list[str] | None, seed: int 
                 report.add("annotation without a bbox of 4 finite numbers (skipped)", f"{fname}: {bbox!r}"[:120])
                 continue
             x, y, w, h = (float(v) for v in bbox)
+            if w <= 0 or h <= 0:  # not an object (turning it into a 2-pixel box would count it)
+                report.add("COCO bbox with zero or negative width or height (skipped)", f"{fname}: {bbox!r}"[:120])
+                continue
             boxes.append([x, y, x + w - 1, y + h - 1])  # continuous → inclusive pixels
             labels.append(cat_name[cid])
             c = a.get("iscrowd", 0)

@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -169,14 +170,18 @@ def repair_boxes(boxes: np.ndarray, width: int, height: int, min_size: float,
         report.add("inverted box (corners swapped)", where)
         boxes[:, [0, 2]] = np.sort(boxes[:, [0, 2]], axis=1)
         boxes[:, [1, 3]] = np.sort(boxes[:, [1, 3]], axis=1)
+    # wholly outside: clipping would leave a sliver on the border counted as an object
+    outside = (boxes[:, 0] > width - 1) | (boxes[:, 1] > height - 1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+    if outside.any():
+        report.add("box wholly outside the image (dropped)", where)
     clipped = np.clip(boxes, 0, [width - 1, height - 1, width - 1, height - 1])
-    if (clipped != boxes).any():
+    if (clipped[~outside] != boxes[~outside]).any():
         report.add("box extends past the image (clipped)", where)
     boxes[:] = clipped
     keep = ((boxes[:, 2] - boxes[:, 0] + 1) >= min_size) & ((boxes[:, 3] - boxes[:, 1] + 1) >= min_size)
-    if (~keep).any():
+    if (~keep & ~outside).any():
         report.add("zero-area or tiny box (dropped)", where)
-    return keep
+    return keep & ~outside
 
 
 def read_list_file(path: Path, report: LoadReport | None = None) -> list[str]:
@@ -221,10 +226,19 @@ def read_list_file(path: Path, report: LoadReport | None = None) -> list[str]:
 MISSING_IN_SPLIT = "image id in the split without an annotation file (skipped)"
 
 
+SEEDED_SPLITS = ("all", "train", "trainval", "val", "test")
+
+
+def is_list_file(split: str, names: Sequence[str] = SEEDED_SPLITS) -> bool:
+    """Whether ``split`` names a list file rather than a split of the data set. A split name the
+    data set knows (``names``) wins over a stray file of that name in the working folder."""
+    return split not in names and Path(split).is_file()
+
+
 def select_split(ids, split: str, seed: int, test_fraction: float, report: LoadReport) -> list[str]:
     """The ids of ``split`` among ``ids`` (a layout without split files): the ids a list file
     names (those not in ``ids`` counted as missing), or a seeded split."""
-    if Path(split).is_file():
+    if is_list_file(split):
         known = set(ids)
         listed = read_list_file(Path(split), report)
         for i in listed:

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import UserError
 from ..images import IMAGE_EXTENSIONS
 from .common import (MISSING_IN_SPLIT, OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport, finish_classes,
-                     probe_image, read_list_file, repair_boxes, safe_image_id)
+                     is_list_file, probe_image, read_list_file, repair_boxes, safe_image_id)
 
 _TRUE, _FALSE = {"1", "yes", "true", "1.0"}, {"0", "no", "false", "0.0", ""}
 
@@ -132,7 +132,7 @@ def load_voc(root: Path, split: str, classes: list[str] | None, min_box_size: fl
     roots = DataRoots(root, img_dir, ann_dir)
     if split == "all":
         ids = sorted(p.stem for p in ann_dir.glob("*.xml"))
-    elif Path(split).is_file():
+    elif is_list_file(split, ["all", *(p.stem for p in (root / "ImageSets" / "Main").glob("*.txt"))]):
         ids = read_list_file(Path(split), report)
     else:
         split_file = root / "ImageSets" / "Main" / f"{split}.txt"

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import UserError
 from ..images import is_image_file
 from .common import (OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport, finish_classes, probe_image,
-                     read_list_file, repair_boxes, safe_image_id, seeded_split)
+                     SEEDED_SPLITS, is_list_file, read_list_file, repair_boxes, safe_image_id, seeded_split)
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 CLASS_FILES = ("classes.txt", "obj.names", "classes.names")
@@ -121,7 +121,9 @@ def _images_of_list(lst: Path, bases: list[Path], report: LoadReport) -> list[Pa
     return out
 
 
-def _names(data: dict, where: Path) -> list[str] | None:
+def _names(data: dict, where: Path) -> dict[int, str] | None:
+    """Class names by id. An ``{id: name}`` mapping may skip ids (``{0: cat, 2: dog}``): no
+    class is invented for a gap, and a label with an id that has no name is counted."""
     names = data.get("names")
     if names is None:
         nc = data.get("nc")
@@ -129,15 +131,15 @@ def _names(data: dict, where: Path) -> list[str] | None:
             return None
         if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
             raise UserError(f"{where}: nc must be a positive whole number of classes, got {nc!r}")
-        return [str(i) for i in range(nc)]
+        return {i: str(i) for i in range(nc)}
     if isinstance(names, dict):
         try:
             by_id = {int(k): str(v) for k, v in names.items()}
         except (TypeError, ValueError):
             raise UserError(f"{where}: 'names' keys must be class ids (0, 1, ...)") from None
-        return [by_id.get(i, str(i)) for i in range(max(by_id) + 1)] if by_id else []
+        return dict(sorted(by_id.items()))
     if isinstance(names, list):
-        return [str(n) for n in names]
+        return {i: str(n) for i, n in enumerate(names)}
     raise UserError(f"{where}: 'names' must be a list or an {{id: name}} mapping")
 
 
@@ -153,15 +155,16 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _class_file(root: Path) -> list[str] | None:
+def _class_file(root: Path) -> dict[int, str] | None:
     for d in (root, root / "labels", root / "images"):
         for n in CLASS_FILES:
             if (d / n).is_file():
-                return [ln.strip() for ln in (d / n).read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines() if ln.strip()]
+                return dict(enumerate(ln.strip() for ln in (d / n).read_text(
+                    encoding="utf-8-sig", errors="surrogateescape").splitlines() if ln.strip()))
     return None
 
 
-def parse_label_file(path: Path, width: int, height: int, n_classes: int | None, report: LoadReport,
+def parse_label_file(path: Path, width: int, height: int, n_classes: int | set[int] | None, report: LoadReport,
                      where: str) -> tuple[np.ndarray, list[int]]:
     """Pixel boxes ``[N, 4]`` (0-based inclusive, unrepaired) and class ids of one label file.
     Polygon (segmentation) lines become their bounding box; bad lines are skipped, counted."""
@@ -184,7 +187,8 @@ def parse_label_file(path: Path, width: int, height: int, n_classes: int | None,
             report.add("non-finite value in a label line (skipped)", f"{path.name}: {ln.strip()[:60]}")
             continue
         c = vals[0]
-        if c != int(c) or c < 0 or (n_classes is not None and c >= n_classes):
+        if c != int(c) or c < 0 or (n_classes is not None and (
+                int(c) not in n_classes if isinstance(n_classes, set) else c >= n_classes)):
             report.add("class id out of range (object skipped)", f"{path.name}: {tok[0]}")
             continue
         coords = vals[1:]
@@ -212,14 +216,14 @@ def parse_label_file(path: Path, width: int, height: int, n_classes: int | None,
     return np.round(np.array(boxes, dtype=np.float64).reshape(-1, 4), 3), ids
 
 
-def _record(image: Path, image_id: str, names: list[str] | None, report: LoadReport,
+def _record(image: Path, image_id: str, names: dict[int, str] | None, report: LoadReport,
             min_box_size: float, exif_transpose: bool) -> ImageRecord | None:
     size = probe_image(image, report, image.name, exif_transpose)
     if size is None:
         return None
     lab = label_path(image)
     if lab.is_file():
-        boxes, ids = parse_label_file(lab, size[0], size[1], None if names is None else len(names),
+        boxes, ids = parse_label_file(lab, size[0], size[1], None if names is None else set(names),
                                       report, image_id)
     else:
         report.add("image without a label file (kept as background)", image.name)
@@ -263,7 +267,7 @@ def _split_images(root: Path, yaml_path: Path | None, data: dict, split: str, se
                 report.add("split entry not found (skipped)", str(exc))
         return sorted(found)
 
-    if Path(split).is_file():
+    if is_list_file(split, [*SEEDED_SPLITS, *entries]):
         lst = Path(split)
         if lst.suffix.lower() == ".txt" and any("/" in ln or is_image_file(ln.strip())
                                                 for ln in lst.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines()[:20]):
@@ -315,6 +319,6 @@ def load_yolo(path: Path, split: str, classes: list[str] | None, seed: int = 0,
             records.append(rec)
     if names is None:
         # no class names anywhere: the ids themselves, in numeric order
-        names = sorted({lab for r in records for lab in r.labels}, key=int)
-    classes, records = finish_classes(records, classes if classes is not None else names, report)
+        names = {int(lab): lab for lab in sorted({lab for r in records for lab in r.labels}, key=int)}
+    classes, records = finish_classes(records, classes if classes is not None else list(names.values()), report)
     return DetectionDataset(root.name, classes, records, report)

@@ -181,7 +181,11 @@ def tide_breakdown(records, detections: list[dict], classes: Sequence[str]) -> d
 
 
 def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    """The class's part of a file name: comp4's and the PR plots' (``red cell`` and ``red_cell``
+    get different files, and the report finds each class's PR plot)."""
+    from .voc import class_file_part
+
+    return class_file_part(name)
 
 
 def _plot_breakdowns(stats: dict, out_dir: Path) -> dict[str, Path]:

@@ -153,7 +153,7 @@ def class_file_part(name: str) -> str:
     safe = _UNSAFE.sub("_", name)[:80]
     if safe == name and not name.startswith("."):
         return name
-    return f"{safe.lstrip('.') or 'class'}-{hashlib.blake2b(name.encode(), digest_size=3).hexdigest()}"
+    return f"{safe.lstrip('.') or 'class'}-{hashlib.blake2b(name.encode(errors='surrogateescape'), digest_size=3).hexdigest()}"
 
 
 def write_comp4(detections: list[dict], classes: Sequence[str], split: str, out_dir: str | Path,
