@@ -271,7 +271,7 @@ class Detector:
         if missing:
             raise UserError(f"{model_path} lacks {', '.join(missing)}: it is damaged or not an sppdet model")
         check_finite(model_path, blob)
-        check_trained_config(run, blob.get("config"), cfg.to_dict())
+        check_trained_config(run, blob.get("config"), cfg.to_dict(), meta.get("config_sha256"))
         if "run_id" in blob and blob["run_id"] != meta.get("run_id"):
             raise UserError(f"{run}: model.pt and meta.json come from different trainings (the run was "
                             "interrupted while being replaced); train it again")

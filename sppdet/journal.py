@@ -42,8 +42,9 @@ def model_digest(det) -> str:
     return h.hexdigest()
 
 
-def content_key(path: Path) -> str | None:
-    """Size and blake2b of the file's bytes (None when it cannot be read: it is tried again)."""
+def content_key(path: Path) -> str:
+    """Size and blake2b of the file's bytes; a file that cannot be read gets a key of its own
+    that no later run matches (so it is tried again then)."""
     h = hashlib.blake2b(digest_size=16)
     try:
         with open(path, "rb") as f:
@@ -52,7 +53,7 @@ def content_key(path: Path) -> str | None:
                 h.update(block)
                 n += len(block)
     except OSError:
-        return None
+        return f"unreadable-{os.urandom(8).hex()}"
     return f"{n}-{h.hexdigest()}"
 
 
@@ -123,18 +124,17 @@ class DetectJournal:
         if bad:
             log.warning(f"{bad} damaged lines in {self.path} ignored; their images are detected again")
 
-    def result(self, image: str, key: str | None) -> dict | None:
+    def result(self, image: str, key: str) -> dict | None:
         """The entry of ``image`` if it was finished from the same file content, else None."""
         e = self.entries.get(image)
-        return e if e is not None and key is not None and e["key"] == key else None
+        return e if e is not None and e["key"] == key else None
 
     def _write(self, obj: dict) -> None:
         self._f.write(json.dumps(obj) + "\n")
         self._f.flush()
 
-    def add(self, image: str, key: str | None, rows: list[dict], error: str | None,
-            painted: str | None = None) -> None:
-        e = {"image": image, "key": key or "", "detections": rows, "error": error, "painted": painted}
+    def add(self, image: str, key: str, rows: list[dict], error: str | None, painted: str | None = None) -> None:
+        e = {"image": image, "key": key, "detections": rows, "error": error, "painted": painted}
         self._write(e)
         self.entries[image] = e
 

@@ -63,12 +63,15 @@ def config_digest(tree: dict) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
-def check_trained_config(run: Path, trained: Any, current: dict) -> None:
+def check_trained_config(run: Path, trained: Any, current: dict, recorded_digest: Any = None) -> None:
     """Refuse a ``config.yaml`` edited after training (warn for test-time keys)."""
     if trained is None:
         return  # sppdet 0.3: no record
     if not isinstance(trained, dict):
         raise UserError(f"{run / 'model.pt'} is damaged: its record of the trained configuration is not a mapping")
+    if recorded_digest is not None and recorded_digest != config_digest(trained):
+        raise UserError(f"{run}: model.pt and meta.json disagree on the configuration it was trained with "
+                        "(config_sha256); the run directory was mixed up or altered")
     a, b = _flat(trained), _flat(current)
     changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     hard = [k for k in changed if not k.startswith(EDITABLE)]

@@ -960,6 +960,9 @@ def test_run_config_edited_after_training(run_copy, caplog):
         assert "config.yaml" in str(exc.value) and "\n" not in str(exc.value)
     cfg_path.write_text(original)
     assert Detector.load(run_copy).cfg.to_dict() == tree | {"device": Detector.load(run_copy).cfg.device}
+    (run_copy / "meta.json").write_text(json.dumps({**meta, "config_sha256": "0" * 64}))
+    with pytest.raises(UserError, match="disagree on the configuration"):
+        Detector.load(run_copy)
 
 
 def test_run_weights_not_finite_and_old_runs(run_copy):
