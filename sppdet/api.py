@@ -329,8 +329,13 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     from .locking import folder_lock
 
     det = run if isinstance(run, Detector) else load(run, device=device)
-    if inputs is None or (not isinstance(inputs, (str, Path)) and not _is_seq(inputs)):
-        raise UserError(f"inputs must be a path or a list of paths, not {type(inputs).__name__}")
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+    try:
+        inputs = list(inputs)
+    except TypeError:
+        inputs = None
+    if inputs is None or not all(isinstance(i, (str, os.PathLike)) for i in inputs):
+        raise UserError("inputs must be a path or a list of paths (str or pathlib.Path)")
     overrides = _overrides(overrides)
     if threshold is not None:
         _check_number("threshold", threshold)
@@ -342,7 +347,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
         det = copy.copy(det)
         det.cfg = override_config(det.cfg, extra, allowed=TEST_TIME_KEYS)
     out = ensure_writable_dir(_path_arg("out", out), "--out")
-    paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    paths, skipped = expand_inputs(inputs)
     if not paths:
         raise UserError("no input images found" + (":\n  " + "\n  ".join(skipped) if skipped else ""))
     with folder_lock(out, "--out"):

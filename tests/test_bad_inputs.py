@@ -889,6 +889,8 @@ def test_api_arguments_are_checked_by_name(tiny_run, tmp_path):
         (lambda: sppdet.load(123), "run must be a path"),
         (lambda: sppdet.load(None), "run must be a path"),
         (lambda: sppdet.detect(det, None, tmp_path / "o"), "inputs must be"),
+        (lambda: sppdet.detect(det, [imgs[0], None], tmp_path / "o"), "inputs must be"),
+        (lambda: sppdet.detect(det, 3, tmp_path / "o"), "inputs must be"),
         (lambda: sppdet.detect(det, [imgs[0]], None), "out must be a path"),
         (lambda: sppdet.detect(det, [imgs[0]], tmp_path / "o", threshold="0.5"), "threshold must be a finite"),
         (lambda: sppdet.evaluate(det, data=None, out=tmp_path / "e"), "data must be a path"),
