@@ -378,6 +378,11 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
     def painted(p: Path, rows: list[dict], image=None) -> str | None:
         if not paint:
             return None
+        target = out / names[p]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not Path(os.path.realpath(target.parent)).is_relative_to(os.path.realpath(out)):
+            raise UserError(f"{target.parent} is a link out of --out {out}; sppdet does not write through "
+                            "links: remove it or choose another --out")
         if image is None:
             image = read_image(p, exif_transpose=exif_transpose)
         paint_image(image, np.array([r["bbox"] for r in rows]).reshape(-1, 4), [r["label"] for r in rows],

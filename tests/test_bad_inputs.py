@@ -834,6 +834,17 @@ def test_detect_out_links_directories_and_a_second_writer(tiny_run, tmp_path):
         _detect(det, [imgs[0]], out, overwrite=True)
     assert target.read_text() == "keep"
     (out / "detections.jsonl").unlink()
+    # a painted image's folder planted as a link out of --out
+    sub = tmp_path / "in" / "sub"
+    sub.mkdir(parents=True)
+    (tmp_path / "in" / "top.jpg").write_bytes(imgs[0].read_bytes())
+    (sub / "x.jpg").write_bytes(imgs[1].read_bytes())
+    (tmp_path / "outside").mkdir()
+    (out / "sub").symlink_to(tmp_path / "outside")
+    with pytest.raises(UserError, match="link out of --out"):
+        _detect(det, [tmp_path / "in" / "top.jpg", sub / "x.jpg"], out, overwrite=True)
+    assert not any((tmp_path / "outside").iterdir())
+    (out / "sub").unlink()
     # a second writer is refused while the first holds --out; a killed holder blocks nothing
     with folder_lock(out):
         with pytest.raises(UserError, match="another sppdet command is writing to"):
