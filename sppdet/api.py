@@ -234,6 +234,14 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     if detections is not None and overrides:
         raise UserError("--set has no effect on a detections file (it was computed already); leave it out, "
                         "or evaluate the run itself")
+    if detections is not None:
+        idle = [n for n, v in (("--device", device), ("--cache", cache), ("--workers", workers), ("--ray", ray))
+                if v is not None]
+        if idle:
+            raise UserError(f"{', '.join(idle)} has no effect on a detections file (nothing is computed); leave "
+                            "it out")
+    if similar and not analyze:
+        raise UserError("--similar only applies to the error analysis: add --analyze, or leave it out")
     timings = {} if timings is None else timings
     if run is not None:
         from .cache import CachedData

@@ -71,9 +71,12 @@ def cmd_eval(args) -> int:
 
     if (args.run is None) == (args.detections is None):
         raise UserError("give either a RUN directory or --detections FILE")
+    if args.gallery is not None and not args.analyze:
+        raise UserError("--gallery only applies to the error analysis: add --analyze, or leave it out")
     metrics = evaluate(args.run, data=args.data, split=args.split, detections=args.detections, out=args.out,
                        metric=args.metric, coco=args.coco, plots=args.plots, analyze=args.analyze,
-                       similar=[g.split(",") for g in args.similar] or None, gallery=args.gallery,
+                       similar=[g.split(",") for g in args.similar] or None,
+                       gallery=12 if args.gallery is None else args.gallery,
                        cache=args.cache, device=args.device, overrides=args.set, workers=args.workers,
                        ray=args.ray)
     print(format_table(metrics))
@@ -308,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-positive types per class (Hoiem et al.) and report.html with galleries")
     p.add_argument("--similar", action="append", default=[], metavar="CLS,CLS,...",
                    help="with --analyze: classes that count as look-alikes of each other (repeatable)")
-    p.add_argument("--gallery", type=int, default=12, help="with --analyze: images per class and gallery")
+    p.add_argument("--gallery", type=int, default=None, help="with --analyze: images per class and gallery "
+                                                              "(default 12)")
     set_opt(p, "test-time override, e.g. bbox_reg.enabled=false or test.nms=0.4")
     cache_opt(p)
     device_opt(p)

@@ -887,6 +887,16 @@ def test_detect_threshold_precedence_and_eval_set(tiny_run, tmp_path):
     for s in (["test.nms=0.4"], ["bogus.key=1"]):
         with pytest.raises(UserError, match="no effect on a detections file"):
             sppdet.evaluate(data=d / "data", split="test", detections=rows, overrides=s)
+    for kw, name in (({"device": "cpu"}, "--device"), ({"cache": d / "cache"}, "--cache"), ({"workers": 2}, "--workers")):
+        with pytest.raises(UserError, match=f"{name} has no effect on a detections file"):
+            sppdet.evaluate(data=d / "data", split="test", detections=rows, **kw)
+    with pytest.raises(UserError, match="--similar only applies"):
+        sppdet.evaluate(data=d / "data", split="test", detections=rows, similar=[["a", "b"]])
+    from sppdet.cli import cmd_eval
+
+    args = build_parser().parse_args(["eval", "--detections", str(rows), "--data", str(d / "data"), "--gallery", "3"])
+    with pytest.raises(UserError, match="--gallery only applies"):
+        cmd_eval(args)
     with pytest.raises(UserError, match="bogus"):  # a run: invalid keys refused
         sppdet.evaluate(det, data=d / "data", split="test", out=tmp_path / "e", overrides=["bogus.key=1"])
 
