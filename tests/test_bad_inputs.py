@@ -1162,6 +1162,18 @@ def test_bom_and_non_utf8_names_are_read_as_the_file_system_has_them(tiny_run):
     csv.write_bytes(b"\xef\xbb\xbffilename,label\n000000.jpg,x\n" + LATIN1 + b".jpg,y\n")
     ids = sorted(r.image_id for r in sppdet.load_data(d / "data", str(csv)).records)
     assert ids == ["000000", os.fsdecode(LATIN1)]
+    # a detections file and a COCO file saved with a BOM
+    from sppdet.evaluation.detections import read_detections
+
+    row = {"image": "a.jpg", "label": "dog", "score": 1.0, "bbox": [0.0, 0.0, 5.0, 5.0]}
+    (d / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([row]).encode())
+    assert read_detections(d / "bom.json")[0]["label"] == "dog"
+    coco = d / "coco"
+    _img(coco / "images" / "a.jpg", size=(50, 40))
+    (coco / "ann.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "dog"}],
+        "annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}]}).encode())
+    assert len(load_dataset(coco / "ann.json", "all").records[0].boxes) == 1
 
 
 def test_non_utf8_names_through_eval_and_detect_cli(tiny_run, tmp_path):

@@ -45,7 +45,7 @@ def read_detections(path: str | Path) -> list[dict]:
         raise UserError(f"detections file not found: {p}")
     try:
         # NaN/Infinity are not JSON; Python's reader accepts them, so refuse them here
-        data = json.loads(p.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        data = json.loads(p.read_text(encoding="utf-8-sig"), parse_constant=_refuse_constant)  # a BOM (Notepad) is no error
     except UnicodeDecodeError as exc:
         raise UserError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
