@@ -1299,3 +1299,18 @@ def test_analysis_files_of_classes_with_colliding_names(tmp_path):
     assert len(plots) == 3 and "fp_red_cell.png" in plots  # one per class, plus all classes
     folders = [p for p in (tmp_path / "an").iterdir() if p.is_dir()]
     assert len(folders) == len({p.name for p in folders})
+
+
+def test_cli_full_disk_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import errno, sys, sppdet.cli as c\n"
+            "def full(args): raise OSError(errno.ENOSPC, 'No space left on device', 'somewhere/file')\n"
+            "c.cmd_train = full\n"
+            "sys.exit(c.main(['train', '--data', 'd', '--out', 'o']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr
+    assert lines[0].startswith("sppdet: error: No space left on device (somewhere/file)")
+    assert "kept in the cache" in lines[0]  # what the command keeps
