@@ -150,7 +150,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     if (out / "model.pt").exists() and not overwrite:
         hint = ""
         if eval_split and not (out / f"eval_{Path(eval_split).stem}" / "metrics.json").is_file():
-            hint = (f" (its evaluation on {eval_split} did not finish: run `sppdet eval {out} --data {data} "
+            hint = (f" (its evaluation on {eval_split} did not finish: run `sppdet eval {out} --data {getattr(data, 'name', data)} "
                     f"--split {eval_split}` to finish it)")
         raise UserError(f"{out} already holds a trained run{hint}; choose another --out or pass --overwrite "
                         "to train again")
