@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from .config import Config, load_config, override_config
 from .errors import UserError
-from .parallel import make_executor
+from .parallel import make_executor as _make_executor
 
 log = logging.getLogger("sppdet")
 
@@ -71,6 +71,19 @@ def _check_split(name: str, value: Any) -> None:
         raise UserError(f"{name} must be a split name or a list file, not {value!r}")
 
 
+def _check_parallel(workers: Any, ray: Any) -> None:
+    if workers is not None:
+        _check_int("workers", workers, 1)
+    if ray is not None and not (isinstance(ray, str) and ray.strip()):
+        raise UserError(f"ray must be 'auto', 'local' or a cluster address, not {ray!r}")
+
+
+def make_executor(workers: Any = None, ray: Any = None):
+    """:func:`sppdet.parallel.make_executor` after checking the arguments by name."""
+    _check_parallel(workers, ray)
+    return _make_executor(workers, ray)
+
+
 def make_config(config: str | Path | Config | None = None, overrides: Sequence[str] = (),
                 **settings: Any) -> Config:
     """A validated :class:`~sppdet.config.Config`: defaults, then the YAML file ``config``,
@@ -104,6 +117,8 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
         return data
     _path_arg("data", data)
     _check_split("split", split)
+    if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
+        raise UserError(f"classes must be a list of class names, not {classes!r}")
     cfg = cfg or Config()
     ds = load_dataset(data, split, classes=list(classes) if classes else cfg.data.classes,
                       seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction,
@@ -122,7 +137,7 @@ def default_cache() -> Path:
 def _cache_dir(cache: str | Path | None) -> Path:
     from .fileio import ensure_writable_dir
 
-    return ensure_writable_dir(Path(cache) if cache is not None else default_cache(), "cache folder")
+    return ensure_writable_dir(_path_arg("cache", cache) if cache is not None else default_cache(), "cache folder")
 
 
 def train(data, out: str | Path, config: str | Path | Config | None = None, *, split: str = "trainval",
@@ -141,6 +156,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     from .fileio import atomic_write_json, describe_os_error, ensure_writable_dir
     from .locking import folder_lock
 
+    _check_parallel(workers, ray)
     cfg = make_config(config, overrides, **settings)
     if device:
         cfg.device = device
@@ -224,6 +240,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     if metric not in ("voc07", "voc12"):
         raise UserError(f"metric must be voc07 or voc12, not {metric!r}")
     _check_int("gallery", gallery, 0)
+    _check_parallel(workers, ray)
     _check_split("split", split)
     overrides = _overrides(overrides)
     if similar is not None and (not _is_seq(similar) or not all(
@@ -345,6 +362,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     if inputs is None or not all(isinstance(i, (str, os.PathLike)) for i in inputs):
         raise UserError("inputs must be a path or a list of paths (str or pathlib.Path)")
     overrides = _overrides(overrides)
+    _check_parallel(workers, ray)
     if threshold is not None:
         _check_number("threshold", threshold)
         if any(o.split("=", 1)[0].strip() == "test.score_thresh" for o in overrides):
@@ -492,10 +510,9 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     from .features import resolve_device
     from .fileio import atomic_write_json, ensure_writable_dir
 
-    if images < 1:
-        raise UserError(f"--images must be at least 1, got {images}")
-    if rcnn_images is not None and rcnn_images < 1:
-        raise UserError(f"--rcnn-images must be at least 1, got {rcnn_images}")
+    _check_int("images (--images)", images, 1)
+    if rcnn_images is not None:
+        _check_int("rcnn_images (--rcnn-images)", rcnn_images, 1)
     det = None
     if run is not None:
         if config is not None:

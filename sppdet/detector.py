@@ -337,6 +337,8 @@ def check_proposals(proposals) -> np.ndarray:
         raise UserError(f"proposals must be an [N, 4] array of (x1, y1, x2, y2) boxes, got shape {a.shape}")
     if not np.isfinite(a).all():
         raise UserError("proposals hold NaN or infinite coordinates")
+    if (a[:, 2] < a[:, 0]).any() or (a[:, 3] < a[:, 1]).any():
+        raise UserError("proposals must be (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1; some are inverted")
     return a
 
 

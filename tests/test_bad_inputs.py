@@ -925,6 +925,12 @@ def test_api_arguments_are_checked_by_name(tiny_run, tmp_path):
         (lambda: det(image, proposals=np.array([[0, 0, np.nan, 5]])), "NaN or infinite"),
         (lambda: det(image, proposals="boxes"), "proposals must be"),
         (lambda: det([image, image], proposals=np.zeros((1, 4))), "belongs to one image"),
+        (lambda: det(image, proposals=np.array([[10.0, 10, 5, 5]])), "inverted"),
+        (lambda: sppdet.detect(det, [imgs[0]], tmp_path / "o", ray=5), "ray must be"),
+        (lambda: sppdet.detect(det, [imgs[0]], tmp_path / "o", workers="2"), "workers must be a whole number"),
+        (lambda: sppdet.evaluate(det, data=d / "data", cache=3, out=tmp_path / "e"), "cache must be a path"),
+        (lambda: sppdet.load_data(d / "data", "test", classes="cat"), "classes must be a list"),
+        (lambda: sppdet.bench(d / "data", images="3", out=tmp_path / "b"), "images .--images. must be"),
     ]
     for call, message in cases:
         with pytest.raises(UserError, match=message):
