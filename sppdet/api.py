@@ -395,7 +395,8 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
     cfg = det.cfg.to_dict()
     cfg.pop("device", None)  # the device changes no result
     journal = DetectJournal(out / "detections.jsonl", {
-        "model": model_digest(det), "config": cfg, "exif_transpose": exif_transpose}, det.classes, overwrite)
+        "model": model_digest(det), "config": cfg, "exif_transpose": exif_transpose}, det.classes, overwrite,
+        min_score=det.cfg.test.score_thresh, max_rows=det.cfg.test.max_per_image)
     keys = {p: content_key(p) for p in paths}
     todo = [p for p in paths if journal.result(str(p), keys[p]) is None]
     if len(todo) < len(paths):

@@ -61,17 +61,19 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _valid_entry(e: Any, classes: set[str]) -> bool:
-    """The schema an entry must meet to count as a finished image."""
+def _valid_entry(e: Any, classes: set[str], min_score: float, max_rows: int) -> bool:
+    """The schema an entry must meet to count as a finished image: rows this detector could
+    have given (known labels, finite boxes, scores above the threshold, at most the cap)."""
     if not (isinstance(e, dict) and isinstance(e.get("image"), str) and isinstance(e.get("key"), str)
             and isinstance(e.get("detections"), list) and isinstance(e.get("error"), (str, type(None)))
             and isinstance(e.get("painted"), (str, type(None)))):
         return False
-    if e["error"] is not None and e["detections"]:
+    if (e["error"] is not None and e["detections"]) or len(e["detections"]) > max_rows:
         return False
     for r in e["detections"]:
         if not (isinstance(r, dict) and r.get("image") == e["image"] and r.get("label") in classes
-                and _number(r.get("score")) and isinstance(r.get("bbox"), list) and len(r["bbox"]) == 4
+                and _number(r.get("score")) and r["score"] > min_score
+                and isinstance(r.get("bbox"), list) and len(r["bbox"]) == 4
                 and all(_number(v) for v in r["bbox"])):
             return False
     return True
@@ -80,14 +82,15 @@ def _valid_entry(e: Any, classes: set[str]) -> bool:
 class DetectJournal:
     """Open (or start) the journal at ``path`` for a detect with ``identity``; see the module."""
 
-    def __init__(self, path: Path, identity: dict, classes: list[str], overwrite: bool):
+    def __init__(self, path: Path, identity: dict, classes: list[str], overwrite: bool,
+                 min_score: float = -math.inf, max_rows: int = 1 << 62):
         self.path = path
         check_plain_file(path, "--out")
         self.entries: dict[str, dict] = {}
         header = json.loads(json.dumps({"sppdet_detect": FORMAT, "settings": identity}))
         text = "" if overwrite or not path.exists() else path.read_text(encoding="utf-8", errors="surrogateescape")
         if text:
-            self._read(text, header, set(classes))
+            self._read(text, header, lambda e: _valid_entry(e, set(classes), min_score, max_rows))
             self._f = open(path, "a", encoding="utf-8")
             if not text.endswith("\n"):  # a line torn by a kill or a full disk: end it, never append to it
                 self._f.write("\n")
@@ -95,7 +98,7 @@ class DetectJournal:
         self._f = open(path, "w", encoding="utf-8")
         self._write(header)
 
-    def _read(self, text: str, header: dict, classes: set[str]) -> None:
+    def _read(self, text: str, header: dict, valid) -> None:
         lines = text.splitlines()
         try:
             first = json.loads(lines[0])
@@ -117,7 +120,7 @@ class DetectJournal:
                 e = json.loads(line)
             except ValueError:
                 e = None
-            if _valid_entry(e, classes):
+            if valid(e):
                 self.entries[e["image"]] = e
             elif line.strip():
                 bad += 1

@@ -775,7 +775,9 @@ def test_detect_journal_entries_are_checked_and_keyed_by_content(tiny_run, tmp_p
     row = entry["detections"][0]
     for bad in [None, "boxes", [{k: v for k, v in row.items() if k != "bbox"}], [{**row, "score": "high"}],
                 [{**row, "bbox": [0, 0, float("nan"), 1]}], [{**row, "label": "not-a-class"}],
-                [{**row, "bbox": [1, 2, 3]}], [{**row, "score": True}]]:
+                [{**row, "bbox": [1, 2, 3]}], [{**row, "score": True}],
+                [{**row, "score": -7.0}],  # below the threshold the journal was written with (-5)
+                [row] * 101]:  # more than test.max_per_image
         journal.write_text("\n".join([header, json.dumps({**entry, "detections": bad}), eb]) + "\n")
         _detect(d / "run", [a, b], out, paint=False)
         assert _by_image(_rows(out)) == first, bad
