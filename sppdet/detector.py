@@ -16,6 +16,7 @@ import torch
 import yaml
 from torchvision.ops import batched_nms
 
+from .boxes import clip, to_continuous
 from . import __version__
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
@@ -61,7 +62,7 @@ class Detections:
         """torchvision's detection output: ``boxes`` float32 ``[N, 4]`` (continuous
         coordinates), ``scores`` float32 ``[N]``, ``labels`` int64 ``[N]``."""
         boxes = torch.as_tensor(np.asarray(self.boxes, dtype=np.float32)).reshape(-1, 4)
-        return {"boxes": boxes + torch.tensor([0.0, 0.0, 1.0, 1.0]),
+        return {"boxes": to_continuous(boxes),
                 "scores": torch.as_tensor(np.asarray(self.scores, dtype=np.float32)),
                 "labels": torch.as_tensor(np.asarray(self.labels, dtype=np.int64))}
 
@@ -128,9 +129,9 @@ class Detector:
             for c in np.unique(cs):
                 sel = cs == c
                 boxes[sel] = self.bbox.predict(boxes[sel], p5[ks[sel]] * self.pool5_scale, int(c))
-        boxes = np.clip(boxes, 0, [width - 1, height - 1, width - 1, height - 1])
+        boxes = clip(boxes, width, height)
         s = scores[ks, cs]
-        b = torch.from_numpy(boxes) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+        b = to_continuous(torch.from_numpy(boxes))
         keep = batched_nms(b.float(), torch.from_numpy(s).float(), torch.from_numpy(cs), t.nms).numpy()
         keep = keep[: t.max_per_image]  # batched_nms returns indices by decreasing score
         return Detections(boxes[keep], s[keep], cs[keep], names=self.classes)

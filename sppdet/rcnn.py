@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
+from .boxes import to_continuous, widths_heights
 from .backbones import Trunk
 from .features import ScaleMap
 from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
@@ -81,8 +82,10 @@ class RCNNExtractor:
         differs only in colour)."""
         b = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device).reshape(-1, 4)
         grow = self.size / (self.size - 2.0 * self.context)
-        cx, cy = (b[:, 0] + b[:, 2] + 1) / 2, (b[:, 1] + b[:, 3] + 1) / 2
-        hw, hh = (b[:, 2] - b[:, 0] + 1) * grow / 2, (b[:, 3] - b[:, 1] + 1) * grow / 2
+        c = to_continuous(b)
+        cx, cy = (c[:, 0] + c[:, 2]) / 2, (c[:, 1] + c[:, 3]) / 2
+        w, h = widths_heights(b)
+        hw, hh = w * grow / 2, h * grow / 2
         rois = torch.stack([torch.zeros_like(cx), cx - hw, cy - hh, cx + hw, cy + hh], 1)
         return roi_align(image[None], rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=2,
                          aligned=True)

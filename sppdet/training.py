@@ -29,7 +29,8 @@ from .features import resolve_device
 from .heads import FCHead, build_head, finetune_head
 from .parallel import Executor, SerialExecutor, single_threaded
 from .svm import HardNegativeSVMs
-from .windows import ImageWindows, build_windows, iou, prune_negatives
+from .boxes import iou
+from .windows import ImageWindows, build_windows, prune_negatives
 
 log = logging.getLogger(__name__)
 
