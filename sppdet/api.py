@@ -16,21 +16,16 @@ import contextlib
 import copy
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import Config, load_config, override_config
+from .config import TEST_TIME_KEYS, Config, load_config, override_config
 from .errors import UserError
 from .parallel import make_executor
+from .run_dir import eval_dir, is_trained_run, remove_evals, write_train_log
 
 log = logging.getLogger("sppdet")
-
-# Keys that change what a trained model computes only at test time, so they may differ from
-# the run's own config when evaluating or detecting.
-TEST_TIME_KEYS = ("test.", "bbox_reg.enabled")
-
 
 def make_config(config: str | Path | Config | None = None, overrides: Sequence[str] = (),
                 **settings: Any) -> Config:
@@ -91,14 +86,14 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
     returns.
     """
-    from .fileio import atomic_write_json, ensure_writable_dir
+    from .fileio import ensure_writable_dir
     from .training import train_detector
 
     cfg = make_config(config, overrides, **settings)
     if device:
         cfg.device = device
     out = Path(out)
-    if (out / "model.pt").exists() and not overwrite:
+    if is_trained_run(out) and not overwrite:
         raise UserError(f"{out} already holds a trained run; choose another --out or pass --overwrite")
     ensure_writable_dir(out, "--out")
     cache_dir = _cache_dir(cache)
@@ -114,15 +109,17 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
         out = _save_run(det, out, train_log, overwrite=overwrite)
         det.run_dir = out
         log.info(f"run saved to {out}")
-        if test is not None:
-            test_timings: dict[str, float] = {}
-            metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
-                               cache=cache_dir, timings=test_timings, executor=ex)
-            timings.update({f"test {k}": v for k, v in test_timings.items()})
-            train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
-            det.metrics = metrics
-    train_log["timings_s"] = dict(timings)
-    atomic_write_json(out / "train_log.json", train_log)
+        try:
+            if test is not None:
+                test_timings: dict[str, float] = {}
+                metrics = evaluate(det, data=test, split=eval_split, out=eval_dir(out, eval_split),
+                                   cache=cache_dir, timings=test_timings, executor=ex)
+                timings.update({f"test {k}": v for k, v in test_timings.items()})
+                train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
+                det.metrics = metrics
+        finally:  # written once, whether or not the evaluation finished
+            train_log["timings_s"] = dict(timings)
+            write_train_log(out, train_log)
     det.train_log = train_log
     return det
 
@@ -163,7 +160,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         if out:
             out_dir = Path(out)
         elif det.run_dir is not None:
-            out_dir = Path(det.run_dir) / f"eval_{Path(split).stem}"
+            out_dir = eval_dir(det.run_dir, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
         ensure_writable_dir(out_dir, "--out")
@@ -227,7 +224,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     from .detector import Detector
     from .fileio import atomic_write_json, ensure_writable_dir
     from .inputs import expand_inputs, output_names
-    from .parallel import detect_images
+    from .detection import detect_images
     from .viz import paint as paint_image
 
     det = run if isinstance(run, Detector) else load(run, device=device)
@@ -393,7 +390,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
         res = run_bench(cfg, [r.path for r in recs], resolve_device(device or cfg.device), out, run=det,
                         rcnn_images=rcnn_images, executor=ex, exif_transpose=any(r.exif_transpose for r in recs))
         if det is not None:
-            metrics = evaluate(det, data=ds, split=split, out=out / f"eval_{Path(split).stem}", cache=cache,
+            metrics = evaluate(det, data=ds, split=split, out=eval_dir(out, split), cache=cache,
                                executor=ex)
             key = det.cfg.method + ("" if det.cfg.method == "rcnn" else f"-{len(det.cfg.features.scales)}scale")
             res["mAP"] = {key: metrics["mAP"]}
@@ -407,7 +404,8 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
 
     Replacing a run removes its ``eval_*`` folders, which describe the old model. If writing
     fails, the run goes to a new folder under the system's temporary directory instead, and
-    the error says where.
+    the error says where. ``train_log`` is written by the caller once training and evaluation
+    are done, except to the rescue folder, which gets it at once.
     """
     import tempfile
 
@@ -415,10 +413,8 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
 
     try:
         if overwrite:
-            for p in sorted(out.glob("eval_*")):
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-        det.save(out, train_log)
+            remove_evals(out)
+        det.save(out)
         return out
     except OSError as exc:
         reason = describe_os_error(exc)

@@ -84,7 +84,7 @@ def fit_class(alpha: float, item: tuple[int, np.ndarray, np.ndarray]) -> tuple[i
 
     BLAS on one thread wherever it runs: its sums differ in the last bit between thread counts,
     and the regressors must not depend on whether a Ray task or the driver fitted them."""
-    from .parallel import single_threaded
+    from .runtime import single_threaded
 
     c, X, Y = item
     with single_threaded():

@@ -19,7 +19,8 @@ from .heads import FCHead
 from .fileio import atomic_write, atomic_write_json
 from .images import ImageReadError
 from .progress import progress
-from .parallel import Executor, SerialExecutor, proposal_task
+from .detection import proposal_task
+from .parallel import Executor, SerialExecutor
 from .rcnn import RCNNExtractor
 
 STAGES = ["proposals", "conv", "pooling", "fc", "svm", "bbox_nms"]

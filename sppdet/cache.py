@@ -23,8 +23,9 @@ from .datasets.common import ImageRecord, LoadReport
 from .features import FeatureCache, FeatureExtractor
 from .fileio import remove_stale_temporaries
 from .images import ImageReadError, read_image
-from .parallel import Executor, SerialExecutor, process_local, set_process_local, single_threaded
+from .parallel import Executor, SerialExecutor, process_local, set_process_local
 from .proposals import ProposalCache
+from .runtime import single_threaded
 from .rcnn import RCNNExtractor, WindowVectorCache
 
 
@@ -123,7 +124,7 @@ def cache_image_task(job: CacheJob) -> CacheResult:
     """Decode one image, compute (or load) its proposals and, with ``job.maps``, its conv maps,
     writing both caches (atomic writes: two tasks on one image cannot leave a broken file).
 
-    Runs on one thread whatever the machine (see :func:`sppdet.parallel.single_threaded`), so
+    Runs on one thread whatever the machine (see :func:`sppdet.runtime.single_threaded`), so
     the maps are the same bits from any worker count."""
     out = CacheResult(job.key)
     image: list[np.ndarray] = []

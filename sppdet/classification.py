@@ -16,10 +16,11 @@ from torch import nn
 from .backbones import build_trunk
 from .config import Rule, check_fields
 from .errors import UserError
-from .fileio import atomic_save, atomic_write_json
+from .fileio import atomic_save
 from .images import is_image_file, read_image
 from .ops import spp_pool
 from .progress import progress
+from .run_dir import CLASSIFIER_FILE, write_train_log
 
 MODES = ("1view", "10view", "full", "10view+full")
 
@@ -251,14 +252,14 @@ def save_classifier(model: SPPClassifier, classes: list[str], out: Path, log: li
     blob = {"format": "sppdet-cls-1", "classes": classes, "config": asdict(model.cfg),
             "trunk_weights": model.trunk.weights_id,
             "state": {k: v.cpu() for k, v in model.state_dict().items()}}
-    atomic_save(out / "classifier.pt", lambda tmp: torch.save(blob, tmp))
-    atomic_write_json(out / "train_log.json", {"classes": classes, "config": asdict(model.cfg), "epochs": log})
+    atomic_save(out / CLASSIFIER_FILE, lambda tmp: torch.save(blob, tmp))
+    write_train_log(out, {"classes": classes, "config": asdict(model.cfg), "epochs": log})
 
 
 def load_classifier(run: str | Path, device: str | None = None) -> tuple[SPPClassifier, list[str]]:
-    p = Path(run) / "classifier.pt"
+    p = Path(run) / CLASSIFIER_FILE
     if not p.is_file():
-        raise UserError(f"{run} is not a classifier run (classifier.pt missing)")
+        raise UserError(f"{run} is not a classifier run ({CLASSIFIER_FILE} missing)")
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means a damaged file

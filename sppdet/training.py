@@ -19,6 +19,7 @@ from .progress import progress as tqdm
 
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
+from .boxes import iou
 from .cache import CachedData, make_extractor, task_extractor
 from .config import Config
 from .datasets import DetectionDataset
@@ -27,9 +28,9 @@ from .detector import Detector
 from .errors import UserError
 from .features import resolve_device
 from .heads import FCHead, build_head, finetune_head
-from .parallel import Executor, SerialExecutor, single_threaded
+from .parallel import Executor, SerialExecutor
+from .runtime import single_threaded
 from .svm import HardNegativeSVMs
-from .boxes import iou
 from .windows import ImageWindows, build_windows, prune_negatives
 
 log = logging.getLogger(__name__)

@@ -73,7 +73,8 @@ def child_train(args) -> dict:
 def child_detect(args) -> dict:
     from sppdet.detector import Detector
     from sppdet.images import is_image_file
-    from sppdet.parallel import detect_images, make_executor
+    from sppdet.detection import detect_images
+    from sppdet.parallel import make_executor
     from sppdet.runtime import configure
 
     configure()
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
         Path(args.result).write_text(json.dumps(res, indent=2))
         return 0
 
-    from sppdet.parallel import available_cores
+    from sppdet.runtime import available_cores
 
     cores = args.workers or available_cores()
     out = Path(args.out)
