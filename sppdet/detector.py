@@ -16,7 +16,7 @@ from . import __version__
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
 from .boxes import clip, to_continuous
-from .cache import make_extractor
+from .extractors import make_extractor
 from .config import Config
 from .detection import run_detection  # noqa: F401 - its home until 0.4; the old import still works
 from .errors import UserError

@@ -20,12 +20,13 @@ from .progress import progress as tqdm
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
 from .boxes import iou
-from .cache import CachedData, make_extractor, task_extractor
+from .cache import CachedData, task_extractor
 from .config import Config
 from .datasets import DetectionDataset
 from .datasets.common import ImageRecord
 from .detector import Detector
 from .errors import UserError
+from .extractors import make_extractor
 from .features import resolve_device
 from .heads import FCHead, build_head, finetune_head
 from .parallel import Executor, SerialExecutor
