@@ -67,7 +67,8 @@ def default_cache() -> Path:
     return default_cache_root()
 
 
-def _cache_dir(cache: str | Path | None) -> Path:
+def cache_dir(cache: str | Path | None = None) -> Path:
+    """The cache folder to use (``cache``, else :func:`default_cache`), created and checked writable."""
     from .fileio import ensure_writable_dir
 
     return ensure_writable_dir(Path(cache) if cache is not None else default_cache(), "cache folder")
@@ -96,14 +97,14 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     if is_trained_run(out) and not overwrite:
         raise UserError(f"{out} already holds a trained run; choose another --out or pass --overwrite")
     ensure_writable_dir(out, "--out")
-    cache_dir = _cache_dir(cache)
+    cache_folder = cache_dir(cache)
     ds = load_data(data, split, cfg)
     test = load_data(data, eval_split, cfg, classes=ds.classes) if eval_split else None  # checked up front
     source = getattr(data, "name", data)
     log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
     timings = {} if timings is None else timings
     with make_executor(workers, ray) as ex:
-        det, train_log = train_detector(cfg, ds, cache_dir, timings, executor=ex)
+        det, train_log = train_detector(cfg, ds, cache_folder, timings, executor=ex)
         train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts),
                          executor=repr(ex))
         out = _save_run(det, out, train_log, overwrite=overwrite)
@@ -113,7 +114,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
             if test is not None:
                 test_timings: dict[str, float] = {}
                 metrics = evaluate(det, data=test, split=eval_split, out=eval_dir(out, eval_split),
-                                   cache=cache_dir, timings=test_timings, executor=ex)
+                                   cache=cache_folder, timings=test_timings, executor=ex)
                 timings.update({f"test {k}": v for k, v in test_timings.items()})
                 train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
                 det.metrics = metrics
@@ -165,7 +166,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
         ensure_writable_dir(out_dir, "--out")
         ds = load_data(data, split, det.cfg, classes=det.classes)
-        cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache))
+        cache_data = CachedData(det.cfg, det.extractor, cache_dir(cache))
         with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
             recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
         t0 = time.perf_counter()
@@ -341,12 +342,72 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     cfg = make_config(config, overrides, **settings)
     out = ensure_writable_dir(out, "--out")
     ds = load_data(data, split, cfg)
-    cache_data = CachedData(cfg, None, _cache_dir(cache))
+    cache_data = CachedData(cfg, None, cache_dir(cache))
     with make_executor(workers, ray) as ex:
         recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
     stats = cache_data.last_stats
     per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None
-    return evaluate_proposals(recs, cache_data.boxes, ds.classes, out, seconds_per_image=per_image)
+    return evaluate_proposals(recs, cache_data.proposals_for, ds.classes, out, seconds_per_image=per_image)
+
+
+# -- SPP image classification (sppdet train-cls / classify / eval-cls) -------------------------
+def train_classifier(data, out: str | Path, *, split: str = "trainval", max_per_class: int | None = None,
+                     seed: int = 0, device: str | None = None, **settings: Any):
+    """Train an SPP image classifier on ``split`` of ``data`` (an ImageFolder, or a detection data
+    set whose objects are cropped) and save it in ``out``. ``settings`` are
+    :class:`~sppdet.classification.ClsConfig` fields (``levels``, ``sizes``, ``epochs``, ...).
+    Returns ``(model, classes)``."""
+    from .classification import ClsConfig, load_cls_data
+    from .classification import train_classifier as fit
+
+    cfg = ClsConfig(seed=seed, device=device or "auto", **settings)
+    samples, classes = load_cls_data(data, split, max_per_class=max_per_class, seed=seed)
+    log.info(f"training an SPP classifier on {len(samples)} images, {len(classes)} classes, sizes {cfg.sizes}")
+    return fit(samples, classes, cfg, Path(out)), classes
+
+
+def classify(run: str | Path, inputs: Sequence[str | Path] | str | Path, *, mode: str = "10view+full",
+             size: int = 224, top_k: int = 5, exif_transpose: bool = True, device: str | None = None) -> dict:
+    """Top-``top_k`` classes of image files, folders and ``.txt`` lists with the classifier run
+    ``run``. Returns ``{"results": [{"image", "top": [(class, probability), ...]} or {"image",
+    "error"}], "skipped": [messages for inputs that are not images]}``."""
+    from .classification import load_classifier, predict
+    from .images import ImageReadError, read_image
+    from .inputs import expand_inputs
+
+    model, classes = load_classifier(run, device)
+    paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    results = []
+    for p in paths:
+        try:
+            img = read_image(p, exif_transpose=exif_transpose)
+        except ImageReadError as exc:
+            results.append({"image": str(p), "error": str(exc)})
+            continue
+        probs = predict(model, img, mode, size)
+        top = probs.argsort()[::-1][:top_k]
+        results.append({"image": str(p), "top": [(classes[i], float(probs[i])) for i in top]})
+    return {"results": results, "skipped": skipped}
+
+
+def evaluate_classifier(run: str | Path, data, *, split: str = "test", modes: Sequence[str] | None = None,
+                        size: int = 224, max_per_class: int | None = None, seed: int = 0,
+                        device: str | None = None, out: str | Path | None = None) -> dict:
+    """Top-1/top-5 error of the classifier run ``run`` on ``split`` of ``data`` per test mode
+    (default: all), written as JSON to ``out`` when given. Returns ``{"errors": {mode:
+    {"top1_error", "top5_error"}}, "images", "classes"}``."""
+    from .classification import MODES, load_classifier, load_cls_data
+    from .classification import evaluate_classifier as score
+
+    model, classes = load_classifier(run, device)
+    samples, _ = load_cls_data(data, split, classes=classes, max_per_class=max_per_class, seed=seed)
+    res = score(model, samples, modes or MODES, size)
+    if out:
+        from .fileio import atomic_write_json
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, res)
+    return {"errors": res, "images": len(samples), "classes": len(classes)}
 
 
 def summarize_timings(timings: dict[str, float]) -> str:

@@ -258,8 +258,11 @@ class CachedData:
     def _compute(self, key: str, loader, job: CacheJob):
         return self.features.get(key, loader, self._windows(key, loader, job.image_id, job.windows))
 
-    def boxes(self, r: ImageRecord) -> np.ndarray:
+    def proposals_for(self, r: ImageRecord) -> np.ndarray:
+        """The record's cached proposals (computed if missing)."""
         return self.proposals.get(cache_key(r), r.read, r.image_id)
+
+    boxes = proposals_for  # the name before 0.4
 
     def maps(self, r: ImageRecord):
         """The record's cached conv maps (R-CNN: its window vectors), computed if missing."""

@@ -33,7 +33,7 @@ def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedDat
         for r in progress(records, desc=desc, unit="img"):
             try:
                 if data is not None:
-                    props, maps = data.boxes(r), data.maps(r)
+                    props, maps = data.proposals_for(r), data.maps(r)
                     d = det.detect_maps(maps, props, r.width, r.height)
                 else:
                     d = det.detect(r.read())

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-import torch
 import yaml
 
 from .config import Config, config_from_dict
@@ -96,6 +95,8 @@ def write_run(run: str | Path, cfg: Config, meta: dict, blob: dict, train_log: d
               extra: Mapping[str, FileWriter] | None = None) -> str:
     """Write a run folder: ``config.yaml``, ``meta.json``, ``train_log.json`` (when given), the
     ``extra`` files, then ``model.pt``; ``meta`` and ``blob`` get one new ``run_id`` (returned)."""
+    import torch  # here, not at the top: `import sppdet` stays quick
+
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex
@@ -113,6 +114,8 @@ def write_run(run: str | Path, cfg: Config, meta: dict, blob: dict, train_log: d
 
 def read_run(run_dir: str | Path) -> RunFiles:
     """Read and cross-check a run folder's files; any problem is one :class:`UserError`."""
+    import torch
+
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"run directory not found: {run}")

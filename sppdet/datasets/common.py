@@ -83,9 +83,6 @@ class DetectionDataset:
     def __len__(self) -> int:
         return len(self.records)
 
-    def class_index(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.classes)}
-
 
 def probe_image(path: Path, report: LoadReport, where: str, exif_transpose: bool = False) -> tuple[int, int] | None:
     """The image's size, or None with a report entry when it is unreadable or above the
