@@ -51,3 +51,14 @@ def test_clip_to_last_pixel_and_min_size():
 @pytest.mark.parametrize("box, xywh", [([2, 3, 11, 7], [2, 3, 10, 5]), ([0, 0, 0, 0], [0, 0, 1, 1])])
 def test_to_xywh(box, xywh):
     assert boxes.to_xywh(box) == xywh
+
+
+def test_min_size_mask_agrees_with_torchvision_remove_small_boxes():
+    from torchvision.ops import remove_small_boxes
+
+    rng = np.random.default_rng(0)
+    xy = rng.integers(0, 50, (200, 2))
+    b = np.concatenate([xy, xy + rng.integers(0, 12, (200, 2))], 1).astype(np.float64)
+    for min_size in (1, 3, 8):
+        kept = remove_small_boxes(boxes.to_continuous(torch.from_numpy(b)), min_size).numpy()
+        assert np.nonzero(boxes.min_size_mask(b, min_size))[0].tolist() == sorted(kept.tolist())
