@@ -16,10 +16,10 @@ from . import __version__
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
 from .boxes import clip, to_continuous
-from .extractors import make_extractor
 from .config import Config
-from .detection import run_detection  # noqa: F401 - its home until 0.4; the old import still works
+from .detection import run_detection  # noqa: F401 - moved to detection.py; the old import still works
 from .errors import UserError
+from .extractors import make_extractor
 from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
 from .images import read_image, to_rgb_array
