@@ -23,15 +23,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import Config, load_config, override_config
+from .config import TEST_TIME_KEYS, Config, load_config, override_config
 from .errors import UserError
 from .parallel import make_executor as _make_executor
+from .run_dir import eval_dir, is_trained_run, remove_evals, write_train_log
 
 log = logging.getLogger("sppdet")
-
-# Keys that change what a trained model computes only at test time, so they may differ from
-# the run's own config when evaluating or detecting.
-TEST_TIME_KEYS = ("test.", "bbox_reg.enabled")
 
 
 # -- argument checks: a wrong type is a UserError naming the argument, never an internal error --
@@ -134,7 +131,8 @@ def default_cache() -> Path:
     return default_cache_root()
 
 
-def _cache_dir(cache: str | Path | None) -> Path:
+def cache_dir(cache: str | Path | None = None) -> Path:
+    """The cache folder to use (``cache``, else :func:`default_cache`), created and checked writable."""
     from .fileio import ensure_writable_dir
 
     return ensure_writable_dir(_path_arg("cache", cache) if cache is not None else default_cache(), "cache folder")
@@ -153,7 +151,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
     returns.
     """
-    from .fileio import atomic_write_json, describe_os_error, ensure_writable_dir
+    from .fileio import describe_os_error, ensure_writable_dir
     from .locking import folder_lock
 
     _check_parallel(workers, ray)
@@ -163,58 +161,61 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     out = _path_arg("out", out)
     if eval_split is not None:
         _check_split("eval_split", eval_split)
-    if (out / "model.pt").exists() and not overwrite:
+    if is_trained_run(out) and not overwrite:
         hint = ""
-        if eval_split and not (out / f"eval_{Path(eval_split).stem}" / "metrics.json").is_file():
-            hint = (f" (its evaluation on {eval_split} did not finish: run `sppdet eval {out} --data {getattr(data, 'name', data)} "
-                    f"--split {eval_split}` to finish it)")
+        if eval_split and not (eval_dir(out, eval_split) / "metrics.json").is_file():
+            hint = (f" (its evaluation on {eval_split} did not finish: run `sppdet eval {out} --data "
+                    f"{getattr(data, 'name', data)} --split {eval_split}` to finish it)")
         raise UserError(f"{out} already holds a trained run{hint}; choose another --out or pass --overwrite "
                         "to train again")
     ensure_writable_dir(out, "--out")
     with folder_lock(out, "--out"):
         det, train_log, out = _train_locked(data, out, cfg, split, eval_split, cache, overwrite, timings,
                                             workers, ray)
-    try:
-        atomic_write_json(out / "train_log.json", train_log)
-    except OSError as exc:
-        log.warning(f"the run in {out} is complete, but its train_log.json could not be updated with the "
-                    f"timings ({describe_os_error(exc)})")
     det.train_log = train_log
     return det
 
 
 def _train_locked(data, out: Path, cfg: Config, split: str, eval_split: str | None, cache, overwrite: bool,
                   timings: dict | None, workers, ray):
+    from .fileio import describe_os_error
     from .training import train_detector
 
-    cache_dir = _cache_dir(cache)
+    cache_folder = cache_dir(cache)
     ds = load_data(data, split, cfg)
     test = load_data(data, eval_split, cfg, classes=ds.classes) if eval_split else None  # checked up front
     source = getattr(data, "name", data)
     log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
     timings = {} if timings is None else timings
     with make_executor(workers, ray) as ex:
-        det, train_log = train_detector(cfg, ds, cache_dir, timings, executor=ex)
+        det, train_log = train_detector(cfg, ds, cache_folder, timings, executor=ex)
         train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts),
                          executor=repr(ex))
-        out = _save_run(det, out, train_log, overwrite=overwrite, cache_dir=cache_dir)
+        out = _save_run(det, out, train_log, overwrite=overwrite, cache_dir=cache_folder)
         det.run_dir = out
         log.info(f"run saved to {out}")
-        if test is not None:
-            test_timings: dict[str, float] = {}
-            finish = (f"the trained model is saved in {out}; finish the evaluation with `sppdet eval {out} "
-                      f"--data {source} --split {eval_split}`")
+        try:
+            if test is not None:
+                test_timings: dict[str, float] = {}
+                finish = (f"the trained model is saved in {out}; finish the evaluation with `sppdet eval {out} "
+                          f"--data {source} --split {eval_split}`")
+                try:
+                    metrics = evaluate(det, data=test, split=eval_split, out=eval_dir(out, eval_split),
+                                       cache=cache_folder, timings=test_timings, executor=ex)
+                except KeyboardInterrupt:
+                    raise UserInterrupt(f"interrupted during the evaluation; {finish}") from None
+                except UserError as exc:
+                    raise type(exc)(f"{exc}; {finish}") from None
+                timings.update({f"test {k}": v for k, v in test_timings.items()})
+                train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
+                det.metrics = metrics
+        finally:  # written once, whether or not the evaluation finished
+            train_log["timings_s"] = dict(timings)
             try:
-                metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
-                                   cache=cache_dir, timings=test_timings, executor=ex)
-            except KeyboardInterrupt:
-                raise UserInterrupt(f"interrupted during the evaluation; {finish}") from None
-            except UserError as exc:
-                raise type(exc)(f"{exc}; {finish}") from None
-            timings.update({f"test {k}": v for k, v in test_timings.items()})
-            train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
-            det.metrics = metrics
-    train_log["timings_s"] = dict(timings)
+                write_train_log(out, train_log)
+            except OSError as exc:
+                log.warning(f"the model in {out} is saved, but its train_log.json could not be written "
+                            f"({describe_os_error(exc)})")
     return det, train_log, out
 
 
@@ -271,12 +272,12 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         if out is not None:
             out_dir = _path_arg("out", out)
         elif det.run_dir is not None:
-            out_dir = Path(det.run_dir) / f"eval_{Path(split).stem}"
+            out_dir = eval_dir(det.run_dir, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
         ensure_writable_dir(out_dir, "--out")
         ds = load_data(data, split, det.cfg, classes=det.classes)
-        cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache))
+        cache_data = CachedData(det.cfg, det.extractor, cache_dir(cache))
         with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
             recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
         t0 = time.perf_counter()
@@ -388,7 +389,7 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
     from .images import ImageReadError, read_image
     from .inputs import output_names
     from .journal import DetectJournal, content_key, model_digest
-    from .parallel import detect_images
+    from .detection import detect_images
     from .viz import paint as paint_image
 
     names = output_names(paths)
@@ -484,12 +485,72 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     cfg = make_config(config, overrides, **settings)
     out = ensure_writable_dir(out, "--out")
     ds = load_data(data, split, cfg)
-    cache_data = CachedData(cfg, None, _cache_dir(cache))
+    cache_data = CachedData(cfg, None, cache_dir(cache))
     with make_executor(workers, ray) as ex:
         recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
     stats = cache_data.last_stats
     per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None
-    return evaluate_proposals(recs, cache_data.boxes, ds.classes, out, seconds_per_image=per_image)
+    return evaluate_proposals(recs, cache_data.proposals_for, ds.classes, out, seconds_per_image=per_image)
+
+
+# -- SPP image classification (sppdet train-cls / classify / eval-cls) -------------------------
+def train_classifier(data, out: str | Path, *, split: str = "trainval", max_per_class: int | None = None,
+                     seed: int = 0, device: str | None = None, **settings: Any):
+    """Train an SPP image classifier on ``split`` of ``data`` (an ImageFolder, or a detection data
+    set whose objects are cropped) and save it in ``out``. ``settings`` are
+    :class:`~sppdet.classification.ClsConfig` fields (``levels``, ``sizes``, ``epochs``, ...).
+    Returns ``(model, classes)``."""
+    from .classification import ClsConfig, load_cls_data
+    from .classification import train_classifier as fit
+
+    cfg = ClsConfig(seed=seed, device=device or "auto", **settings)
+    samples, classes = load_cls_data(data, split, max_per_class=max_per_class, seed=seed)
+    log.info(f"training an SPP classifier on {len(samples)} images, {len(classes)} classes, sizes {cfg.sizes}")
+    return fit(samples, classes, cfg, Path(out)), classes
+
+
+def classify(run: str | Path, inputs: Sequence[str | Path] | str | Path, *, mode: str = "10view+full",
+             size: int = 224, top_k: int = 5, exif_transpose: bool = True, device: str | None = None) -> dict:
+    """Top-``top_k`` classes of image files, folders and ``.txt`` lists with the classifier run
+    ``run``. Returns ``{"results": [{"image", "top": [(class, probability), ...]} or {"image",
+    "error"}], "skipped": [messages for inputs that are not images]}``."""
+    from .classification import load_classifier, predict
+    from .images import ImageReadError, read_image
+    from .inputs import expand_inputs
+
+    model, classes = load_classifier(run, device)
+    paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    results = []
+    for p in paths:
+        try:
+            img = read_image(p, exif_transpose=exif_transpose)
+        except ImageReadError as exc:
+            results.append({"image": str(p), "error": str(exc)})
+            continue
+        probs = predict(model, img, mode, size)
+        top = probs.argsort()[::-1][:top_k]
+        results.append({"image": str(p), "top": [(classes[i], float(probs[i])) for i in top]})
+    return {"results": results, "skipped": skipped}
+
+
+def evaluate_classifier(run: str | Path, data, *, split: str = "test", modes: Sequence[str] | None = None,
+                        size: int = 224, max_per_class: int | None = None, seed: int = 0,
+                        device: str | None = None, out: str | Path | None = None) -> dict:
+    """Top-1/top-5 error of the classifier run ``run`` on ``split`` of ``data`` per test mode
+    (default: all), written as JSON to ``out`` when given. Returns ``{"errors": {mode:
+    {"top1_error", "top5_error"}}, "images", "classes"}``."""
+    from .classification import MODES, load_classifier, load_cls_data
+    from .classification import evaluate_classifier as score
+
+    model, classes = load_classifier(run, device)
+    samples, _ = load_cls_data(data, split, classes=classes, max_per_class=max_per_class, seed=seed)
+    res = score(model, samples, modes or MODES, size)
+    if out:
+        from .fileio import atomic_write_json
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, res)
+    return {"errors": res, "images": len(samples), "classes": len(classes)}
 
 
 def summarize_timings(timings: dict[str, float]) -> str:
@@ -532,7 +593,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
         res = run_bench(cfg, [r.path for r in recs], resolve_device(device or cfg.device), out, run=det,
                         rcnn_images=rcnn_images, executor=ex, exif_transpose=any(r.exif_transpose for r in recs))
         if det is not None:
-            metrics = evaluate(det, data=ds, split=split, out=out / f"eval_{Path(split).stem}", cache=cache,
+            metrics = evaluate(det, data=ds, split=split, out=eval_dir(out, split), cache=cache,
                                executor=ex)
             key = det.cfg.method + ("" if det.cfg.method == "rcnn" else f"-{len(det.cfg.features.scales)}scale")
             res["mAP"] = {key: metrics["mAP"]}
@@ -547,6 +608,8 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False, cache_di
     Replacing a run removes its ``eval_*`` folders, which describe the old model. If writing
     fails, the run goes to a new folder under the system's temporary directory, else under the
     cache folder, and the error says where (or, if nothing could be written, exactly that).
+    ``train_log`` is written by the caller once training and evaluation are done, except to the
+    rescue folder, which gets it at once.
     """
     import tempfile
 
@@ -554,10 +617,8 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False, cache_di
 
     try:
         if overwrite:
-            for p in sorted(out.glob("eval_*")):
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-        det.save(out, train_log)
+            remove_evals(out)
+        det.save(out)
         return out
     except OSError as exc:
         failures = [f"{out} ({describe_os_error(exc)})"]

@@ -16,13 +16,14 @@ from typing import Any
 
 import yaml
 
+from .config import TEST_TIME_KEYS
 from .errors import UserError
 
 log = logging.getLogger("sppdet")
 
 # May differ from the trained configuration: they change what a trained model does at test time
 # only, or name a file that may have moved (its content is checked by its sha256).
-EDITABLE = ("test.", "bbox_reg.enabled", "device", "backbone.weights", "proposals.external_dir")
+EDITABLE = TEST_TIME_KEYS + ("device", "backbone.weights", "proposals.external_dir")
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

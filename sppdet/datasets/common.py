@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..boxes import clip, min_size_mask
 from ..errors import UserError
 from ..images import ImageReadError, ImageTooLargeError, header_size, read_image
 
@@ -82,9 +83,6 @@ class DetectionDataset:
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def class_index(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.classes)}
 
 
 def probe_image(path: Path, report: LoadReport, where: str, exif_transpose: bool = False) -> tuple[int, int] | None:
@@ -174,11 +172,11 @@ def repair_boxes(boxes: np.ndarray, width: int, height: int, min_size: float,
     outside = (boxes[:, 0] > width - 1) | (boxes[:, 1] > height - 1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
     if outside.any():
         report.add("box wholly outside the image (dropped)", where)
-    clipped = np.clip(boxes, 0, [width - 1, height - 1, width - 1, height - 1])
+    clipped = clip(boxes, width, height)
     if (clipped[~outside] != boxes[~outside]).any():
         report.add("box extends past the image (clipped)", where)
     boxes[:] = clipped
-    keep = ((boxes[:, 2] - boxes[:, 0] + 1) >= min_size) & ((boxes[:, 3] - boxes[:, 1] + 1) >= min_size)
+    keep = min_size_mask(boxes, min_size)
     if (~keep & ~outside).any():
         report.add("zero-area or tiny box (dropped)", where)
     return keep & ~outside
