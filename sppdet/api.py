@@ -389,9 +389,11 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
     from .images import ImageReadError, read_image
     from .inputs import output_names
     from .journal import DetectJournal, content_key, model_digest
+    from .locking import check_plain_file
     from .detection import detect_images
     from .viz import paint as paint_image
 
+    check_plain_file(out / "detections.json", "--out")
     names = output_names(paths)
     cfg = det.cfg.to_dict()
     cfg.pop("device", None)  # the device changes no result

@@ -829,6 +829,11 @@ def test_detect_out_links_directories_and_a_second_writer(tiny_run, tmp_path):
     with pytest.raises(UserError, match="not a regular file"):
         _detect(det, [imgs[0]], out)
     (out / "detections.jsonl").rmdir()
+    (out / "detections.json").mkdir()
+    with pytest.raises(UserError, match="detections.json exists and is not a regular file"):
+        _detect(det, [imgs[0]], out)
+    (out / "detections.json").rmdir()
+    (out / "detections.jsonl").unlink(missing_ok=True)
     target = tmp_path / "elsewhere.txt"
     target.write_text("keep")
     (out / "detections.jsonl").symlink_to(target)
@@ -989,6 +994,11 @@ def test_run_config_edited_after_training(run_copy, caplog):
         with pytest.raises(UserError) as exc:
             Detector.load(run_copy)
         assert "config.yaml" in str(exc.value) and "\n" not in str(exc.value)
+    for text in ["a: !!python/object/apply:os.system ['echo pwned']\n", "svm: {C: [\n"]:  # --config files too
+        (run_copy / "mine.yaml").write_text(text)
+        with pytest.raises(UserError) as exc:
+            load_config(run_copy / "mine.yaml")
+        assert "mine.yaml" in str(exc.value) and "\n" not in str(exc.value)
     cfg_path.write_text(original)
     assert Detector.load(run_copy).cfg.to_dict() == tree | {"device": Detector.load(run_copy).cfg.device}
     (run_copy / "meta.json").write_text(json.dumps({**meta, "config_sha256": "0" * 64}))
