@@ -16,7 +16,6 @@ import contextlib
 import copy
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -24,55 +23,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import TEST_TIME_KEYS, Config, load_config, override_config
+from .arguments import (check_int as _check_int, check_number as _check_number, check_parallel as _check_parallel,
+                        check_split as _check_split, is_seq as _is_seq, overrides_list as _overrides,
+                        path_arg as _path_arg)
 from .errors import UserError
 from .parallel import make_executor as _make_executor
 from .run_dir import eval_dir, is_trained_run, remove_evals, write_train_log
 
 log = logging.getLogger("sppdet")
-
-
-# -- argument checks: a wrong type is a UserError naming the argument, never an internal error --
-def _is_seq(x: Any) -> bool:
-    return isinstance(x, (list, tuple))
-
-
-def _path_arg(name: str, value: Any) -> Path:
-    if isinstance(value, (str, os.PathLike)) and str(value).strip():
-        return Path(value)
-    raise UserError(f"{name} must be a path (a non-empty str or pathlib.Path), not {value!r}")
-
-
-def _overrides(overrides: Any) -> list[str]:
-    """``"key=value"`` strings; a bare string is one override (never split into characters)."""
-    if overrides is None:
-        return []
-    if isinstance(overrides, str):
-        return [overrides]
-    if not _is_seq(overrides) or not all(isinstance(o, str) for o in overrides):
-        raise UserError(f"overrides must be a list of 'key=value' strings, not {overrides!r}")
-    return list(overrides)
-
-
-def _check_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"{name} must be a finite number, not {value!r}")
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(f"{name} must be a whole number of at least {low}, not {value!r}")
-
-
-def _check_split(name: str, value: Any) -> None:
-    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
-        raise UserError(f"{name} must be a split name or a list file, not {value!r}")
-
-
-def _check_parallel(workers: Any, ray: Any) -> None:
-    if workers is not None:
-        _check_int("workers", workers, 1)
-    if ray is not None and not (isinstance(ray, str) and ray.strip()):
-        raise UserError(f"ray must be 'auto', 'local' or a cluster address, not {ray!r}")
 
 
 def make_executor(workers: Any = None, ray: Any = None):
