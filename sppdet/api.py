@@ -355,6 +355,7 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
     names = output_names(paths)
     cfg = det.cfg.to_dict()
     cfg.pop("device", None)  # the device changes no result
+    cfg.get("backbone", {}).pop("weights", None)  # a path: the model digest covers the weights' sha256
     journal = DetectJournal(out / "detections.jsonl", {
         "model": model_digest(det), "config": cfg, "exif_transpose": exif_transpose}, det.classes, overwrite,
         min_score=det.cfg.test.score_thresh, max_rows=det.cfg.test.max_per_image)

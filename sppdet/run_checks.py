@@ -37,7 +37,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 def read_run_config(path: Path) -> dict:
     """A run's ``config.yaml`` as a mapping; anything else is one error line naming the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML ({yaml_problem(exc)}); restore it or train the run "
                         "again") from None
