@@ -20,6 +20,7 @@ from .fileio import atomic_write, atomic_write_json
 from .images import ImageReadError
 from .progress import progress
 from .parallel import Executor, SerialExecutor, proposal_task
+from .proposals import SelectiveSearch
 from .rcnn import RCNNExtractor
 
 STAGES = ["proposals", "conv", "pooling", "fc", "svm", "bbox_nms"]
@@ -97,7 +98,7 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
     """
     images, proposals, ptimes = [], [], []
     for res in (executor or SerialExecutor()).map(proposal_task, image_paths, desc="proposals", unit="img",
-                                                  shared=(cfg.proposals, exif_transpose)):
+                                                  shared=(SelectiveSearch(cfg.proposals), exif_transpose)):
         if "error" in res:
             raise ImageReadError(res["error"])
         images.append(res["image"])

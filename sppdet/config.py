@@ -41,7 +41,7 @@ PRETRAINED_FC_GRID = {"alexnet": 6, "vgg16": 7}
 
 @dataclass
 class ProposalConfig:
-    method: str = "selective_search"  # or "external"
+    method: str = "selective_search"  # or "external", or "rpn" (learned, on the conv map)
     # Selective search: OpenCV's "fast" or "quality" preset, or "custom" (the settings below).
     # quality: about 2,000 windows per image, the paper's operating point. On BCCD (README) it
     # gave 0.829 mAP against custom's 0.776 and fast's 0.764, at about 3.2x fast's cost (10-12 min
@@ -61,6 +61,18 @@ class ProposalConfig:
     strategies: list[str] = field(default_factory=lambda: ["color+fill+size+texture", "fill+size+texture"])
     min_size: int = 8  # drop proposals narrower/shorter than this (original pixels)
     external_dir: str | None = None  # per-image .npy/.txt/.mat or R-CNN selective_search_data .mat
+    # method=rpn: a region proposal network on the trunk's map (proposals/rpn.py), trained by
+    # `sppdet train` on the cached maps before the SVMs. Empty anchor lists: derived from the
+    # training boxes at the RPN's scale (logged in train_log.json).
+    rpn_anchor_sizes: list[float] = field(default_factory=list)  # sqrt(area), pixels at the RPN's scale
+    rpn_aspect_ratios: list[float] = field(default_factory=list)  # height / width
+    rpn_scale: int = 0  # the features.scales entry it reads; 0: the one nearest 688
+    rpn_epochs: int = 10
+    rpn_lr: float = 0.001  # Adam
+    rpn_val_fraction: float = 0.1  # held out to keep the best epoch (early stop); 0: keep the last
+    rpn_nms: float = 0.7
+    rpn_pre_nms: int = 6000  # best-scoring anchors kept before NMS
+    rpn_max_boxes: int = 1000  # windows per image after NMS
 
 
 @dataclass
@@ -161,6 +173,15 @@ class Config:
             rule.check(key, node)
         if self.proposals.method == "external" and not self.proposals.external_dir:
             raise UserError("config: proposals.method=external needs proposals.external_dir")
+        if self.proposals.method == "rpn":
+            if self.method == "rcnn":
+                raise UserError("config: proposals.method=rpn reads SPP-net's conv map of the whole image, which "
+                                "method=rcnn never computes (it convolves each window): use method=spp, or "
+                                "selective_search/external proposals with rcnn")
+            scales = [int(v) for v in self.features.scales]
+            if self.proposals.rpn_scale and self.proposals.rpn_scale not in scales:
+                raise UserError(f"config: proposals.rpn_scale={self.proposals.rpn_scale} must be one of "
+                                f"features.scales {scales} (0: the one nearest 688)")
         if self.finetune.bg_iou_low >= self.finetune.bg_iou_high:
             raise UserError(f"config: finetune.bg_iou_low ({self.finetune.bg_iou_low:g}) must be below "
                             f"finetune.bg_iou_high ({self.finetune.bg_iou_high:g})")
@@ -196,6 +217,12 @@ def _validate_proposal_levers(p: ProposalConfig) -> None:
         raise UserError(f"config: proposals.work_sizes {p.work_sizes!r} must be a list of sizes in pixels")
     if p.sigma < 0:
         raise UserError("config: proposals.sigma must be >= 0")
+    for key, upper in (("rpn_anchor_sizes", 10000.0), ("rpn_aspect_ratios", 20.0)):
+        vals = getattr(p, key)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+               or not 0 < v <= upper for v in vals) or len(set(vals)) != len(vals):
+            raise UserError(f"config: proposals.{key} {vals!r} must be distinct numbers in (0, {upper:g}] "
+                            "(or [] to derive them from the training boxes)")
 
 
 def _show(v: Any) -> str:
@@ -283,7 +310,7 @@ RULES: dict[str, Rule] = {
     "features.scales": Rule("ints", "[1, 10000]"),
     "features.max_size": Rule("int", "[1, 20000]"),
     "features.levels": Rule("ints", "[1, 64]"),
-    "proposals.method": Rule("choice", choices=("selective_search", "external")),
+    "proposals.method": Rule("choice", choices=("selective_search", "external", "rpn")),
     "proposals.mode": Rule("choice", choices=("fast", "quality", "custom")),
     # the custom levers' contents are checked by _validate_proposal_levers
     "proposals.work_sizes": Rule("list"),
@@ -295,6 +322,15 @@ RULES: dict[str, Rule] = {
     "proposals.work_size": Rule("int", "[0, 20000]"),  # 0: the full-size image
     "proposals.min_size": Rule("int", "[0, 10000]"),
     "proposals.external_dir": Rule("str", optional=True),
+    "proposals.rpn_anchor_sizes": Rule("list"),  # contents: _validate_proposal_levers
+    "proposals.rpn_aspect_ratios": Rule("list"),
+    "proposals.rpn_scale": Rule("int", "[0, 10000]"),
+    "proposals.rpn_epochs": Rule("int", "[1, 10000]"),
+    "proposals.rpn_lr": Rule("float", _POS),
+    "proposals.rpn_val_fraction": Rule("float", "[0, 0.5]"),
+    "proposals.rpn_nms": Rule("float", "(0, 1]"),
+    "proposals.rpn_pre_nms": Rule("int", "[1, 10000000]"),
+    "proposals.rpn_max_boxes": Rule("int", "[1, 1000000]"),
     "finetune.enabled": Rule("bool"),
     "finetune.pretrained_fc": Rule("bool"),
     "finetune.hidden": Rule("int", "[1, 65536]"),

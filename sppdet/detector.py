@@ -6,7 +6,6 @@ import contextlib
 import json
 import pickle
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,9 +26,9 @@ from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
 from .images import ImageReadError, read_image, to_rgb_array
 from .progress import progress as tqdm
-from .proposals import selective_search_cfg
+from .proposals import make_proposer
 
-MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.yaml", "meta.json"
+MODEL_FILE, CONFIG_FILE, META_FILE, RPN_FILE = "model.pt", "config.yaml", "meta.json", "rpn.pt"
 
 
 @dataclass
@@ -85,8 +84,9 @@ class Detections:
 class Detector:
     def __init__(self, cfg: Config, classes: Sequence[str], extractor: FeatureExtractor,
                  head: FCHead | None, svm_W: np.ndarray, svm_b: np.ndarray, feat_scale: float,
-                 bbox: BoxRegressor | None, pool5_scale: float):
+                 bbox: BoxRegressor | None, pool5_scale: float, rpn=None):
         self.cfg = cfg
+        self.rpn = rpn  # proposals.method=rpn: the trained proposal network (proposals/rpn.py)
         self.classes = list(classes)
         self.extractor = extractor
         self.head = head.eval() if head is not None else None
@@ -102,6 +102,25 @@ class Detector:
     @property
     def device(self) -> torch.device:
         return self.extractor.device
+
+    @property
+    def proposer(self):
+        """The proposal method for new images (:mod:`sppdet.proposals`), built on first use."""
+        p = getattr(self, "_proposer", None)
+        if p is None or p[0] is not self.cfg.proposals:  # settings replaced (test-time overrides)
+            p = (self.cfg.proposals,
+                 make_proposer(self.cfg.proposals, self.cfg.features.scales, self.rpn).for_new_images())
+            self._proposer = p
+        return p[1]
+
+    def cached_data(self, cache_root: str | Path) -> CachedData:
+        """The proposal and conv-map caches this detector reads (with its proposal network)."""
+        return CachedData(self.cfg, self.extractor, cache_root, rpn=self.rpn)
+
+    def propose(self, image: np.ndarray | None, maps: Sequence[ScaleMap] | None, width: int, height: int,
+                image_id: str = "") -> np.ndarray:
+        """New windows for an image, from its pixels or its conv maps as the method needs."""
+        return self.proposer.propose(image_id, lambda: image, lambda: maps, (width, height))
 
     # -- stages -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -152,23 +171,22 @@ class Detector:
         return dets
 
     def detect(self, image: np.ndarray, proposals: np.ndarray | None = None) -> Detections:
-        """Detect objects in an RGB uint8 image (selective search unless proposals are given)."""
+        """Detect objects in an RGB uint8 image: the run's proposal method (selective search on
+        the pixels, or the proposal network on the conv map) unless ``proposals`` are given."""
         h, w = image.shape[:2]
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        if proposals is None:
-            if self.cfg.proposals.method == "external" and not getattr(self, "_warned_external", False):
-                self._warned_external = True
-                warnings.warn("this run was trained on external proposals (proposals.method=external); new "
-                              "images get selective search (proposals.mode="
-                              f"{self.cfg.proposals.mode}) instead: pass proposals= to use your own", stacklevel=2)
-            proposals = selective_search_cfg(image, self.cfg.proposals)
+        if proposals is None and not self.proposer.needs_maps:
+            proposals = self.propose(image, None, w, h)
         t1 = time.perf_counter()
         maps = self.extractor.compute(image)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()
-        timings.update(proposals=t1 - t0, conv=t2 - t1)
+        if proposals is None:  # from the map just computed: the trunk runs once for everything
+            proposals = self.propose(image, maps, w, h)
+        t3 = time.perf_counter()
+        timings.update(proposals=(t1 - t0) + (t3 - t2), conv=t2 - t1)
         return self.detect_maps(maps, proposals, w, h, timings)
 
     def __call__(self, source, proposals: np.ndarray | None = None,
@@ -224,6 +242,13 @@ class Detector:
         atomic_write_json(run / META_FILE, meta)
         if train_log is not None:
             atomic_write_json(run / "train_log.json", train_log)
+        if self.rpn is not None:
+            from .proposals.rpn import rpn_blob
+
+            rpn = rpn_blob(self.rpn, run_id)
+            atomic_save(run / RPN_FILE, lambda tmp: torch.save(rpn, tmp))
+        elif (run / RPN_FILE).exists():  # a previous run's network, which this model does not use
+            (run / RPN_FILE).unlink()
         atomic_save(run / MODEL_FILE, lambda tmp: torch.save(blob, tmp))
         self.run_dir = run
 
@@ -295,8 +320,23 @@ class Detector:
                                  or bbox.trained.shape != (n_cls,)):
             raise UserError(f"{run}: box regressors have shape {tuple(bbox.W.shape)}, expected "
                             f"({n_cls}, {ext.dim}, 4)")
+        rpn = None
+        if cfg.proposals.method == "rpn":
+            from .proposals.rpn import load_rpn
+
+            rpn, rpn_run = load_rpn(run / RPN_FILE)
+            if "run_id" in blob and rpn_run != blob["run_id"]:
+                raise UserError(f"{run}: {RPN_FILE} and {MODEL_FILE} come from different trainings; train it again")
+            if rpn.settings.channels != trunk.channels or rpn.settings.stride != trunk.stride:
+                raise UserError(f"{run / RPN_FILE} reads a {rpn.settings.channels}-channel map at stride "
+                                f"{rpn.settings.stride}, but the run's {cfg.backbone.name} trunk gives "
+                                f"{trunk.channels} channels at stride {trunk.stride}")
+            if rpn.settings.scale not in [int(v) for v in cfg.features.scales]:
+                raise UserError(f"{run / RPN_FILE} reads scale {rpn.settings.scale}, which features.scales "
+                                f"{cfg.features.scales} in {run / CONFIG_FILE} does not compute")
+            rpn.to(dev)
         det = cls(cfg, blob["classes"], ext, head, blob["svm_W"].numpy(), blob["svm_b"].numpy(),
-                  blob["feat_scale"], bbox, blob["pool5_scale"])
+                  blob["feat_scale"], bbox, blob["pool5_scale"], rpn=rpn)
         det.run_dir = run
         return det
 
@@ -330,7 +370,8 @@ def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedDat
         for r in tqdm(records, desc=desc, unit="img"):
             try:
                 if data is not None:
-                    props, maps = data.boxes(r), data.maps(r)
+                    maps = data.maps(r)
+                    props = data.boxes(r, maps)
                     d = det.detect_maps(maps, props, r.width, r.height)
                 else:
                     d = det.detect(r.read())
