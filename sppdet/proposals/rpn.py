@@ -269,7 +269,7 @@ def train_rpn(s: RPNSettings, items: Sequence[RPNTrainItem], scales: Sequence[in
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
         row = {"epoch": epoch + 1, "train_loss": round(total / max(len(train), 1), 5)}
         if n_val:
             model.train()  # the losses are computed in training mode (sampling, matching) ...
