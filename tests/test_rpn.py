@@ -269,3 +269,15 @@ def test_proposal_recall_compares_a_run_with_selective_search(rpn_run, tmp_path)
         for k in ("100", "300"):
             assert 0 <= row["all"][k]["0.5"] <= 1 and row["all"][k]["0.7"] <= row["all"][k]["0.5"]
     assert (tmp_path / "p" / "proposal_recall.png").stat().st_size > 0
+
+
+def test_bench_times_the_run_with_its_network_all_in(rpn_run, tmp_path):
+    d, _ = rpn_run
+    res = sppdet.bench(d / "data", "test", images=1, rcnn_images=1, out=tmp_path / "b", run=d / "run",
+                       overrides=["proposals.max_boxes=40", "proposals.mode=fast"], cache=d / "cache")
+    row = res["methods"]["spp-1scale-rpn"]
+    assert row["proposals"] == "rpn on the conv map" and row["windows_per_image"] <= 200
+    s = row["seconds_per_image"]
+    assert s["proposals"] > 0 and s["total_with_proposals"] == pytest.approx(s["total"] + s["proposals"])
+    assert set(res["speedup_all_in_vs_rcnn"]) == {"spp-1scale", "spp-5scale", "spp-1scale-rpn"}
+    assert "All in (proposals included)" in (tmp_path / "b" / "bench.md").read_text()
