@@ -16,21 +16,16 @@ import contextlib
 import copy
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import Config, load_config, override_config
+from .config import TEST_TIME_KEYS, Config, load_config, override_config
 from .errors import UserError
 from .parallel import make_executor
+from .run_dir import eval_dir, is_trained_run, remove_evals, write_train_log
 
 log = logging.getLogger("sppdet")
-
-# Keys that change what a trained model computes only at test time, so they may differ from
-# the run's own config when evaluating or detecting.
-TEST_TIME_KEYS = ("test.", "bbox_reg.enabled")
-
 
 def make_config(config: str | Path | Config | None = None, overrides: Sequence[str] = (),
                 **settings: Any) -> Config:
@@ -72,7 +67,8 @@ def default_cache() -> Path:
     return default_cache_root()
 
 
-def _cache_dir(cache: str | Path | None) -> Path:
+def cache_dir(cache: str | Path | None = None) -> Path:
+    """The cache folder to use (``cache``, else :func:`default_cache`), created and checked writable."""
     from .fileio import ensure_writable_dir
 
     return ensure_writable_dir(Path(cache) if cache is not None else default_cache(), "cache folder")
@@ -91,38 +87,40 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
     returns.
     """
-    from .fileio import atomic_write_json, ensure_writable_dir
+    from .fileio import ensure_writable_dir
     from .training import train_detector
 
     cfg = make_config(config, overrides, **settings)
     if device:
         cfg.device = device
     out = Path(out)
-    if (out / "model.pt").exists() and not overwrite:
+    if is_trained_run(out) and not overwrite:
         raise UserError(f"{out} already holds a trained run; choose another --out or pass --overwrite")
     ensure_writable_dir(out, "--out")
-    cache_dir = _cache_dir(cache)
+    cache_folder = cache_dir(cache)
     ds = load_data(data, split, cfg)
     test = load_data(data, eval_split, cfg, classes=ds.classes) if eval_split else None  # checked up front
     source = getattr(data, "name", data)
     log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
     timings = {} if timings is None else timings
     with make_executor(workers, ray) as ex:
-        det, train_log = train_detector(cfg, ds, cache_dir, timings, executor=ex)
+        det, train_log = train_detector(cfg, ds, cache_folder, timings, executor=ex)
         train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts),
                          executor=repr(ex))
         out = _save_run(det, out, train_log, overwrite=overwrite)
         det.run_dir = out
         log.info(f"run saved to {out}")
-        if test is not None:
-            test_timings: dict[str, float] = {}
-            metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
-                               cache=cache_dir, timings=test_timings, executor=ex)
-            timings.update({f"test {k}": v for k, v in test_timings.items()})
-            train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
-            det.metrics = metrics
-    train_log["timings_s"] = dict(timings)
-    atomic_write_json(out / "train_log.json", train_log)
+        try:
+            if test is not None:
+                test_timings: dict[str, float] = {}
+                metrics = evaluate(det, data=test, split=eval_split, out=eval_dir(out, eval_split),
+                                   cache=cache_folder, timings=test_timings, executor=ex)
+                timings.update({f"test {k}": v for k, v in test_timings.items()})
+                train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
+                det.metrics = metrics
+        finally:  # written once, whether or not the evaluation finished
+            train_log["timings_s"] = dict(timings)
+            write_train_log(out, train_log)
     det.train_log = train_log
     return det
 
@@ -163,12 +161,12 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         if out:
             out_dir = Path(out)
         elif det.run_dir is not None:
-            out_dir = Path(det.run_dir) / f"eval_{Path(split).stem}"
+            out_dir = eval_dir(det.run_dir, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
         ensure_writable_dir(out_dir, "--out")
         ds = load_data(data, split, det.cfg, classes=det.classes)
-        cache_data = det.cached_data(_cache_dir(cache))
+        cache_data = det.cached_data(cache_dir(cache))
         with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
             recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
         t0 = time.perf_counter()
@@ -227,7 +225,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     from .detector import Detector
     from .fileio import atomic_write_json, ensure_writable_dir
     from .inputs import expand_inputs, output_names
-    from .parallel import detect_images
+    from .detection import detect_images
     from .viz import paint as paint_image
 
     det = run if isinstance(run, Detector) else load(run, device=device)
@@ -362,18 +360,18 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
             name = "selective_search" if cfg.proposals.method == "selective_search" else cfg.proposals.method
             if cfg.proposals.method == "selective_search":
                 name += f" ({cfg.proposals.mode})"
-            cache_data = CachedData(cfg, None, _cache_dir(cache))
+            cache_data = CachedData(cfg, None, cache_dir(cache))
             recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
             stats = cache_data.last_stats
             per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None
-            results[name] = evaluate_proposals(recs, cache_data.boxes, ds.classes, out / "configured" if runs else out,
+            results[name] = evaluate_proposals(recs, cache_data.proposals_for, ds.classes, out / "configured" if runs else out,
                                                seconds_per_image=per_image)
         for i, run in enumerate(runs):
             det = load(run)
             name = f"{det.cfg.proposals.method} ({Path(det.run_dir).name if det.run_dir else i})"
-            cache_data = det.cached_data(_cache_dir(cache))
+            cache_data = det.cached_data(cache_dir(cache))
             recs = cache_data.prepare(ds.records, ds.report, {}, executor=ex)
-            boxes = {id(r): cache_data.boxes(r) for r in recs}
+            boxes = {id(r): cache_data.proposals_for(r) for r in recs}
             pc = cache_data.proposals
             per_image = pc.busy_s / pc.computed if pc.computed else None
             results[name] = evaluate_proposals(recs, lambda r: boxes[id(r)], ds.classes,
@@ -381,6 +379,66 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     if not runs:
         return results[next(iter(results))]
     return {"methods": results, "comparison": compare_proposals(results, out)}
+
+
+# -- SPP image classification (sppdet train-cls / classify / eval-cls) -------------------------
+def train_classifier(data, out: str | Path, *, split: str = "trainval", max_per_class: int | None = None,
+                     seed: int = 0, device: str | None = None, **settings: Any):
+    """Train an SPP image classifier on ``split`` of ``data`` (an ImageFolder, or a detection data
+    set whose objects are cropped) and save it in ``out``. ``settings`` are
+    :class:`~sppdet.classification.ClsConfig` fields (``levels``, ``sizes``, ``epochs``, ...).
+    Returns ``(model, classes)``."""
+    from .classification import ClsConfig, load_cls_data
+    from .classification import train_classifier as fit
+
+    cfg = ClsConfig(seed=seed, device=device or "auto", **settings)
+    samples, classes = load_cls_data(data, split, max_per_class=max_per_class, seed=seed)
+    log.info(f"training an SPP classifier on {len(samples)} images, {len(classes)} classes, sizes {cfg.sizes}")
+    return fit(samples, classes, cfg, Path(out)), classes
+
+
+def classify(run: str | Path, inputs: Sequence[str | Path] | str | Path, *, mode: str = "10view+full",
+             size: int = 224, top_k: int = 5, exif_transpose: bool = True, device: str | None = None) -> dict:
+    """Top-``top_k`` classes of image files, folders and ``.txt`` lists with the classifier run
+    ``run``. Returns ``{"results": [{"image", "top": [(class, probability), ...]} or {"image",
+    "error"}], "skipped": [messages for inputs that are not images]}``."""
+    from .classification import load_classifier, predict
+    from .images import ImageReadError, read_image
+    from .inputs import expand_inputs
+
+    model, classes = load_classifier(run, device)
+    paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    results = []
+    for p in paths:
+        try:
+            img = read_image(p, exif_transpose=exif_transpose)
+        except ImageReadError as exc:
+            results.append({"image": str(p), "error": str(exc)})
+            continue
+        probs = predict(model, img, mode, size)
+        top = probs.argsort()[::-1][:top_k]
+        results.append({"image": str(p), "top": [(classes[i], float(probs[i])) for i in top]})
+    return {"results": results, "skipped": skipped}
+
+
+def evaluate_classifier(run: str | Path, data, *, split: str = "test", modes: Sequence[str] | None = None,
+                        size: int = 224, max_per_class: int | None = None, seed: int = 0,
+                        device: str | None = None, out: str | Path | None = None) -> dict:
+    """Top-1/top-5 error of the classifier run ``run`` on ``split`` of ``data`` per test mode
+    (default: all), written as JSON to ``out`` when given. Returns ``{"errors": {mode:
+    {"top1_error", "top5_error"}}, "images", "classes"}``."""
+    from .classification import MODES, load_classifier, load_cls_data
+    from .classification import evaluate_classifier as score
+
+    model, classes = load_classifier(run, device)
+    samples, _ = load_cls_data(data, split, classes=classes, max_per_class=max_per_class, seed=seed)
+    res = score(model, samples, modes or MODES, size)
+    if out:
+        from .fileio import atomic_write_json
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, res)
+    return {"errors": res, "images": len(samples), "classes": len(classes)}
 
 
 def summarize_timings(timings: dict[str, float]) -> str:
@@ -397,7 +455,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
           ray: str | None = None) -> dict:
     """R-CNN vs SPP-net 1-scale vs 5-scale on the same images and proposals (``bench.json``,
     ``bench.md``, ``bench.png`` in ``out``); with ``run``, also that run's mAP on the split."""
-    from .bench import run_bench
+    from .benchmark import run_bench
     from .detector import Detector
     from .features import resolve_device
     from .fileio import atomic_write_json, ensure_writable_dir
@@ -424,7 +482,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
         res = run_bench(cfg, [r.path for r in recs], resolve_device(device or cfg.device), out, run=det,
                         rcnn_images=rcnn_images, executor=ex, exif_transpose=any(r.exif_transpose for r in recs))
         if det is not None:
-            metrics = evaluate(det, data=ds, split=split, out=out / f"eval_{Path(split).stem}", cache=cache,
+            metrics = evaluate(det, data=ds, split=split, out=eval_dir(out, split), cache=cache,
                                executor=ex)
             key = det.cfg.method + ("" if det.cfg.method == "rcnn" else f"-{len(det.cfg.features.scales)}scale")
             res["mAP"] = {key: metrics["mAP"]}
@@ -438,7 +496,8 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
 
     Replacing a run removes its ``eval_*`` folders, which describe the old model. If writing
     fails, the run goes to a new folder under the system's temporary directory instead, and
-    the error says where.
+    the error says where. ``train_log`` is written by the caller once training and evaluation
+    are done, except to the rescue folder, which gets it at once.
     """
     import tempfile
 
@@ -446,10 +505,8 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
 
     try:
         if overwrite:
-            for p in sorted(out.glob("eval_*")):
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-        det.save(out, train_log)
+            remove_evals(out)
+        det.save(out)
         return out
     except OSError as exc:
         reason = describe_os_error(exc)

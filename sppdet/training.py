@@ -15,21 +15,24 @@ from typing import Callable
 
 import numpy as np
 import torch
-from .progress import progress as tqdm
+from .progress import progress
 
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
-from .cache import CachedData, make_extractor, task_extractor
+from .boxes import iou
+from .cache import CachedData, task_extractor
 from .config import Config
 from .datasets import DetectionDataset
 from .datasets.common import ImageRecord
 from .detector import Detector
 from .errors import UserError
+from .extractors import make_extractor
 from .features import resolve_device
 from .heads import FCHead, build_head, finetune_head
-from .parallel import Executor, SerialExecutor, single_threaded
+from .parallel import Executor, SerialExecutor
+from .runtime import single_threaded
 from .svm import HardNegativeSVMs
-from .windows import ImageWindows, build_windows, iou, prune_negatives
+from .windows import ImageWindows, build_windows, prune_negatives
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
         rpn, train_log["rpn"] = train_proposal_network(cfg, extractor, records, data, timings)
         data.attach_rpn(rpn)
     with stage("rpn proposals" if rpn is not None else "proposals", timings), single_threaded():
-        props = [data.boxes(r) for r in tqdm(records, desc="rpn proposals", unit="img", disable=rpn is None)]
+        props = [data.proposals_for(r) for r in progress(records, desc="rpn proposals", unit="img", disable=rpn is None)]
     windows = [image_windows(r, cidx, p) for r, p in zip(records, props)]
     n_gt = sum(w.n_gt for w in windows)
     if n_gt == 0:
@@ -128,7 +131,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     svms = HardNegativeSVMs(cfg.svm, C, dim, cfg.seed)
     reservoir = ExampleReservoir(C, cap=cfg.bbox_reg.max_examples, seed=cfg.seed)
     with stage("positives + bbox examples", timings):
-        for i, w in enumerate(tqdm(windows, desc="positives", unit="img")):
+        for i, w in enumerate(progress(windows, desc="positives", unit="img")):
             reg = np.nonzero((w.max_iou >= cfg.bbox_reg.min_iou) & (w.max_class >= 0))[0]
             idx = np.concatenate([np.arange(w.n_gt), reg])
             if len(idx) == 0:
@@ -247,7 +250,7 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
         for c in classes:
             svms.positives[c] = positives[c]
         for epoch, order in enumerate(inp.orders):
-            for i in tqdm(order, desc=f"svm mining (epoch {epoch + 1})", unit="img", disable=not show_progress):
+            for i in progress(order, desc=f"svm mining (epoch {epoch + 1})", unit="img", disable=not show_progress):
                 w = inp.windows[i]
                 pool5 = extractor.pool(data.maps(inp.records[i]), w.boxes)
                 if head is not None:

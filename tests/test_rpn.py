@@ -124,14 +124,15 @@ def _recall(proposer, items, k, thr):
 def test_rpn_learns_to_find_objects_and_is_reproducible():
     train, test = _synthetic_items(40, 0), _synthetic_items(12, 1)
     s = RPNSettings(8, 16, 0.0, 320, [56.0, 80.0, 112.0], [1.0], max_boxes=100, min_size=4)
+    torch.manual_seed(0)
     untrained = RPNProposer(RPNModel(s), [320])
     model, log = train_rpn(s, train, [320], epochs=8, lr=0.01, val_fraction=0.1, seed=0)
     trained = RPNProposer(model, [320])
     # a crude map and 288 steps: among its top 20 windows the network must place far more
     # objects tightly (IoU 0.7) than the same network untrained, whose windows are its anchors
-    # (a wrong box frame or stride leaves it there); measured: 0.53 against 0.10
+    # (a wrong box frame or stride leaves it there); measured: 0.53 against 0.03
     r_trained, r_untrained = _recall(trained, test, 20, 0.7), _recall(untrained, test, 20, 0.7)
-    assert r_trained >= 0.45 and r_trained > r_untrained + 0.3, (r_trained, r_untrained)
+    assert r_trained >= 0.45 and r_trained > r_untrained + 0.25, (r_trained, r_untrained)
     assert log["held_out"] == 4 and 1 <= log["best_epoch"] <= 8 and len(log["epochs"]) >= log["best_epoch"]
     # the same seed gives the same network bit for bit
     again, _ = train_rpn(s, train, [320], epochs=8, lr=0.01, val_fraction=0.1, seed=0)
@@ -146,9 +147,8 @@ def test_rpn_file_round_trip_and_damage(tmp_path):
     s = RPNSettings(8, 16, 0.0, 320, [32.0, 64.0], [0.5, 1.0])
     model = RPNModel(s)
     path = tmp_path / "rpn.pt"
-    torch.save(rpn_blob(model, "abc"), path)
-    loaded, run_id = load_rpn(path)
-    assert run_id == "abc" and loaded.digest() == model.digest()
+    torch.save(rpn_blob(model), path)
+    assert load_rpn(path).digest() == model.digest()
 
     with pytest.raises(UserError, match="missing"):
         load_rpn(tmp_path / "none.pt")
@@ -162,13 +162,13 @@ def test_rpn_file_round_trip_and_damage(tmp_path):
     with pytest.raises(UserError, match="not an sppdet proposal-network file"):
         load_rpn(tmp_path / "list.pt")
     for value, what in ((float("nan"), "NaN"), (0.5, "digest")):
-        blob = rpn_blob(model, "abc")
+        blob = rpn_blob(model)
         w = blob["state"]["rpn.head.cls_logits.weight"]
         w.view(-1)[0] = value
         torch.save(blob, tmp_path / "bad.pt")
         with pytest.raises(UserError, match=what):
             load_rpn(tmp_path / "bad.pt")
-    blob = rpn_blob(model, "abc")
+    blob = rpn_blob(model)
     blob["settings"]["sizes"] = [-4.0]
     torch.save(blob, tmp_path / "neg.pt")
     with pytest.raises(UserError, match="damaged"):
@@ -250,11 +250,10 @@ def test_rpn_run_damage_is_named(rpn_run, tmp_path):
     (run / "rpn.pt").unlink()
     with pytest.raises(UserError, match="rpn.pt.*missing"):
         sppdet.load(run)
-    # the network of another training
-    blob = torch.load(d / "run" / "rpn.pt", weights_only=True)
-    blob["run_id"] = "someone-else"
-    torch.save(blob, run / "rpn.pt")
-    with pytest.raises(UserError, match="different trainings"):
+    # the network of another training (a whole, valid file: only model.pt's record tells)
+    other = RPNModel(RPNSettings(**torch.load(d / "run" / "rpn.pt", weights_only=True)["settings"]))
+    torch.save(rpn_blob(other), run / "rpn.pt")
+    with pytest.raises(UserError, match="different training"):
         sppdet.load(run)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boxes import clip
 from ..config import ProposalConfig
 from ..errors import UserError
 from .base import Proposer
@@ -24,7 +25,7 @@ def checked_boxes(arr, source: Path | str, width: int, height: int) -> np.ndarra
     if not np.isfinite(arr).all():
         raise UserError(f"proposals in {source} contain NaN or infinite coordinates")
     arr = arr.reshape(-1, 4)
-    return np.clip(arr, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+    return clip(arr, width, height).astype(np.float32)
 
 
 def load_external(directory: str | Path, image_id: str, width: int, height: int) -> np.ndarray:

@@ -294,13 +294,13 @@ def train_rpn(s: RPNSettings, items: Sequence[RPNTrainItem], scales: Sequence[in
 
 
 # -- the run folder's rpn.pt --------------------------------------------------------------
-def rpn_blob(model: RPNModel, run_id: str) -> dict:
+def rpn_blob(model: RPNModel) -> dict:
     """What the run's proposal-network file (``rpn.pt``) holds."""
-    return {"format": RPN_FORMAT, "run_id": run_id, "settings": asdict(model.settings),
+    return {"format": RPN_FORMAT, "settings": asdict(model.settings),
             "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "digest": model.digest()}
 
 
-def load_rpn(path: Path) -> tuple[RPNModel, str | None]:
+def load_rpn(path: Path) -> RPNModel:
     """The proposal network of a run (``rpn.pt``), checked; any damage is a :class:`UserError`."""
     if not path.is_file():
         raise UserError(f"{path.parent} was trained with proposals.method=rpn but its proposal network "
@@ -326,4 +326,4 @@ def load_rpn(path: Path) -> tuple[RPNModel, str | None]:
         raise UserError(f"{path} is damaged: its weights hold NaN or infinite values")
     if blob.get("digest") is not None and blob["digest"] != model.digest():
         raise UserError(f"{path} is damaged or was edited: its weights do not match the digest it was saved with")
-    return model.eval(), blob.get("run_id")
+    return model.eval()
