@@ -436,18 +436,18 @@ def _flip_every_byte(path: Path, load, expected, recomputed, step: int = 1) -> t
 
 
 def test_proposal_cache_detects_every_damage(tmp_path):
-    from sppdet.config import ProposalConfig
     from sppdet.proposals import ProposalCache
+    from sppdet.proposals.base import Proposer
 
     boxes = np.array([[0, 0, 9, 9], [2, 3, 17, 11], [5, 5, 6, 6]], dtype=np.float32)
     calls = [0]
-    cache = ProposalCache(tmp_path / "p", ProposalConfig())
 
-    def compute(image_id, image):
-        calls[0] += 1
-        return boxes
+    class Counting(Proposer):
+        def propose(self, image_id, image, maps=None, size=None):
+            calls[0] += 1
+            return boxes
 
-    cache.compute = compute
+    cache = ProposalCache(tmp_path / "p", Counting())
     cache.get("k", lambda: None)
     detected, same = _flip_every_byte(cache.path("k"), lambda: cache.get("k", lambda: None),
                                       lambda got: got.dtype == np.float32 and np.array_equal(got, boxes), calls)
