@@ -512,16 +512,19 @@ def test_feature_cache_detects_every_damage(tmp_path):
 
 
 def test_cache_writes_leave_no_temporaries(tmp_path, monkeypatch):
-    from sppdet.config import ProposalConfig
     from sppdet.proposals import ProposalCache
+    from sppdet.proposals.base import Proposer
+
+    class One(Proposer):
+        def propose(self, image_id, image, maps=None, size=None):
+            return np.zeros((1, 4), np.float32)
 
     folder = tmp_path / "p"
     folder.mkdir()
     (folder / "old.npy.tmp12345").write_bytes(b"left by sppdet 0.2")
     (folder / "keep.npz").write_bytes(b"x")
-    cache = ProposalCache(folder, ProposalConfig())
+    cache = ProposalCache(folder, One())
     assert sorted(os.listdir(folder)) == ["keep.npz"]  # the old temporary went, nothing else
-    cache.compute = lambda image_id, image: np.zeros((1, 4), np.float32)
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
