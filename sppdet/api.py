@@ -168,6 +168,9 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
         ensure_writable_dir(out_dir, "--out")
         ds = load_data(data, split, det.cfg, classes=det.classes)
+        if ds.report.unlisted:
+            log.warning("objects of classes the model does not have (it had no training objects of them) are "
+                        "left out of the metrics: " + ", ".join(f"{c} ({n})" for c, n in ds.report.unlisted.items()))
         cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache))
         with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
             recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
@@ -196,8 +199,9 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         from .evaluation.coco import evaluate_coco
 
         coco_metrics = evaluate_coco(recs, dets, classes, ds.category_ids)
+    extra = {"not_in_model": dict(ds.report.unlisted)} if run is not None and ds.report.unlisted else None
     write_results(out_dir, res, dets, classes, split, len(recs), coco_metrics, plots, records=recs,
-                  category_ids=ds.category_ids)
+                  category_ids=ds.category_ids, extra=extra)
     log.info(f"metrics, detections, COCO results and comp4 files written to {out_dir}")
     if analyze:
         from .evaluation.analysis import analyze as analyze_errors

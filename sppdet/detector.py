@@ -95,6 +95,9 @@ class Detector:
         self.feat_scale = float(feat_scale)
         self.bbox = bbox
         self.pool5_scale = float(pool5_scale)
+        # A class whose SVM never trained (w = 0, b = 0: no positives, as 0.3 kept classes without
+        # objects) would score every window exactly 0, above the real classes: never emitted.
+        self.untrained = ~((self.svm_W != 0).any(0) | (self.svm_b != 0)).numpy()
         self.run_dir: Path | None = None  # where it was loaded from or saved to
         self.train_log: dict | None = None  # set by sppdet.train
         self.metrics: dict | None = None  # set by sppdet.train with an eval split
@@ -113,7 +116,9 @@ class Detector:
     @torch.inference_mode()
     def score(self, feats: torch.Tensor) -> np.ndarray:
         W, b = self.svm_W.to(feats.device), self.svm_b.to(feats.device)
-        return (feats @ W + b).float().cpu().numpy()
+        scores = (feats @ W + b).float().cpu().numpy()
+        scores[:, self.untrained] = -np.inf
+        return scores
 
     def postprocess(self, proposals: np.ndarray, scores: np.ndarray, pool5: torch.Tensor | None,
                     width: int, height: int) -> Detections:
@@ -298,6 +303,10 @@ class Detector:
         det = cls(cfg, blob["classes"], ext, head, blob["svm_W"].numpy(), blob["svm_b"].numpy(),
                   blob["feat_scale"], bbox, blob["pool5_scale"])
         det.run_dir = run
+        if det.untrained.any():
+            warnings.warn(f"{run}: class{'es' if det.untrained.sum() > 1 else ''} "
+                          f"{', '.join(c for c, u in zip(det.classes, det.untrained) if u)} had no training "
+                          "objects (an SVM that never trained): never detected", stacklevel=2)
         return det
 
     @staticmethod

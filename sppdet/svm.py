@@ -36,6 +36,7 @@ class HardNegativeSVMs:
         self.neg_keys: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(num_classes)]
         self.new_since: list[int] = [0] * num_classes
         self.retrains = [0] * num_classes
+        self.peak_negatives = [0] * num_classes  # the most negatives a class's cache ever held
 
     def add_positives(self, c: int, feats: np.ndarray) -> None:
         if len(feats):
@@ -67,12 +68,16 @@ class HardNegativeSVMs:
             self.new_since[c] += n
             if self.new_since[c] >= self.cfg.retrain_limit:
                 self.train(c)
+            elif len(self.neg[c]) > self.cfg.max_negatives:
+                self.evict(c)  # over the cap before the next retrain: bound it with the current SVM
+            self.peak_negatives[c] = max(self.peak_negatives[c], len(self.neg[c]))
 
     def train(self, c: int) -> None:
         pos = np.concatenate(self.positives[c]) if self.positives[c] else np.zeros((0, self.dim), np.float32)
         neg = self.neg[c].astype(np.float32)
         self.new_since[c] = 0
         if len(pos) == 0 or len(neg) == 0:
+            self.evict(c)  # no SVM to fit (yet), but the cap holds on this path too
             return
         X = np.concatenate([pos, neg])
         y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
@@ -85,12 +90,18 @@ class HardNegativeSVMs:
         self.W[:, c] = svm.coef_[0]
         self.b[c] = svm.intercept_[0]
         self.retrains[c] += 1
-        # Evict easy negatives; keep at most max_negatives (the hardest) to bound memory.
+        self.evict(c, neg)
+
+    def evict(self, c: int, neg: np.ndarray | None = None) -> None:
+        """Drop class ``c``'s easy negatives (scoring below ``evict_thresh``) and keep at most
+        ``max_negatives``, the hardest, to bound memory. Scores are the class's current SVM's
+        (all equal for a class never trained: the oldest are kept)."""
+        neg = self.neg[c].astype(np.float32) if neg is None else neg
         s = neg @ self.W[:, c] + self.b[c]
         keep = s >= self.cfg.evict_thresh
         if keep.sum() > self.cfg.max_negatives:
             keep = np.zeros(len(s), dtype=bool)
-            keep[np.argsort(-s)[: self.cfg.max_negatives]] = True
+            keep[np.argsort(-s, kind="stable")[: self.cfg.max_negatives]] = True
         self.neg[c] = self.neg[c][keep]
         self.neg_keys[c] = self.neg_keys[c][keep]
 

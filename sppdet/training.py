@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,27 @@ def image_windows(record: ImageRecord, class_index: dict[str, int], proposals: n
     return build_windows(record.boxes[keep], gt_cls, proposals, len(class_index))
 
 
+def learnable_classes(dataset: DetectionDataset, named: list[str] | None) -> list[str]:
+    """The data set's classes that have training objects (non-difficult). A class without any
+    is left out of the model, with one warning naming it: an SVM without positives has no
+    evidence to score with. A class the user named (``data.classes``) must have objects."""
+    counts = dict.fromkeys(dataset.classes, 0)
+    for r in dataset.records:
+        for lab, d in zip(r.labels, r.difficult):
+            if not d and lab in counts:
+                counts[lab] += 1
+    empty = [c for c, n in counts.items() if n == 0]
+    if named and (asked := [c for c in empty if c in named]):
+        raise UserError(f"data.classes names {', '.join(map(repr, asked))}, but the training split has no "
+                        f"(non-difficult) objects of {'it' if len(asked) == 1 else 'them'}: remove "
+                        f"{'it' if len(asked) == 1 else 'them'} from data.classes or add annotations")
+    if empty and len(empty) < len(counts):
+        log.warning(f"class{'es' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} "
+                    f"{'have' if len(empty) > 1 else 'has'} no training objects: left out of the model "
+                    "(it cannot detect what it never saw)")
+    return [c for c in dataset.classes if counts[c] > 0] or list(dataset.classes)
+
+
 def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Path,
                    timings: dict[str, float] | None = None, executor: Executor | None = None,
                    per_class: bool | None = None) -> tuple[Detector, dict]:
@@ -67,7 +87,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
-    classes = dataset.classes
+    classes = learnable_classes(dataset, cfg.data.classes)
     cidx = {c: i for i, c in enumerate(classes)}
     C = len(classes)
 
@@ -155,16 +175,18 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                                       desc="svm mining", unit="class", label=lambda item: f"class {classes[item[0]]}"))
         else:
             mined = mine_classes(inputs, range(C), svms.positives, show_progress=True)
+        peaks = [0] * C
         for m in mined:
             c = m["class"]
+            peaks[c] = int(m["peak_negatives"])
             svms.W[:, c], svms.b[c], svms.retrains[c] = m["W"], m["b"], m["retrains"]
             svms.neg[c] = np.zeros((m["negatives"], 0), dtype=np.float16)  # only the count is kept here
     train_log["svm_retrains"] = dict(zip(classes, svms.retrains))
     train_log["svm_cached_negatives"] = dict(zip(classes, [len(n) for n in svms.neg]))
+    train_log["svm_peak_negatives"] = dict(zip(classes, peaks))
     train_log["positives"] = dict(zip(classes, [int(sum(len(p) for p in ps)) for ps in svms.positives]))
-    missing = [c for c, n in train_log["positives"].items() if n == 0]
-    if missing:
-        warnings.warn(f"no training objects for classes {missing}: they will never be detected", stacklevel=2)
+    if dropped := [c for c in dataset.classes if c not in cidx]:
+        train_log["classes_without_objects"] = dropped
 
     bbox = None
     if cfg.bbox_reg.enabled:
@@ -202,7 +224,7 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
     others', so mining them together or one per task gives the same bits; the arithmetic runs
     on one thread so that where it runs does not change them either.
 
-    Returns per class ``{"class", "W", "b", "retrains", "negatives"}``.
+    Returns per class ``{"class", "W", "b", "retrains", "negatives", "peak_negatives"}``.
     """
     classes = [int(c) for c in classes]
     cfg = inp.cfg
@@ -233,7 +255,7 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
                 svms.mine(int(i), feats, neg, classes)
             svms.finish(classes)
     return [{"class": c, "W": svms.W[:, c].copy(), "b": svms.b[c], "retrains": svms.retrains[c],
-             "negatives": len(svms.neg[c])} for c in classes]
+             "negatives": len(svms.neg[c]), "peak_negatives": svms.peak_negatives[c]} for c in classes]
 
 
 def mine_class_task(inp: MiningInputs, item: tuple[int, list[np.ndarray]]) -> dict:

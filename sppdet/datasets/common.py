@@ -55,6 +55,8 @@ class LoadReport:
 
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
+    # objects skipped because their class is not in the class list, per class name
+    unlisted: Counter = field(default_factory=Counter)
 
     def add(self, what: str, example: str) -> None:
         self.counts[what] += 1
@@ -261,6 +263,7 @@ def finish_classes(records: list[ImageRecord], classes: list[str] | None,
         if (~keep).any():
             for lab in set(np.asarray(r.labels, dtype=object)[~keep]):
                 report.add(f"unknown class {lab!r} (object skipped)", r.image_id)
+            report.unlisted.update(lab for lab, k in zip(r.labels, keep) if not k)
             r.boxes = r.boxes[keep]
             r.difficult = r.difficult[keep]
             r.labels = [lab for lab, k in zip(r.labels, keep) if k]

@@ -11,12 +11,14 @@ from .voc import write_comp4
 
 def write_results(out_dir: str | Path, res: dict, dets: list[dict], classes: Sequence[str], split: str,
                   n_images: int, coco: dict | None = None, plots: bool = False,
-                  records: Sequence | None = None, category_ids: Mapping[str, int] | None = None) -> Path:
+                  records: Sequence | None = None, category_ids: Mapping[str, int] | None = None,
+                  extra: dict | None = None) -> Path:
     """``res`` is :func:`~sppdet.evaluation.voc.evaluate_voc`'s result for ``dets``; pass the
     split's ``records`` so the comp4 files carry the same image ids the metric used, and so
     ``coco_results.json`` is written with the ids of the ground truth that
     :func:`~sppdet.evaluation.coco.coco_ground_truth` builds (a COCO-sourced set's own ids, given
-    its ``category_ids``), for pycocotools' ``COCO.loadRes`` or any COCO tool. Every file is
+    its ``category_ids``), for pycocotools' ``COCO.loadRes`` or any COCO tool. ``extra`` entries go
+into metrics.json as they are. Every file is
     written atomically (an interrupted write leaves the previous file or none)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -24,6 +26,7 @@ def write_results(out_dir: str | Path, res: dict, dets: list[dict], classes: Seq
                "images": n_images, "detections": len(dets)}
     if coco is not None:
         metrics["coco"] = coco
+    metrics.update(extra or {})
     atomic_write_json(out_dir / "detections.json", dets, indent=None)
     if records is not None:
         from .coco import coco_results
