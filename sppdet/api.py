@@ -63,6 +63,7 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
                       min_box_size=cfg.data.min_box_size, exif_transpose=cfg.data.exif_transpose)
     if ds.report.counts:
         log.warning(ds.report.summary())
+    log.info(f"split {split}: {len(ds)} images from {ds.source}")
     return ds
 
 

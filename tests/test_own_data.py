@@ -100,3 +100,116 @@ def test_class_without_objects_is_left_out_with_one_warning(coco_export, weights
     old = Detector(det.cfg, det.classes, det.extractor, None, W, b, det.feat_scale, det.bbox, det.pool5_scale)
     d = old.detect_maps(data.maps(recs[0]), data.boxes(recs[0]), recs[0].width, recs[0].height)
     assert 0 not in set(d.labels.tolist()) and len(d) > 0
+
+
+@pytest.fixture(scope="module")
+def plain_exports(voc, tmp_path_factory):
+    d = tmp_path_factory.mktemp("exports")
+    splits = exports.assign(voc)
+    return (exports.write_coco_export(voc, d / "coco", CLASSES, splits),
+            exports.write_yolo_export(voc, d / "yolo", CLASSES, splits), splits)
+
+
+def _boxes_by_id(ds):
+    return {r.image_id: (sorted(r.labels), np.round(r.boxes[np.lexsort(r.boxes.T[::-1])], 2)) for r in ds.records}
+
+
+def test_coco_export_root_splits_are_used_as_given(plain_exports, voc):
+    root, _, splits = plain_exports
+    n = {s: len(ids) for s, ids in splits.items()}
+    for split, want in (("train", n["train"]), ("valid", n["valid"]), ("val", n["valid"]), ("test", n["test"]),
+                        ("trainval", n["train"] + n["valid"]), ("all", sum(n.values()))):
+        ds = load_dataset(root, split)
+        assert len(ds) == want, split
+    ds = load_dataset(root, "test")
+    assert sorted(r.image_id for r in ds.records) == sorted(splits["test"])
+    assert "test/_annotations.coco.json" in ds.source and "every image" in ds.source
+    # the same objects as the original (boxes converted by hand in tests/exports.py)
+    ref = load_dataset(voc, "all")
+    ref_boxes = _boxes_by_id(ref)
+    for k, (labels, boxes) in _boxes_by_id(ds).items():
+        assert labels == ref_boxes[k][0]
+        np.testing.assert_allclose(boxes, ref_boxes[k][1], atol=1e-6)
+    with pytest.raises(UserError, match="train, valid, test"):
+        load_dataset(root, "holdout")
+    # one split's file is used whole, whatever --split says; the log says so
+    f = root / "test" / "_annotations.coco.json"
+    for split in ("test", "train", "trainval"):
+        assert len(load_dataset(f, split)) == n["test"]
+    assert "does not re-split" in load_dataset(f, "train").source
+
+
+def test_coco_file_that_is_no_split_is_resplit_and_says_so(plain_exports, tmp_path):
+    root, _, splits = plain_exports
+    whole = tmp_path / "shapes"
+    whole.mkdir()
+    merged = {"images": [], "annotations": [], "categories": None}
+    for s in splits:
+        d = json.loads((root / s / "_annotations.coco.json").read_text())
+        off = len(merged["images"])
+        merged["categories"] = d["categories"]
+        merged["images"] += [dict(im, id=im["id"] + off) for im in d["images"]]
+        merged["annotations"] += [dict(a, image_id=a["image_id"] + off, id=len(merged["annotations"]) + i)
+                                  for i, a in enumerate(d["annotations"])]
+        for im in d["images"]:
+            (whole / im["file_name"]).write_bytes((root / s / im["file_name"]).read_bytes())
+    (whole / "annotations.json").write_text(json.dumps(merged))
+    total = len(merged["images"])
+    test, train = load_dataset(whole / "annotations.json", "test"), load_dataset(whole / "annotations.json", "train")
+    assert len(test) + len(train) == total and 0 < len(test) < total
+    assert "re-split" in test.source and "--split all" in test.source
+    assert len(load_dataset(whole / "annotations.json", "all")) == total
+
+
+def test_yolo_export_with_foreign_yaml_paths_valid_split_and_name_lists(plain_exports, voc):
+    _, root, splits = plain_exports
+    assert "/home/someone-else" in (root / "data.yaml").read_text()
+    for split in ("valid", "val"):
+        ds = load_dataset(root, split)
+        assert sorted(r.image_id for r in ds.records) == sorted(splits["valid"])
+        assert "re-rooted" in ds.report.summary()
+    assert len(load_dataset(root, "trainval")) == len(splits["train"]) + len(splits["valid"])
+    ds = load_dataset(root, "test")
+    ref = _boxes_by_id(load_dataset(voc, "all"))
+    for k, (labels, boxes) in _boxes_by_id(ds).items():
+        assert labels == ref[k][0]
+        np.testing.assert_allclose(boxes, ref[k][1], atol=1e-2)
+    # a list file of bare names (with or without the extension) and relative paths
+    ids = splits["test"]
+    lst = root / "mine.txt"
+    lst.write_text(f"{ids[0]}.jpg\n{ids[1]}\ntest/images/{ids[2]}.jpg\n")
+    assert sorted(r.image_id for r in load_dataset(root, str(lst)).records) == sorted(ids)
+
+
+def _train_and_eval(root, weights, tmp_path, eval_split, caplog):
+    import sppdet
+
+    fast = {"proposals": {"max_boxes": 120, "work_size": 300}, "features": {"scales": [256]},
+            "svm": {"retrain_limit": 300}, "backbone": {"weights": str(weights)}, "device": "cpu"}
+    with caplog.at_level(logging.INFO, logger="sppdet"):
+        det = sppdet.train(root, tmp_path / "run", cache=tmp_path / "cache", eval_split=eval_split, workers=1,
+                           **fast)
+    used = [r.getMessage() for r in caplog.records if "images from" in r.getMessage()]
+    return det, used
+
+
+@pytest.mark.slow
+def test_coco_export_trains_and_evaluates_end_to_end(plain_exports, weights, tmp_path, caplog):
+    root, _, splits = plain_exports
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    det, used = _train_and_eval(root, weights, tmp_path, "test", caplog)
+    assert "shapes" not in det.classes and set(det.classes) <= set(CLASSES)
+    assert det.metrics["images"] == len(splits["test"]) and det.metrics["mAP"] is not None
+    assert any(f"{len(splits['train']) + len(splits['valid'])} images from" in u for u in used)
+    assert any(f"{len(splits['test'])} images from" in u and "test/_annotations.coco.json" in u for u in used)
+    assert before == sorted(p.relative_to(root) for p in root.rglob("*")), "nothing written into the data"
+
+
+@pytest.mark.slow
+def test_yolo_export_trains_and_evaluates_end_to_end(plain_exports, weights, tmp_path, caplog):
+    _, root, splits = plain_exports
+    files = sorted(p.relative_to(root) for p in root.rglob("*"))
+    det, used = _train_and_eval(root, weights, tmp_path, "valid", caplog)
+    assert det.metrics["images"] == len(splits["valid"]) and det.metrics["mAP"] is not None
+    assert any(f"{len(splits['valid'])} images from" in u for u in used)
+    assert files == sorted(p.relative_to(root) for p in root.rglob("*")), "nothing written into the data"
