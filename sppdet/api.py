@@ -67,6 +67,49 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
     return ds
 
 
+def is_other_data(split: str | Path) -> bool:
+    """Whether an evaluation ``split`` names another data set (a folder, a COCO .json or a YOLO
+    data.yaml) rather than a split of the training data (a name or a .txt/.csv list file)."""
+    p = Path(split)
+    return p.is_dir() or (p.is_file() and p.suffix.lower() in (".json", ".yaml", ".yml"))
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_.") or "data"
+
+
+def eval_folder_name(run_data, data, split: str) -> str:
+    """The default evaluation folder of a run: ``eval_SPLIT`` on the run's own training data,
+    ``eval_DATA_SPLIT`` on another data set (so two data sets' evaluations never share one)."""
+    def where(d) -> str | None:
+        return None if d is None or not isinstance(d, (str, Path)) else str(Path(d).resolve())
+
+    split_name = "all" if is_other_data(split) else Path(split).stem
+    if isinstance(data, (str, Path)) and where(data) != where(run_data):
+        p = Path(data)
+        tag = f"{p.parent.name}-{p.stem.strip('_')}" if p.is_file() else p.name
+        return f"eval_{_slug(tag)}_{split_name}"
+    return f"eval_{split_name}"
+
+
+# What an evaluation writes into its folder: removed first, so that no file of an earlier
+# evaluation (another data set, split or setting) is left beside this one's.
+EVAL_OUTPUTS = ("metrics.json", "detections.json", "coco_results.json", "ground_truth_coco.json", "comp4",
+                "plots", "analysis")
+
+
+def _clear_eval_outputs(out_dir: Path) -> None:
+    if not (out_dir / "metrics.json").is_file():
+        return  # not an evaluation folder (or an interrupted first one): nothing of ours to clear
+    stale = [out_dir / n for n in EVAL_OUTPUTS if (out_dir / n).exists()]
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if stale:
+        log.info(f"{out_dir}: the previous evaluation's files were removed ({', '.join(p.name for p in stale)})")
+
+
 def default_cache() -> Path:
     from .cache import default_cache_root
 
@@ -85,7 +128,9 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
           workers: int | None = None, ray: str | None = None, **settings: Any):
     """Train a detector on ``split`` of ``data`` and save it as the run directory ``out``.
 
-    With ``eval_split``, evaluate it afterwards (VOC07 mAP, written to ``out/eval_<split>``).
+    With ``eval_split``, evaluate it afterwards (VOC07 mAP, written to ``out/eval_<split>``):
+    a split of ``data``, or another data set (a folder, COCO .json or data.yaml: all its images,
+    written to ``out/eval_<data>_all``).
     ``workers`` processes (default: every core; 1: none) or a Ray cluster (``ray``: ``"auto"``,
     ``"local"`` or an address) compute the per-image work; the model is the same either way.
     Returns the :class:`~sppdet.detector.Detector`; its ``train_log`` holds timings, data
@@ -104,7 +149,9 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     ensure_writable_dir(out, "--out")
     cache_dir = _cache_dir(cache)
     ds = load_data(data, split, cfg)
-    test = load_data(data, eval_split, cfg, classes=ds.classes) if eval_split else None  # checked up front
+    # --eval-split: a split of the training data, or another data set (all its images)
+    eval_data, eval_name = (eval_split, "all") if eval_split and is_other_data(eval_split) else (data, eval_split)
+    test = load_data(eval_data, eval_name, cfg, classes=ds.classes) if eval_split else None  # checked up front
     source = getattr(data, "name", data)
     log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
     timings = {} if timings is None else timings
@@ -117,7 +164,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
         log.info(f"run saved to {out}")
         if test is not None:
             test_timings: dict[str, float] = {}
-            metrics = evaluate(det, data=test, split=eval_split, out=out / f"eval_{Path(eval_split).stem}",
+            metrics = evaluate(det, data=test, split=eval_name, out=out / eval_folder_name(data, eval_data, eval_split),
                                cache=cache_dir, timings=test_timings, executor=ex)
             timings.update({f"test {k}": v for k, v in test_timings.items()})
             train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
@@ -138,8 +185,10 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     ``detections.json`` on ``split`` of ``data``; optionally COCO metrics and PR plots.
 
     Writes ``metrics.json``, ``detections.json``, ``coco_results.json`` and comp4 files to
-    ``out`` (default ``RUN/eval_SPLIT``, or ``eval/`` beside the detections file) and returns
-    the metrics (the content of ``metrics.json``). ``analyze`` adds ``out/analysis/``: the
+    ``out`` (default ``RUN/eval_SPLIT`` on the run's training data, ``RUN/eval_DATA_SPLIT`` on
+    another data set, or ``eval/`` beside the detections file), after removing what an earlier
+    evaluation wrote there, and returns the metrics (the content of ``metrics.json``, which
+    names the images used in ``data`` and ``split``). ``analyze`` adds ``out/analysis/``: the
     false-positive breakdown per class (``similar`` groups classes that count as look-alikes)
     and ``report.html`` with galleries of ``gallery`` false positives and misses per class.
     """
@@ -164,7 +213,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         if out:
             out_dir = Path(out)
         elif det.run_dir is not None:
-            out_dir = Path(det.run_dir) / f"eval_{Path(split).stem}"
+            out_dir = Path(det.run_dir) / eval_folder_name(_run_data(det), data, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
         ensure_writable_dir(out_dir, "--out")
@@ -200,7 +249,10 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         from .evaluation.coco import evaluate_coco
 
         coco_metrics = evaluate_coco(recs, dets, classes, ds.category_ids)
-    extra = {"not_in_model": dict(ds.report.unlisted)} if run is not None and ds.report.unlisted else None
+    extra = {"data": ds.source, "split": str(split)}
+    if run is not None and ds.report.unlisted:
+        extra["not_in_model"] = dict(ds.report.unlisted)
+    _clear_eval_outputs(out_dir)
     write_results(out_dir, res, dets, classes, split, len(recs), coco_metrics, plots, records=recs,
                   category_ids=ds.category_ids, extra=extra)
     log.info(f"metrics, detections, COCO results and comp4 files written to {out_dir}")
@@ -405,6 +457,17 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
             res["mAP_images"] = metrics["images"]
             atomic_write_json(out / "bench.json", res)
     return res
+
+
+def _run_data(det) -> str | None:
+    """The data a run was trained on, as its train_log.json records it."""
+    log_ = det.train_log
+    if log_ is None and det.run_dir is not None:
+        try:
+            log_ = json.loads((Path(det.run_dir) / "train_log.json").read_text())
+        except (OSError, ValueError):
+            return None
+    return log_.get("data") if isinstance(log_, dict) else None
 
 
 def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:

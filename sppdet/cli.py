@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--config", help="YAML config (see configs/)")
     set_opt(p)
-    p.add_argument("--eval-split", help="after training, evaluate VOC07 mAP on this split (e.g. test)")
+    p.add_argument("--eval-split", help="after training, evaluate VOC07 mAP on this split of --data (e.g. test, "
+                                        "valid, a list file) or on all images of another data set (a folder, "
+                                        "COCO .json or data.yaml); results in OUT/eval_SPLIT or OUT/eval_DATA_all")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     cache_opt(p)
     device_opt(p)
@@ -293,9 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
             f"interrupted: no metrics were written; {RESUME}")
     p.add_argument("run", nargs="?", help="trained run directory")
     p.add_argument("--detections", help="evaluate this detections.json instead of running a detector")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", help="output folder (default: RUN/eval_SPLIT)")
+    p.add_argument("--data", required=True, help="the data set to evaluate on, in any layout train takes (VOC "
+                                                 "devkit, flat folder, COCO .json or export folder, YOLO folder "
+                                                 "or data.yaml); it need not be the one the run was trained on")
+    p.add_argument("--split", default="test", help="split of --data: a name (test, val/valid, train, trainval), "
+                                                   "'all', or a list file of image names (default: test)")
+    p.add_argument("--out", help="output folder (default: RUN/eval_SPLIT on the training data, "
+                                 "RUN/eval_DATA_SPLIT on another data set; an earlier evaluation's files there "
+                                 "are replaced)")
     p.add_argument("--metric", choices=["voc07", "voc12"], default="voc07")
     p.add_argument("--coco", action="store_true", help="also COCO AP, AP50, AP75, AP by size (pycocotools)")
     p.add_argument("--plots", action="store_true", help="precision-recall curve per class (PNG)")

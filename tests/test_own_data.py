@@ -181,35 +181,90 @@ def test_yolo_export_with_foreign_yaml_paths_valid_split_and_name_lists(plain_ex
     assert sorted(r.image_id for r in load_dataset(root, str(lst)).records) == sorted(ids)
 
 
-def _train_and_eval(root, weights, tmp_path, eval_split, caplog):
+FAST = {"proposals": {"max_boxes": 120, "work_size": 300}, "features": {"scales": [256]},
+        "svm": {"retrain_limit": 300}, "device": "cpu"}
+
+
+class Messages(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def _train(root, weights, out, eval_split, **kw):
     import sppdet
 
-    fast = {"proposals": {"max_boxes": 120, "work_size": 300}, "features": {"scales": [256]},
-            "svm": {"retrain_limit": 300}, "backbone": {"weights": str(weights)}, "device": "cpu"}
-    with caplog.at_level(logging.INFO, logger="sppdet"):
-        det = sppdet.train(root, tmp_path / "run", cache=tmp_path / "cache", eval_split=eval_split, workers=1,
-                           **fast)
-    used = [r.getMessage() for r in caplog.records if "images from" in r.getMessage()]
-    return det, used
+    h = Messages()
+    logging.getLogger("sppdet").addHandler(h)
+    level = logging.getLogger("sppdet").level
+    logging.getLogger("sppdet").setLevel(logging.INFO)
+    try:
+        det = sppdet.train(root, out / "run", cache=out / "cache", eval_split=eval_split, workers=1,
+                           backbone={"weights": str(weights)}, **FAST, **kw)
+    finally:
+        logging.getLogger("sppdet").removeHandler(h)
+        logging.getLogger("sppdet").setLevel(level)
+    return det, [m for m in h.lines if "images from" in m]
+
+
+@pytest.fixture(scope="module")
+def coco_run(plain_exports, weights, tmp_path_factory):
+    """A run trained on the COCO export root with the defaults (train + valid), evaluated on test."""
+    root = plain_exports[0]
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    d = tmp_path_factory.mktemp("coco_run")
+    det, used = _train(root, weights, d, "test")
+    assert before == sorted(p.relative_to(root) for p in root.rglob("*")), "nothing written into the data"
+    return det, used, d
 
 
 @pytest.mark.slow
-def test_coco_export_trains_and_evaluates_end_to_end(plain_exports, weights, tmp_path, caplog):
-    root, _, splits = plain_exports
-    before = sorted(p.relative_to(root) for p in root.rglob("*"))
-    det, used = _train_and_eval(root, weights, tmp_path, "test", caplog)
+def test_coco_export_trains_and_evaluates_end_to_end(plain_exports, coco_run):
+    _, _, splits = plain_exports
+    det, used, _ = coco_run
     assert "shapes" not in det.classes and set(det.classes) <= set(CLASSES)
     assert det.metrics["images"] == len(splits["test"]) and det.metrics["mAP"] is not None
     assert any(f"{len(splits['train']) + len(splits['valid'])} images from" in u for u in used)
     assert any(f"{len(splits['test'])} images from" in u and "test/_annotations.coco.json" in u for u in used)
-    assert before == sorted(p.relative_to(root) for p in root.rglob("*")), "nothing written into the data"
+    assert (det.run_dir / "eval_test" / "metrics.json").is_file()
 
 
 @pytest.mark.slow
-def test_yolo_export_trains_and_evaluates_end_to_end(plain_exports, weights, tmp_path, caplog):
+def test_yolo_export_trains_and_evaluates_end_to_end(plain_exports, weights, tmp_path):
     _, root, splits = plain_exports
     files = sorted(p.relative_to(root) for p in root.rglob("*"))
-    det, used = _train_and_eval(root, weights, tmp_path, "valid", caplog)
+    det, used = _train(root, weights, tmp_path, "valid")
     assert det.metrics["images"] == len(splits["valid"]) and det.metrics["mAP"] is not None
     assert any(f"{len(splits['valid'])} images from" in u for u in used)
     assert files == sorted(p.relative_to(root) for p in root.rglob("*")), "nothing written into the data"
+
+
+@pytest.mark.slow
+def test_evaluations_on_other_data_never_mix(plain_exports, coco_run, tmp_path):
+    import sppdet
+
+    coco_root, yolo_root, splits = plain_exports
+    det, _, d = coco_run
+    run = det.run_dir
+    # another data set by default gets its own folder; the run's own test split keeps eval_test
+    own = json.loads((run / "eval_test" / "metrics.json").read_text())
+    m = sppdet.evaluate(run, data=yolo_root, split="valid", cache=d / "cache", analyze=True, gallery=1)
+    assert m["out"] == str(run / "eval_yolo_valid") and m["images"] == len(splits["valid"])
+    assert json.loads((run / "eval_test" / "metrics.json").read_text()) == own
+    # one folder, two evaluations: nothing of the first is left beside the second
+    out = tmp_path / "ev"
+    sppdet.evaluate(run, data=yolo_root, split="valid", out=out, cache=d / "cache", analyze=True, gallery=1)
+    assert (out / "analysis" / "report.html").is_file()
+    m2 = sppdet.evaluate(run, data=coco_root / "test" / "_annotations.coco.json", split="all", out=out,
+                         cache=d / "cache")
+    assert not (out / "analysis").exists()
+    assert "test/_annotations.coco.json" in m2["data"] and m2["images"] == len(splits["test"])
+    assert len(json.loads((out / "detections.json").read_text())) == m2["detections"]
+    # --eval-split naming another data set: all its images
+    h = sppdet.train(coco_root, tmp_path / "run2", cache=d / "cache", eval_split=str(yolo_root / "data.yaml"),
+                     workers=1, backbone={"weights": det.cfg.backbone.weights}, **FAST)
+    assert h.metrics["images"] == sum(len(v) for v in splits.values())
+    assert (tmp_path / "run2" / "eval_yolo-data_all" / "metrics.json").is_file()
