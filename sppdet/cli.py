@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "YOLO folder")
     p.add_argument("--split", default="trainval", help="split name, 'all', or a list file (default: trainval)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--config", help="YAML config file, or the name of a shipped one (e.g. custom_small; see configs/)")
     set_opt(p)
     p.add_argument("--eval-split", help="after training, evaluate VOC07 mAP on this split of --data (e.g. test, "
                                         "valid, a list file) or on all images of another data set (a folder, "
@@ -280,9 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="trained run directory")
     p.add_argument("inputs", nargs="+", help="images, folders of images, or .txt lists of image paths")
     p.add_argument("--out", required=True)
-    p.add_argument("--threshold", type=_finite, default=0.0,
-                   help="minimum SVM score to report (default 0, the SVMs' decision boundary; eval keeps "
-                        "everything above the run's test.score_thresh, -1, because AP needs low scores too)")
+    p.add_argument("--threshold", type=_finite, default=None,
+                   help="least score to report, a probability in [0, 1] (default: the run's test.score_thresh, "
+                        "0.25, as det(img) in Python; a run before 0.4 scores SVM margins and keeps its -1); "
+                        "eval keeps every score, because AP needs the low ones too")
     set_opt(p, "test-time override, e.g. test.nms=0.4 or bbox_reg.enabled=false")
     p.add_argument("--no-images", action="store_true", help="write detections.json only")
     p.add_argument("--no-exif", action="store_true",

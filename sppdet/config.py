@@ -116,7 +116,10 @@ class BBoxRegConfig:
 @dataclass
 class TestConfig:
     nms: float = 0.3
-    score_thresh: float = -1.0  # SVM score below which detections are dropped
+    # The least score a detection keeps (det(img), sppdet detect): a probability for calibrated
+    # runs (0.4 on); runs before 0.4 saved -1, a margin. Evaluation keeps every window above
+    # the margin floor (-1) whatever this says: AP needs the low scores too.
+    score_thresh: float = 0.25
     max_per_image: int = 100
 
 

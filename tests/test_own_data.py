@@ -98,7 +98,7 @@ def test_class_without_objects_is_left_out_with_one_warning(coco_export, weights
     W, b = det.svm_W.numpy().copy(), det.svm_b.numpy().copy()
     W[:, 0], b[0] = 0, 0
     old = Detector(det.cfg, det.classes, det.extractor, None, W, b, det.feat_scale, det.bbox, det.pool5_scale)
-    d = old.detect_maps(data.maps(recs[0]), data.boxes(recs[0]), recs[0].width, recs[0].height)
+    d = old.detect_maps(data.maps(recs[0]), data.boxes(recs[0]), recs[0].width, recs[0].height, threshold=-1.0)
     assert 0 not in set(d.labels.tolist()) and len(d) > 0
 
 
@@ -243,21 +243,27 @@ def test_yolo_export_trains_and_evaluates_end_to_end(plain_exports, weights, tmp
 
 
 @pytest.mark.slow
-def test_evaluations_on_other_data_never_mix(plain_exports, coco_run, tmp_path):
+def test_evaluations_on_other_data_never_mix(plain_exports, coco_run, tmp_path, monkeypatch):
     import sppdet
 
     coco_root, yolo_root, splits = plain_exports
     det, _, d = coco_run
     run = det.run_dir
+    # without cache=, evaluations reuse the cache the run was trained with, not the default one
+    monkeypatch.setenv("SPPDET_CACHE", str(tmp_path / "default_cache"))
+    assert json.loads((run / "train_log.json").read_text())["cache_dir"] == str((d / "cache").resolve())
     # another data set by default gets its own folder; the run's own test split keeps eval_test
     own = json.loads((run / "eval_test" / "metrics.json").read_text())
-    m = sppdet.evaluate(run, data=yolo_root, split="valid", cache=d / "cache", analyze=True, gallery=1)
+    m = sppdet.evaluate(run, data=yolo_root, split="valid", analyze=True, gallery=1)
+    assert not (tmp_path / "default_cache").exists()
     assert m["out"] == str(run / "eval_yolo_valid") and m["images"] == len(splits["valid"])
     assert json.loads((run / "eval_test" / "metrics.json").read_text()) == own
     # one folder, two evaluations: nothing of the first is left beside the second
     out = tmp_path / "ev"
     sppdet.evaluate(run, data=yolo_root, split="valid", out=out, cache=d / "cache", analyze=True, gallery=1)
     assert (out / "analysis" / "report.html").is_file()
+    cal = json.loads((out / "analysis" / "analysis.json").read_text())["calibration"]
+    assert cal["available"] and 0 <= cal["ece"] <= 1 and (out / "analysis" / "calibration.png").is_file()
     m2 = sppdet.evaluate(run, data=coco_root / "test" / "_annotations.coco.json", split="all", out=out,
                          cache=d / "cache")
     assert not (out / "analysis").exists()
@@ -268,3 +274,85 @@ def test_evaluations_on_other_data_never_mix(plain_exports, coco_run, tmp_path):
                      workers=1, backbone={"weights": det.cfg.backbone.weights}, **FAST)
     assert h.metrics["images"] == sum(len(v) for v in splits.values())
     assert (tmp_path / "run2" / "eval_yolo-data_all" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_scores_are_calibrated_probabilities_and_old_runs_still_load(coco_run, plain_exports, tmp_path):
+    import warnings
+
+    import sppdet
+    from sppdet.detector import Detector
+
+    det, _, d = coco_run
+    log = json.loads((det.run_dir / "train_log.json").read_text())
+    assert set(log["calibration"]) == set(det.classes)
+    assert all(v["folds_refitted"] >= 1 for v in log["calibration"].values())
+    rows = json.loads((det.run_dir / "eval_test" / "detections.json").read_text())
+    assert rows and all(0 <= r["score"] <= 1 and "margin" in r for r in rows)
+    # within a class, scores rise with margins
+    for c in det.classes:
+        pairs = sorted((r["margin"], r["score"]) for r in rows if r["label"] == c)
+        assert all(s1 <= s2 for (_, s1), (_, s2) in zip(pairs, pairs[1:]))
+    loaded = sppdet.load(det.run_dir)
+    img = plain_exports[0] / "test" / json.loads(
+        (plain_exports[0] / "test" / "_annotations.coco.json").read_text())["images"][0]["file_name"]
+    loose, strict = loaded(img, threshold=0.0), loaded(img)
+    assert len(strict) == (loose.scores > 0.25).sum() and (strict.scores > 0.25).all()
+    # a 0.3 run (no calibration in model.pt, test.score_thresh -1 in its config) still loads,
+    # says so, and scores with its margins as it did
+    import shutil
+
+    import torch
+    import yaml
+
+    old = tmp_path / "old_run"
+    shutil.copytree(det.run_dir, old, ignore=shutil.ignore_patterns("eval_*"))
+    blob = torch.load(old / "model.pt", weights_only=True)
+    del blob["platt"]
+    torch.save(blob, old / "model.pt")
+    cfg = yaml.safe_load((old / "config.yaml").read_text())
+    cfg["test"]["score_thresh"] = -1.0
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        o = Detector.load(old)
+    assert any("no score calibration" in str(w.message) for w in caught)
+    r = o(img)
+    assert not r.calibrated and (r.scores > -1).all()
+    np.testing.assert_array_equal(r.scores, r.margins)
+    m = sppdet.evaluate(o, data=plain_exports[0] / "test" / "_annotations.coco.json", split="all",
+                        out=tmp_path / "ev_old", cache=d / "cache")
+    assert m["AP"] == det.metrics["AP"]  # margins rank as the calibrated scores do
+
+
+def test_config_as_dict_name_path_or_object(tmp_path):
+    import sppdet
+    from sppdet.api import make_config
+
+    c = make_config({"svm": {"C": 0.01}, "seed": 3}, svm={"pos_weight": 3.0})
+    assert (c.svm.C, c.svm.pos_weight, c.seed) == (0.01, 3.0, 3)
+    shipped = make_config("custom_small")
+    import yaml
+
+    from pathlib import Path
+
+    text = yaml.safe_load((Path(sppdet.__file__).parents[1] / "configs" / "custom_small.yaml").read_text())
+    assert shipped.to_dict() == make_config(text).to_dict()
+    assert make_config(Config(seed=5)).seed == 5
+    with pytest.raises(UserError, match="shipped configs: .*custom_small"):
+        make_config("no_such_config")
+    with pytest.raises(UserError, match="a dict or a Config"):
+        make_config(42)
+
+
+def test_a_failing_command_leaves_no_empty_out_folder(tmp_path):
+    import sppdet
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError):
+        sppdet.train(tmp_path / "empty", tmp_path / "new" / "run", cache=tmp_path / "cache")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    with pytest.raises(UserError):
+        sppdet.proposal_recall(tmp_path / "empty", "all", out=tmp_path / "kept", cache=tmp_path / "cache")
+    assert (tmp_path / "kept").is_dir()
