@@ -32,14 +32,43 @@ log = logging.getLogger("sppdet")
 TEST_TIME_KEYS = ("test.", "bbox_reg.enabled")
 
 
-def make_config(config: str | Path | Config | None = None, overrides: Sequence[str] = (),
+def shipped_configs() -> dict[str, Path]:
+    """The configs that come with sppdet, by name (``custom_small`` → its YAML file)."""
+    here = Path(__file__).resolve().parent
+    found: dict[str, Path] = {}
+    for d in (here / "configs", here.parent / "configs"):
+        for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            found.setdefault(f.stem, f)
+    return found
+
+
+def make_config(config: str | Path | Config | dict | None = None, overrides: Sequence[str] = (),
                 **settings: Any) -> Config:
-    """A validated :class:`~sppdet.config.Config`: defaults, then the YAML file ``config``,
+    """A validated :class:`~sppdet.config.Config`: defaults, then ``config`` (a YAML file, the
+    name of a shipped config such as ``"custom_small"``, a nested ``dict`` or a ``Config``),
     then ``settings`` (``svm={"C": 0.01}``, ``seed=1``), then ``"key=value"`` ``overrides``."""
     if isinstance(config, Config):
         if settings:
             raise UserError("give settings either in a Config object or as keyword arguments, not both")
         return override_config(config, list(overrides), allowed=None)
+    if isinstance(config, dict):
+        tree = copy.deepcopy(config)
+        for key, value in settings.items():  # keyword settings win, section by section
+            if isinstance(value, dict) and isinstance(tree.get(key), dict):
+                tree[key] = {**tree[key], **value}
+            else:
+                tree[key] = value
+        return load_config(None, list(overrides), tree)
+    if config is not None and not isinstance(config, (str, Path)):
+        raise UserError(f"config must be a YAML path, a shipped config's name, a dict or a Config, "
+                        f"not a {type(config).__name__}")
+    if config is not None and not Path(config).exists():
+        shipped = shipped_configs()
+        name = Path(config).stem if Path(config).suffix in (".yaml", ".yml") else str(config)
+        if name in shipped and Path(config).parent == Path("."):
+            config = shipped[name]
+        else:
+            raise UserError(f"config file not found: {config} (shipped configs: {', '.join(shipped) or 'none'})")
     return load_config(config, list(overrides), settings or None)
 
 
@@ -65,6 +94,51 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
         log.warning(ds.report.summary())
     log.info(f"split {split}: {len(ds)} images from {ds.source}")
     return ds
+
+
+_CREATED: list[list[tuple[Path, Path]]] = []  # per public call: (--out folder, its first new ancestor)
+
+
+def _out_dir(path: str | Path, what: str = "--out") -> Path:
+    """:func:`~sppdet.fileio.ensure_writable_dir`, remembering what it created so that a
+    command that fails leaves no empty folder behind (see :func:`_tidy_outs`)."""
+    import os
+
+    from .fileio import ensure_writable_dir
+
+    top, q = None, Path(os.path.abspath(path))
+    while not q.exists() and q != q.parent:
+        top, q = q, q.parent
+    out = ensure_writable_dir(path, what)
+    if top is not None and _CREATED:
+        _CREATED[-1].append((Path(os.path.abspath(out)), top))
+    return out
+
+
+def _tidy_outs(fn):
+    """On failure, remove the output folders the call created while they are still empty."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _CREATED.append([])
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            for leaf, top in reversed(_CREATED[-1]):
+                d = leaf
+                while True:
+                    try:
+                        d.rmdir()  # only an empty folder goes
+                    except OSError:
+                        break
+                    if d == top:
+                        break
+                    d = d.parent
+            raise
+        finally:
+            _CREATED.pop()
+    return wrapper
 
 
 def is_other_data(split: str | Path) -> bool:
@@ -117,12 +191,13 @@ def default_cache() -> Path:
 
 
 def _cache_dir(cache: str | Path | None) -> Path:
-    from .fileio import ensure_writable_dir
+    from .fileio import ensure_writable_dir as writable
 
-    return ensure_writable_dir(Path(cache) if cache is not None else default_cache(), "cache folder")
+    return writable(Path(cache) if cache is not None else default_cache(), "cache folder")
 
 
-def train(data, out: str | Path, config: str | Path | Config | None = None, *, split: str = "trainval",
+@_tidy_outs
+def train(data, out: str | Path, config: str | Path | Config | dict | None = None, *, split: str = "trainval",
           eval_split: str | None = None, cache: str | Path | None = None, overwrite: bool = False,
           device: str | None = None, overrides: Sequence[str] = (), timings: dict | None = None,
           workers: int | None = None, ray: str | None = None, **settings: Any):
@@ -137,7 +212,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
     returns.
     """
-    from .fileio import atomic_write_json, ensure_writable_dir
+    from .fileio import atomic_write_json
     from .training import train_detector
 
     cfg = make_config(config, overrides, **settings)
@@ -146,7 +221,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     out = Path(out)
     if (out / "model.pt").exists() and not overwrite:
         raise UserError(f"{out} already holds a trained run; choose another --out or pass --overwrite")
-    ensure_writable_dir(out, "--out")
+    _out_dir(out, "--out")
     cache_dir = _cache_dir(cache)
     ds = load_data(data, split, cfg)
     # --eval-split: a split of the training data, or another data set (all its images)
@@ -158,7 +233,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     with make_executor(workers, ray) as ex:
         det, train_log = train_detector(cfg, ds, cache_dir, timings, executor=ex)
         train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts),
-                         executor=repr(ex))
+                         executor=repr(ex), cache_dir=str(cache_dir.resolve()), images_used=ds.source)
         out = _save_run(det, out, train_log, overwrite=overwrite)
         det.run_dir = out
         log.info(f"run saved to {out}")
@@ -175,6 +250,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
     return det
 
 
+@_tidy_outs
 def evaluate(run=None, *, data, split: str = "test", detections: str | Path | None = None,
              out: str | Path | None = None, metric: str = "voc07", coco: bool = False, plots: bool = False,
              analyze: bool = False, similar: Sequence[Sequence[str]] | None = None, gallery: int = 12,
@@ -191,11 +267,10 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     names the images used in ``data`` and ``split``). ``analyze`` adds ``out/analysis/``: the
     false-positive breakdown per class (``similar`` groups classes that count as look-alikes)
     and ``report.html`` with galleries of ``gallery`` false positives and misses per class.
+    ``cache`` defaults to the folder the run was trained with (its train_log.json), when it exists.
     """
     from .evaluation.report import write_results
     from .evaluation.voc import evaluate_voc
-    from .fileio import ensure_writable_dir
-
     if metric not in ("voc07", "voc12"):
         raise UserError(f"metric must be voc07 or voc12, not {metric!r}")
     if gallery < 0:
@@ -216,12 +291,12 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
             out_dir = Path(det.run_dir) / eval_folder_name(_run_data(det), data, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
-        ensure_writable_dir(out_dir, "--out")
+        _out_dir(out_dir, "--out")
         ds = load_data(data, split, det.cfg, classes=det.classes)
         if ds.report.unlisted:
             log.warning("objects of classes the model does not have (it had no training objects of them) are "
                         "left out of the metrics: " + ", ".join(f"{c} ({n})" for c, n in ds.report.unlisted.items()))
-        cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache))
+        cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache if cache is not None else _run_cache(det)))
         with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
             recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
         t0 = time.perf_counter()
@@ -233,7 +308,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
         dets = read_detections(Path(detections))
         out_dir = Path(out) if out else Path(detections).parent / "eval"
-        ensure_writable_dir(out_dir, "--out")
+        _out_dir(out_dir, "--out")
         ds = load_data(data, split)
         recs, classes = ds.records, ds.classes
         dets, stray = match_to_records(dets, recs)
@@ -268,6 +343,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
 
 # -- detection over files --------------------------------------------------------------------
+@_tidy_outs
 def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, threshold: float | None = None,
            paint: bool = True, exif_transpose: bool = True, device: str | None = None,
            overwrite: bool = False, workers: int | None = None, ray: str | None = None,
@@ -282,7 +358,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     Returns ``{"images", "detections", "skipped": [messages], "out"}``.
     """
     from .detector import Detector
-    from .fileio import atomic_write_json, ensure_writable_dir
+    from .fileio import atomic_write_json
     from .inputs import expand_inputs, output_names
     from .parallel import detect_images
     from .viz import paint as paint_image
@@ -292,7 +368,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     if extra:
         det = copy.copy(det)
         det.cfg = override_config(det.cfg, extra, allowed=TEST_TIME_KEYS)
-    out = ensure_writable_dir(out, "--out")
+    out = _out_dir(out, "--out")
     paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     if not paths:
         raise UserError("no input images found" + (":\n  " + "\n  ".join(skipped) if skipped else ""))
@@ -383,6 +459,7 @@ class _DetectJournal:
             self.errors[image] = error
 
 
+@_tidy_outs
 def proposal_recall(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
               overrides: Sequence[str] = (), cache: str | Path | None = None, workers: int | None = None,
               ray: str | None = None, **settings: Any) -> dict:
@@ -396,10 +473,9 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     """
     from .cache import CachedData
     from .evaluation.proposals import evaluate_proposals
-    from .fileio import ensure_writable_dir
 
     cfg = make_config(config, overrides, **settings)
-    out = ensure_writable_dir(out, "--out")
+    out = _out_dir(out, "--out")
     ds = load_data(data, split, cfg)
     cache_data = CachedData(cfg, None, _cache_dir(cache))
     with make_executor(workers, ray) as ex:
@@ -417,6 +493,7 @@ def summarize_timings(timings: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+@_tidy_outs
 def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None = None, out: str | Path,
           run=None, config: str | Path | None = None, overrides: Sequence[str] = (),
           cache: str | Path | None = None, device: str | None = None, workers: int | None = None,
@@ -426,7 +503,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     from .bench import run_bench
     from .detector import Detector
     from .features import resolve_device
-    from .fileio import atomic_write_json, ensure_writable_dir
+    from .fileio import atomic_write_json
 
     if images < 1:
         raise UserError(f"--images must be at least 1, got {images}")
@@ -443,7 +520,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
         det.cfg = cfg
     else:
         cfg = make_config(config, overrides)
-    out = ensure_writable_dir(out, "--out")
+    out = _out_dir(out, "--out")
     ds = load_data(data, split, cfg, classes=det.classes if det else None)
     recs = ds.records[:images]
     with make_executor(workers, ray) as ex:
@@ -459,15 +536,26 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     return res
 
 
+def _run_cache(det) -> Path | None:
+    """The cache folder a run was trained with (train_log.json's ``cache_dir``) while it
+    exists: its proposals and conv maps serve the evaluation too. None: the default cache."""
+    d = _run_log(det).get("cache_dir")
+    return Path(d) if isinstance(d, str) and Path(d).is_dir() else None
+
+
 def _run_data(det) -> str | None:
     """The data a run was trained on, as its train_log.json records it."""
+    return _run_log(det).get("data")
+
+
+def _run_log(det) -> dict:
     log_ = det.train_log
     if log_ is None and det.run_dir is not None:
         try:
             log_ = json.loads((Path(det.run_dir) / "train_log.json").read_text())
         except (OSError, ValueError):
-            return None
-    return log_.get("data") if isinstance(log_, dict) else None
+            return {}
+    return log_ if isinstance(log_, dict) else {}
 
 
 def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,8 @@ from .images import ImageReadError, read_image
 from .parallel import Executor, SerialExecutor, process_local, set_process_local, single_threaded
 from .proposals import ProposalCache
 from .rcnn import RCNNExtractor, WindowVectorCache
+
+log = logging.getLogger("sppdet")
 
 
 def default_cache_root() -> Path:
@@ -245,8 +248,14 @@ class CachedData:
                                      channels_last=ext.channels_last if ext is not None else True)
         busy = {"decode": 0.0, "proposals": 0.0, "conv": 0.0}
         t0 = time.perf_counter()
-        results = executor.map(cache_image_task, jobs.values(), desc="proposals" + (
-            " + conv" if want_maps and not on_gpu else ""), unit="img", label=lambda j: str(j.path))
+        what = "proposals" + (" + conv" if want_maps and not on_gpu else "")
+        n_cached = len([k for k in keys if k is not None]) - len(jobs)
+        if n_cached:
+            log.info(f"{what}: {n_cached} of {n_cached + len(jobs)} images read from the cache "
+                     f"{self.proposals.root.parent}" + ("" if jobs else ", nothing to compute"))
+        results = executor.map(cache_image_task, jobs.values(),
+                               desc=what + (f" ({n_cached} more cached)" if n_cached else ""), unit="img",
+                               label=lambda j: str(j.path))
         with executor.driver_threads():
             for res in results:
                 for k, v in res.seconds.items():
