@@ -227,7 +227,7 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
     # --eval-split: a split of the training data, or another data set (all its images)
     eval_data, eval_name = (eval_split, "all") if eval_split and is_other_data(eval_split) else (data, eval_split)
     test = load_data(eval_data, eval_name, cfg, classes=ds.classes) if eval_split else None  # checked up front
-    source = getattr(data, "name", data)
+    source = data if isinstance(data, (str, Path)) else getattr(data, "name", data)  # a path, or a data set
     log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
     timings = {} if timings is None else timings
     with make_executor(workers, ray) as ex:
