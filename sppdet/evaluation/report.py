@@ -1,5 +1,5 @@
-"""Writing an evaluation's outputs: metrics.json, detections.json, coco_results.json, comp4 files,
-PR plots."""
+"""Writing an evaluation's outputs: metrics.json, detections.json, coco_results.json with its
+ground_truth_coco.json, comp4 files, PR plots."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,9 +29,13 @@ into metrics.json as they are. Every file is
     metrics.update(extra or {})
     atomic_write_json(out_dir / "detections.json", dets, indent=None)
     if records is not None:
-        from .coco import coco_results
+        from .coco import coco_ground_truth, coco_results
 
         atomic_write_json(out_dir / "coco_results.json", coco_results(records, dets, classes, category_ids),
+                          indent=None)
+        # the ground truth those results are scored against, with the same ids, for any source
+        # (VOC, YOLO, labelImg have no COCO file of their own): COCO(gt).loadRes(results)
+        atomic_write_json(out_dir / "ground_truth_coco.json", coco_ground_truth(records, classes, category_ids),
                           indent=None)
     write_comp4(dets, classes, Path(split).stem, out_dir / "comp4", records)
     atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence means the rest is there
