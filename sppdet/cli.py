@@ -77,6 +77,9 @@ def cmd_eval(args) -> int:
                        cache=args.cache, device=args.device, overrides=args.set, workers=args.workers,
                        ray=args.ray)
     print(format_table(metrics))
+    if metrics.get("not_in_model"):
+        print("not in the model (no training objects), left out of the mAP: "
+              + ", ".join(f"{c} ({n} objects)" for c, n in metrics["not_in_model"].items()))
     if "coco" in metrics:
         print("COCO: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["coco"].items()))
     return 0
