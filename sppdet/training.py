@@ -248,7 +248,8 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
         svms = HardNegativeSVMs(cfg.svm, inp.num_classes, inp.dim, cfg.seed)
         for c in classes:
             svms.positives[c] = positives[c]
-            svms.pos_images[c] = list(positive_images[c]) if positive_images is not None else []
+            # -1: image unknown, the positives then join every fold's refit
+            svms.pos_images[c] = list(positive_images[c]) if positive_images is not None else [-1] * len(positives[c])
 
         def features(i: int) -> np.ndarray:
             pool5 = extractor.pool(data.maps(inp.records[i]), inp.windows[i].boxes)
