@@ -372,6 +372,9 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     if not paths:
         raise UserError("no input images found" + (":\n  " + "\n  ".join(skipped) if skipped else ""))
+    given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    log.info(f"detecting in {len(paths)} images from {', '.join(map(str, given[:3]))}"
+             + (f" and {len(given) - 3} more inputs" if len(given) > 3 else ""))
     names = output_names(paths)
     journal = _DetectJournal(out / "detections.jsonl", {
         "run": str(getattr(det, "run_dir", None)), "test": det.cfg.to_dict()["test"],
