@@ -132,6 +132,8 @@ def test_coco_export_root_splits_are_used_as_given(plain_exports, voc):
         np.testing.assert_allclose(boxes, ref_boxes[k][1], atol=1e-6)
     with pytest.raises(UserError, match="train, valid, test"):
         load_dataset(root, "holdout")
+    # a split's folder, as --data or --eval-split
+    assert sorted(r.image_id for r in load_dataset(root / "test", "all").records) == sorted(splits["test"])
     # one split's file is used whole, whatever --split says; the log says so
     f = root / "test" / "_annotations.coco.json"
     for split in ("test", "train", "trainval"):
