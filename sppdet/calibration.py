@@ -27,11 +27,22 @@ MARGIN_FLOOR = -1.0
 MIN_SLOPE = 1e-3
 
 
+# Above this logit the sigmoid's float64 values run out (1 - 2^-53 at z ≈ 36.7): confident
+# detections would tie at exactly 1 and lose their order. Beyond it the tail is
+# 1 - e^-TAIL / (1 + z - TAIL), which meets the sigmoid there (to 1e-17) and keeps rising.
+TAIL = 20.0
+
+
 def sigmoid(margins: np.ndarray, a: float | np.ndarray, b: float | np.ndarray) -> np.ndarray:
-    """Platt's map in float64 (float32 would round large margins to exactly 1 and tie them)."""
-    z = np.asarray(margins, dtype=np.float64) * a + b
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
+    """Platt's map ``1 / (1 + e^-(a·m + b))`` in float64, strictly increasing in ``m`` (for
+    a > 0) over every finite margin: see :data:`TAIL`."""
+    from scipy.special import expit
+
+    z = np.asarray(np.asarray(margins, dtype=np.float64) * a + b, dtype=np.float64)
+    p = expit(z)
+    hi = z > TAIL
+    p[hi] = 1.0 - math.exp(-TAIL) / (1.0 + (z[hi] - TAIL))
+    return p
 
 
 def fit_platt(margins: np.ndarray, hits: np.ndarray) -> tuple[float, float]:

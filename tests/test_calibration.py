@@ -107,3 +107,16 @@ def test_analysis_calibration_table_by_hand():
     assert t["ece_by_class"]["a"] == pytest.approx(0.43) and t["ece_by_class"]["b"] == pytest.approx(0.45)
     margins = {"a": [{"score": 1.7, "category": "correct"}, {"score": -0.4, "category": "background"}]}
     assert not calibration_table(margins)["available"]
+
+
+def test_confident_scores_never_tie():
+    """A steep sigmoid (A = 14, as a class with few, well-separated windows gets) would round
+    every margin above ~2.6 to exactly 1.0 in float64 and lose their order; the scores must
+    rise strictly with the margin over any range, and stay in [0, 1]."""
+    m = np.linspace(-5, 40, 5000)
+    p = sigmoid(m, 14.0, 8.5)
+    assert (np.diff(p) > 0).all() and p.min() >= 0 and p.max() <= 1
+    exact = 1 / (1 + np.exp(-(m * 14.0 + 8.5)))
+    low = m * 14.0 + 8.5 < 20
+    np.testing.assert_allclose(p[low], exact[low], rtol=1e-15, atol=0)
+    assert np.abs(p - exact).max() < 3e-9  # a probability all the same
