@@ -21,16 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import Config, load_config, override_config
+from .config import TEST_TIME_KEYS, Config, load_config, override_config
 from .errors import UserError
 from .parallel import make_executor
+from .run_dir import TRAIN_LOG_FILE, eval_dir, is_trained_run, optional_file, remove_evals, write_train_log
 
 log = logging.getLogger("sppdet")
-
-# Keys that change what a trained model computes only at test time, so they may differ from
-# the run's own config when evaluating or detecting.
-TEST_TIME_KEYS = ("test.", "bbox_reg.enabled")
-
 
 def shipped_configs() -> dict[str, Path]:
     """The configs that come with sppdet, by name (``custom_small`` → its YAML file)."""
@@ -155,17 +151,18 @@ def _slug(text: str) -> str:
 
 
 def eval_folder_name(run_data, data, split: str) -> str:
-    """The default evaluation folder of a run: ``eval_SPLIT`` on the run's own training data,
-    ``eval_DATA_SPLIT`` on another data set (so two data sets' evaluations never share one)."""
+    """The default evaluation folder's name in a run (:func:`~sppdet.run_dir.eval_dir`'s on the
+    run's own training data; on another data set its name goes in too, so that two data sets'
+    evaluations never share one folder)."""
     def where(d) -> str | None:
         return None if d is None or not isinstance(d, (str, Path)) else str(Path(d).resolve())
 
-    split_name = "all" if is_other_data(split) else Path(split).stem
+    split_name = "all" if is_other_data(split) else split
     if isinstance(data, (str, Path)) and where(data) != where(run_data):
         p = Path(data)
         tag = f"{p.parent.name}-{p.stem.strip('_')}" if p.is_file() else p.name
-        return f"eval_{_slug(tag)}_{split_name}"
-    return f"eval_{split_name}"
+        split_name = f"{_slug(tag)}_{Path(split_name).stem}"
+    return eval_dir(".", split_name).name
 
 
 # What an evaluation writes into its folder: removed first, so that no file of an earlier
@@ -190,10 +187,11 @@ def default_cache() -> Path:
     return default_cache_root()
 
 
-def _cache_dir(cache: str | Path | None) -> Path:
-    from .fileio import ensure_writable_dir as writable
+def cache_dir(cache: str | Path | None = None) -> Path:
+    """The cache folder to use (``cache``, else :func:`default_cache`), created and checked writable."""
+    from .fileio import ensure_writable_dir
 
-    return writable(Path(cache) if cache is not None else default_cache(), "cache folder")
+    return ensure_writable_dir(Path(cache) if cache is not None else default_cache(), "cache folder")
 
 
 @_tidy_outs
@@ -212,17 +210,16 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
     problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
     returns.
     """
-    from .fileio import atomic_write_json
     from .training import train_detector
 
     cfg = make_config(config, overrides, **settings)
     if device:
         cfg.device = device
     out = Path(out)
-    if (out / "model.pt").exists() and not overwrite:
+    if is_trained_run(out) and not overwrite:
         raise UserError(f"{out} already holds a trained run; choose another --out or pass --overwrite")
     _out_dir(out, "--out")
-    cache_dir = _cache_dir(cache)
+    cache_folder = cache_dir(cache)
     ds = load_data(data, split, cfg)
     # --eval-split: a split of the training data, or another data set (all its images)
     eval_data, eval_name = (eval_split, "all") if eval_split and is_other_data(eval_split) else (data, eval_split)
@@ -231,21 +228,23 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
     log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
     timings = {} if timings is None else timings
     with make_executor(workers, ray) as ex:
-        det, train_log = train_detector(cfg, ds, cache_dir, timings, executor=ex)
+        det, train_log = train_detector(cfg, ds, cache_folder, timings, executor=ex)
         train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts),
-                         executor=repr(ex), cache_dir=str(cache_dir.resolve()), images_used=ds.source)
+                         executor=repr(ex), cache_dir=str(cache_folder.resolve()), images_used=ds.source)
         out = _save_run(det, out, train_log, overwrite=overwrite)
         det.run_dir = out
         log.info(f"run saved to {out}")
-        if test is not None:
-            test_timings: dict[str, float] = {}
-            metrics = evaluate(det, data=test, split=eval_name, out=out / eval_folder_name(data, eval_data, eval_split),
-                               cache=cache_dir, timings=test_timings, executor=ex)
-            timings.update({f"test {k}": v for k, v in test_timings.items()})
-            train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
-            det.metrics = metrics
-    train_log["timings_s"] = dict(timings)
-    atomic_write_json(out / "train_log.json", train_log)
+        try:
+            if test is not None:
+                test_timings: dict[str, float] = {}
+                metrics = evaluate(det, data=test, split=eval_name, out=out / eval_folder_name(data, eval_data, eval_split),
+                                   cache=cache_folder, timings=test_timings, executor=ex)
+                timings.update({f"test {k}": v for k, v in test_timings.items()})
+                train_log["eval"] = {"split": eval_split, "mAP": metrics["mAP"], "AP": metrics["AP"]}
+                det.metrics = metrics
+        finally:  # written once, whether or not the evaluation finished
+            train_log["timings_s"] = dict(timings)
+            write_train_log(out, train_log)
     det.train_log = train_log
     return det
 
@@ -296,7 +295,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         if ds.report.unlisted:
             log.warning("objects of classes the model does not have (it had no training objects of them) are "
                         "left out of the metrics: " + ", ".join(f"{c} ({n})" for c, n in ds.report.unlisted.items()))
-        cache_data = CachedData(det.cfg, det.extractor, _cache_dir(cache if cache is not None else _run_cache(det)))
+        cache_data = CachedData(det.cfg, det.extractor, cache_dir(cache if cache is not None else _run_cache(det)))
         with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
             recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
         t0 = time.perf_counter()
@@ -360,7 +359,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     from .detector import Detector
     from .fileio import atomic_write_json
     from .inputs import expand_inputs, output_names
-    from .parallel import detect_images
+    from .detection import detect_images
     from .viz import paint as paint_image
 
     det = run if isinstance(run, Detector) else load(run, device=device)
@@ -480,12 +479,72 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     cfg = make_config(config, overrides, **settings)
     out = _out_dir(out, "--out")
     ds = load_data(data, split, cfg)
-    cache_data = CachedData(cfg, None, _cache_dir(cache))
+    cache_data = CachedData(cfg, None, cache_dir(cache))
     with make_executor(workers, ray) as ex:
         recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
     stats = cache_data.last_stats
     per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None
-    return evaluate_proposals(recs, cache_data.boxes, ds.classes, out, seconds_per_image=per_image)
+    return evaluate_proposals(recs, cache_data.proposals_for, ds.classes, out, seconds_per_image=per_image)
+
+
+# -- SPP image classification (sppdet train-cls / classify / eval-cls) -------------------------
+def train_classifier(data, out: str | Path, *, split: str = "trainval", max_per_class: int | None = None,
+                     seed: int = 0, device: str | None = None, **settings: Any):
+    """Train an SPP image classifier on ``split`` of ``data`` (an ImageFolder, or a detection data
+    set whose objects are cropped) and save it in ``out``. ``settings`` are
+    :class:`~sppdet.classification.ClsConfig` fields (``levels``, ``sizes``, ``epochs``, ...).
+    Returns ``(model, classes)``."""
+    from .classification import ClsConfig, load_cls_data
+    from .classification import train_classifier as fit
+
+    cfg = ClsConfig(seed=seed, device=device or "auto", **settings)
+    samples, classes = load_cls_data(data, split, max_per_class=max_per_class, seed=seed)
+    log.info(f"training an SPP classifier on {len(samples)} images, {len(classes)} classes, sizes {cfg.sizes}")
+    return fit(samples, classes, cfg, Path(out)), classes
+
+
+def classify(run: str | Path, inputs: Sequence[str | Path] | str | Path, *, mode: str = "10view+full",
+             size: int = 224, top_k: int = 5, exif_transpose: bool = True, device: str | None = None) -> dict:
+    """Top-``top_k`` classes of image files, folders and ``.txt`` lists with the classifier run
+    ``run``. Returns ``{"results": [{"image", "top": [(class, probability), ...]} or {"image",
+    "error"}], "skipped": [messages for inputs that are not images]}``."""
+    from .classification import load_classifier, predict
+    from .images import ImageReadError, read_image
+    from .inputs import expand_inputs
+
+    model, classes = load_classifier(run, device)
+    paths, skipped = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    results = []
+    for p in paths:
+        try:
+            img = read_image(p, exif_transpose=exif_transpose)
+        except ImageReadError as exc:
+            results.append({"image": str(p), "error": str(exc)})
+            continue
+        probs = predict(model, img, mode, size)
+        top = probs.argsort()[::-1][:top_k]
+        results.append({"image": str(p), "top": [(classes[i], float(probs[i])) for i in top]})
+    return {"results": results, "skipped": skipped}
+
+
+def evaluate_classifier(run: str | Path, data, *, split: str = "test", modes: Sequence[str] | None = None,
+                        size: int = 224, max_per_class: int | None = None, seed: int = 0,
+                        device: str | None = None, out: str | Path | None = None) -> dict:
+    """Top-1/top-5 error of the classifier run ``run`` on ``split`` of ``data`` per test mode
+    (default: all), written as JSON to ``out`` when given. Returns ``{"errors": {mode:
+    {"top1_error", "top5_error"}}, "images", "classes"}``."""
+    from .classification import MODES, load_classifier, load_cls_data
+    from .classification import evaluate_classifier as score
+
+    model, classes = load_classifier(run, device)
+    samples, _ = load_cls_data(data, split, classes=classes, max_per_class=max_per_class, seed=seed)
+    res = score(model, samples, modes or MODES, size)
+    if out:
+        from .fileio import atomic_write_json
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, res)
+    return {"errors": res, "images": len(samples), "classes": len(classes)}
 
 
 def summarize_timings(timings: dict[str, float]) -> str:
@@ -530,7 +589,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
         res = run_bench(cfg, [r.path for r in recs], resolve_device(device or cfg.device), out, run=det,
                         rcnn_images=rcnn_images, executor=ex, exif_transpose=any(r.exif_transpose for r in recs))
         if det is not None:
-            metrics = evaluate(det, data=ds, split=split, out=out / f"eval_{Path(split).stem}", cache=cache,
+            metrics = evaluate(det, data=ds, split=split, out=eval_dir(out, split), cache=cache,
                                executor=ex)
             key = det.cfg.method + ("" if det.cfg.method == "rcnn" else f"-{len(det.cfg.features.scales)}scale")
             res["mAP"] = {key: metrics["mAP"]}
@@ -554,8 +613,9 @@ def _run_data(det) -> str | None:
 def _run_log(det) -> dict:
     log_ = det.train_log
     if log_ is None and det.run_dir is not None:
+        f = optional_file(det.run_dir, TRAIN_LOG_FILE)
         try:
-            log_ = json.loads((Path(det.run_dir) / "train_log.json").read_text())
+            log_ = json.loads(f.read_text()) if f is not None else {}
         except (OSError, ValueError):
             return {}
     return log_ if isinstance(log_, dict) else {}
@@ -566,7 +626,8 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
 
     Replacing a run removes its ``eval_*`` folders, which describe the old model. If writing
     fails, the run goes to a new folder under the system's temporary directory instead, and
-    the error says where.
+    the error says where. ``train_log`` is written by the caller once training and evaluation
+    are done, except to the rescue folder, which gets it at once.
     """
     import tempfile
 
@@ -574,10 +635,8 @@ def _save_run(det, out: Path, train_log: dict, overwrite: bool = False) -> Path:
 
     try:
         if overwrite:
-            for p in sorted(out.glob("eval_*")):
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-        det.save(out, train_log)
+            remove_evals(out)
+        det.save(out)
         return out
     except OSError as exc:
         reason = describe_os_error(exc)

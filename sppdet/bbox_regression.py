@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import Ridge
 
+from .boxes import from_continuous, widths_heights
+
 
 def _geometry(b: np.ndarray):
-    w = b[:, 2] - b[:, 0] + 1.0
-    h = b[:, 3] - b[:, 1] + 1.0
+    w, h = widths_heights(b)
     return b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h, w, h
 
 
@@ -26,7 +27,7 @@ def apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     d = np.asarray(deltas, dtype=np.float64)
     cx, cy = d[:, 0] * pw + px, d[:, 1] * ph + py
     w, h = np.exp(np.clip(d[:, 2], -4, 4)) * pw, np.exp(np.clip(d[:, 3], -4, 4)) * ph
-    return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w - 1.0, cy + 0.5 * h - 1.0], 1)
+    return from_continuous(np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], 1))
 
 
 class ExampleReservoir:
@@ -83,7 +84,7 @@ def fit_class(alpha: float, item: tuple[int, np.ndarray, np.ndarray]) -> tuple[i
 
     BLAS on one thread wherever it runs: its sums differ in the last bit between thread counts,
     and the regressors must not depend on whether a Ray task or the driver fitted them."""
-    from .parallel import single_threaded
+    from .runtime import single_threaded
 
     c, X, Y = item
     with single_threaded():

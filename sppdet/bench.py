@@ -14,12 +14,13 @@ from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
 from .config import Config
 from .detector import Detector
-from .features import FeatureExtractor, pyramid_sizes
+from .features import FeatureExtractor
 from .heads import FCHead
 from .fileio import atomic_write, atomic_write_json
 from .images import ImageReadError
 from .progress import progress
-from .parallel import Executor, SerialExecutor, proposal_task
+from .detection import proposal_task
+from .parallel import Executor, SerialExecutor
 from .rcnn import RCNNExtractor
 
 STAGES = ["proposals", "conv", "pooling", "fc", "svm", "bbox_nms"]
@@ -51,9 +52,7 @@ def _random_detector(cfg: Config, classes: Sequence[str], extractor, seed: int) 
 def conv_pixels(extractor, height: int, width: int, n_windows: int) -> int:
     """Input pixels the trunk convolves for one image: every window's warp for R-CNN, every
     scale of the pyramid for SPP-net. On a CPU, conv time is close to proportional to it."""
-    if isinstance(extractor, RCNNExtractor):
-        return n_windows * extractor.size * extractor.size
-    return sum(nh * nw for _, nh, nw in pyramid_sizes(height, width, extractor.scales, extractor.max_size))
+    return extractor.conv_pixels(height, width, n_windows)
 
 
 def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndarray],
@@ -69,9 +68,11 @@ def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndar
         _sync(device)
         t["conv"] = time.perf_counter() - t0
         det.detect_maps(maps, props, img.shape[1], img.shape[0], t)
-        if isinstance(det.extractor, RCNNExtractor):  # its convs happen inside "pooling"
-            t["conv"] += det.extractor.timings["conv"]
-            t["pooling"] = det.extractor.timings["pooling"]
+        inner = det.extractor.pool_stages()  # R-CNN: its convs happen inside "pooling"
+        if inner:
+            t["pooling"] = 0.0
+            for stage, seconds in inner.items():
+                t[stage] += seconds
         per_image.append({k: t.get(k, 0.0) for k in STAGES})
     totals = [sum(v for k, v in t.items() if k != "proposals") for t in per_image]
     stats = {"seconds_per_image": {k: statistics.median(t[k] for t in per_image) for k in STAGES}}

@@ -21,12 +21,12 @@ import numpy as np
 from .config import Config, config_digest
 from .errors import UserError
 from .datasets.common import ImageRecord, LoadReport
-from .features import FeatureCache, FeatureExtractor
+from .extractors import Extractor, make_extractor
 from .fileio import remove_stale_temporaries
 from .images import ImageReadError, read_image
-from .parallel import Executor, SerialExecutor, process_local, set_process_local, single_threaded
+from .parallel import Executor, SerialExecutor, process_local, set_process_local
 from .proposals import ProposalCache
-from .rcnn import RCNNExtractor, WindowVectorCache
+from .runtime import single_threaded
 
 log = logging.getLogger("sppdet")
 
@@ -90,14 +90,6 @@ class CacheResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def make_extractor(cfg: Config, trunk, device) -> FeatureExtractor | RCNNExtractor:
-    """SPP-net's once-per-image extractor, or R-CNN's once-per-window one (``method: rcnn``)."""
-    f = cfg.features
-    if cfg.method == "rcnn":
-        return RCNNExtractor(trunk, f.levels, device)
-    return FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
-
-
 def _extractor_key(cfg: Config, device: str, channels_last: bool = True) -> tuple:
     f = cfg.features
     return ("extractor", cfg.method, cfg.backbone.name, cfg.backbone.weights, tuple(f.scales), f.max_size,
@@ -105,7 +97,7 @@ def _extractor_key(cfg: Config, device: str, channels_last: bool = True) -> tupl
 
 
 def task_extractor(cfg: Config, weights_id: str, device: str = "cpu",
-                   channels_last: bool = True) -> FeatureExtractor | RCNNExtractor:
+                   channels_last: bool = True) -> Extractor:
     """This process' extractor for ``cfg`` (built on first use and kept), checked against
     the weights the driver's caches are keyed by."""
     def build():
@@ -126,7 +118,7 @@ def cache_image_task(job: CacheJob) -> CacheResult:
     """Decode one image, compute (or load) its proposals and, with ``job.maps``, its conv maps,
     writing both caches (atomic writes: two tasks on one image cannot leave a broken file).
 
-    Runs on one thread whatever the machine (see :func:`sppdet.parallel.single_threaded`), so
+    Runs on one thread whatever the machine (see :func:`sppdet.runtime.single_threaded`), so
     the maps are the same bits from any worker count."""
     out = CacheResult(job.key)
     image: list[np.ndarray] = []
@@ -151,11 +143,8 @@ def cache_image_task(job: CacheJob) -> CacheResult:
                 # one per process, like the proposal cache: opening one checks the folder is
                 # writable and lists it for stale temporaries, which per image would cost O(N²)
                 feats = process_local(("feature-cache", str(job.features_dir), id(ext)),
-                                      lambda: _feature_cache(job.features_dir, ext))
-                if isinstance(feats, WindowVectorCache):
-                    feats.get(job.key, load, _rcnn_windows(boxes, job.windows))
-                else:
-                    feats.get(job.key, load)
+                                      lambda: ext.open_cache(job.features_dir))
+                feats.get(job.key, load, ext.cache_windows(lambda: boxes, job.windows))
                 out.seconds["conv"] = time.perf_counter() - t0
             elif job.return_image:
                 out.image = load()
@@ -164,22 +153,11 @@ def cache_image_task(job: CacheJob) -> CacheResult:
     return out
 
 
-def _feature_cache(folder: Path, ext: FeatureExtractor | RCNNExtractor) -> FeatureCache | WindowVectorCache:
-    return WindowVectorCache(folder, ext) if isinstance(ext, RCNNExtractor) else FeatureCache(folder, ext)
-
-
-def _rcnn_windows(proposals: np.ndarray, gt_boxes: np.ndarray | None) -> np.ndarray:
-    """The windows R-CNN training pools: the proposals and the ground-truth boxes (as float32,
-    the form :func:`sppdet.windows.build_windows` gives them)."""
-    gt = np.zeros((0, 4), np.float32) if gt_boxes is None else np.asarray(gt_boxes, np.float32).reshape(-1, 4)
-    return np.concatenate([gt, np.asarray(proposals, dtype=np.float32).reshape(-1, 4)])
-
-
 class CachedData:
     """Proposal and conv-map (R-CNN: window-vector) caches for a configuration; records whose
     image is unreadable are dropped with a report entry instead of stopping a long run."""
 
-    def __init__(self, cfg: Config, extractor: FeatureExtractor | RCNNExtractor | None, cache_root: str | Path):
+    def __init__(self, cfg: Config, extractor: Extractor | None, cache_root: str | Path):
         """``extractor=None``: proposals only (no trunk to load, e.g. ``sppdet proposals``)."""
         root = Path(cache_root)
         for kind in ("proposals", "features", "windows"):  # temporaries left by sppdet < 0.3 in any config's folder
@@ -191,21 +169,9 @@ class CachedData:
         # "v3": checked .npz files keyed by the image's content
         self.proposals = ProposalCache(root / "proposals" / config_digest(["v3", asdict(cfg.proposals)]),
                                        cfg.proposals)
-        # "cl": maps from the channels-last conv (0.2), which may differ from 0.1's in the last bit;
-        # "v3": checked .npz files keyed by the image's content
-        self.features: FeatureCache | WindowVectorCache | None = None
-        if isinstance(extractor, RCNNExtractor):
-            # R-CNN: each window's fp16 vector (rcnn.WindowVectorCache). The proposal settings
-            # are in the folder's name so that a file holds one setting's windows, not a
-            # growing union (each file also lists its windows: edited annotations are caught)
-            e = extractor
-            self.features = WindowVectorCache(root / "windows" / config_digest(
-                ["v1", e.trunk.name, e.trunk.weights_id, e.levels, e.size, e.context, e.channels_last,
-                 asdict(cfg.proposals)]), e)
-        elif extractor is not None:
-            self.features = FeatureCache(root / "features" / config_digest(
-                ["cl", "v3", extractor.trunk.name, extractor.trunk.weights_id, extractor.scales,
-                 extractor.max_size]), extractor)
+        # the extractor's per-image cache (SPP-net: conv maps; R-CNN: window vectors)
+        self.features = (extractor.open_cache(extractor.cache_folder(root, cfg.proposals))
+                         if extractor is not None else None)
 
     def prepare(self, records: Sequence[ImageRecord], report: LoadReport,
                 timings: dict[str, float] | None = None, features: bool = True,
@@ -291,22 +257,23 @@ class CachedData:
                            "busy_s": busy}
         return ok
 
+    def _windows(self, key: str, loader, image_id: str, gt_boxes: np.ndarray | None) -> np.ndarray | None:
+        """The windows the record's cache entry must cover (the extractor says; None: any)."""
+        return self.features.extractor.cache_windows(lambda: self.proposals.get(key, loader, image_id), gt_boxes)
+
     def _maps_cached(self, key: str, r: ImageRecord) -> bool:
-        if isinstance(self.features, WindowVectorCache):  # every window this record asks for
-            return self.features.has(key, _rcnn_windows(self.proposals.get(key, r.read, r.image_id), r.boxes))
-        return self.features.has(key)
+        return self.features.has(key, self._windows(key, r.read, r.image_id, r.boxes))
 
     def _compute(self, key: str, loader, job: CacheJob):
-        if isinstance(self.features, WindowVectorCache):
-            return self.features.get(key, loader, _rcnn_windows(self.proposals.get(key, loader, job.image_id),
-                                                                job.windows))
-        return self.features.get(key, loader)
+        return self.features.get(key, loader, self._windows(key, loader, job.image_id, job.windows))
 
-    def boxes(self, r: ImageRecord) -> np.ndarray:
+    def proposals_for(self, r: ImageRecord) -> np.ndarray:
+        """The record's cached proposals (computed if missing)."""
         return self.proposals.get(cache_key(r), r.read, r.image_id)
+
+    boxes = proposals_for  # the name before 0.4
 
     def maps(self, r: ImageRecord):
         """The record's cached conv maps (R-CNN: its window vectors), computed if missing."""
-        if isinstance(self.features, WindowVectorCache):
-            return self.features.get(cache_key(r), r.read, _rcnn_windows(self.boxes(r), r.boxes))
-        return self.features.get(cache_key(r), r.read)
+        key = cache_key(r)
+        return self.features.get(key, r.read, self._windows(key, r.read, r.image_id, r.boxes))

@@ -4,7 +4,7 @@ sizes (the paper alternates 224 and 180 per epoch), and is tested on the standar
 the full image (shorter side resized to 256 for 224 views, no crop), or on both."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -14,46 +14,40 @@ import torch
 from torch import nn
 
 from .backbones import build_trunk
-from .config import Rule, check_fields
+from .config import Rule, check_fields, rules_of, ruled
 from .errors import UserError
-from .fileio import atomic_save, atomic_write_json
+from .fileio import atomic_save
 from .images import is_image_file, read_image
 from .ops import spp_pool
 from .progress import progress
+from .run_dir import CLASSIFIER_FILE, write_train_log
 
 MODES = ("1view", "10view", "full", "10view+full")
 
 
 @dataclass
 class ClsConfig:
-    backbone: str = "mobilenet_v2"
-    weights: str | None = None
-    levels: list[int] = field(default_factory=lambda: [4, 3, 2, 1])
-    hidden: int = 512
-    sizes: list[int] = field(default_factory=lambda: [224])  # one per epoch, cycled (multi-size: [224, 180])
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    dropout: float = 0.5
-    train_blocks: int = 0  # also fine-tune this many of the trunk's last blocks
-    seed: int = 0
-    device: str = "auto"
+    backbone: str = ruled(Rule("str"), "mobilenet_v2")
+    weights: str | None = ruled(Rule("str", optional=True), None)
+    levels: list[int] = ruled(Rule("ints", "[1, 64]"), factory=lambda: [4, 3, 2, 1])
+    hidden: int = ruled(Rule("int", "[1, 65536]"), 512)
+    # one per epoch, cycled (multi-size: [224, 180])
+    sizes: list[int] = ruled(Rule("ints", "[16, 4096]"), factory=lambda: [224])
+    epochs: int = ruled(Rule("int", "[1, 100000]"), 6)
+    batch_size: int = ruled(Rule("int", "[1, 100000]"), 32)
+    lr: float = ruled(Rule("float", "(0, inf)"), 0.01)
+    momentum: float = ruled(Rule("float", "[0, 1)"), 0.9)
+    weight_decay: float = ruled(Rule("float", "[0, inf)"), 0.0005)
+    dropout: float = ruled(Rule("float", "[0, 1)"), 0.5)
+    train_blocks: int = ruled(Rule("int", "[0, 1000]"), 0)  # also fine-tune this many of the trunk's last blocks
+    seed: int = ruled(Rule("int", "[0, 4294967295]"), 0)
+    device: str = ruled(Rule("choice", choices=("auto", "cpu", "cuda")), "auto")
 
     def __post_init__(self) -> None:
         check_fields(self, CLS_RULES, "classifier config")
 
 
-CLS_RULES: dict[str, Rule] = {
-    "backbone": Rule("str"), "weights": Rule("str", optional=True),
-    "levels": Rule("ints", "[1, 64]"), "hidden": Rule("int", "[1, 65536]"),
-    "sizes": Rule("ints", "[16, 4096]"), "epochs": Rule("int", "[1, 100000]"),
-    "batch_size": Rule("int", "[1, 100000]"), "lr": Rule("float", "(0, inf)"),
-    "momentum": Rule("float", "[0, 1)"), "weight_decay": Rule("float", "[0, inf)"),
-    "dropout": Rule("float", "[0, 1)"), "train_blocks": Rule("int", "[0, 1000]"),
-    "seed": Rule("int", "[0, 4294967295]"), "device": Rule("choice", choices=("auto", "cpu", "cuda")),
-}
+CLS_RULES: dict[str, Rule] = rules_of(ClsConfig)
 
 
 class SPPClassifier(nn.Module):
@@ -251,14 +245,14 @@ def save_classifier(model: SPPClassifier, classes: list[str], out: Path, log: li
     blob = {"format": "sppdet-cls-1", "classes": classes, "config": asdict(model.cfg),
             "trunk_weights": model.trunk.weights_id,
             "state": {k: v.cpu() for k, v in model.state_dict().items()}}
-    atomic_save(out / "classifier.pt", lambda tmp: torch.save(blob, tmp))
-    atomic_write_json(out / "train_log.json", {"classes": classes, "config": asdict(model.cfg), "epochs": log})
+    atomic_save(out / CLASSIFIER_FILE, lambda tmp: torch.save(blob, tmp))
+    write_train_log(out, {"classes": classes, "config": asdict(model.cfg), "epochs": log})
 
 
 def load_classifier(run: str | Path, device: str | None = None) -> tuple[SPPClassifier, list[str]]:
-    p = Path(run) / "classifier.pt"
+    p = Path(run) / CLASSIFIER_FILE
     if not p.is_file():
-        raise UserError(f"{run} is not a classifier run (classifier.pt missing)")
+        raise UserError(f"{run} is not a classifier run ({CLASSIFIER_FILE} missing)")
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means a damaged file

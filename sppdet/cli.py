@@ -140,58 +140,41 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train_cls(args) -> int:
-    from .classification import ClsConfig, load_cls_data, train_classifier
+    from .api import train_classifier
 
-    cfg = ClsConfig(backbone=args.backbone, weights=args.weights, levels=args.levels, sizes=args.sizes,
-                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, train_blocks=args.train_blocks,
-                    hidden=args.hidden, seed=args.seed, device=args.device or "auto")
-    samples, classes = load_cls_data(args.data, args.split, max_per_class=args.max_per_class, seed=args.seed)
-    print(f"training an SPP classifier on {len(samples)} images, {len(classes)} classes, sizes {cfg.sizes}",
-          file=sys.stderr)
-    train_classifier(samples, classes, cfg, Path(args.out))
+    train_classifier(args.data, args.out, split=args.split, max_per_class=args.max_per_class, seed=args.seed,
+                     device=args.device, backbone=args.backbone, weights=args.weights, levels=args.levels,
+                     sizes=args.sizes, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                     train_blocks=args.train_blocks, hidden=args.hidden)
     print(f"classifier saved to {args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_classify(args) -> int:
-    from .classification import load_classifier, predict
-    from .images import ImageReadError, read_image
+    from .api import classify
 
-    from .inputs import expand_inputs
-
-    model, classes = load_classifier(args.run, args.device)
-    paths, skipped = expand_inputs(args.images)
-    for line in skipped:
+    res = classify(args.run, args.images, mode=args.mode, size=args.size, top_k=args.top_k,
+                   exif_transpose=not args.no_exif, device=args.device)
+    for line in res["skipped"]:
         print(f"sppdet: error: {line}", file=sys.stderr)
-    failed = len(skipped)
-    for p in paths:
-        try:
-            img = read_image(p, exif_transpose=not args.no_exif)
-        except ImageReadError as exc:
-            print(f"sppdet: error: {exc}", file=sys.stderr)
+    failed = len(res["skipped"])
+    for r in res["results"]:
+        if "error" in r:
+            print(f"sppdet: error: {r['error']}", file=sys.stderr)
             failed += 1
-            continue
-        probs = predict(model, img, args.mode, args.size)
-        top = probs.argsort()[::-1][: args.top_k]
-        print(f"{p}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in top))
+        else:
+            print(f"{r['image']}: " + ", ".join(f"{c} {p:.3f}" for c, p in r["top"]))
     return 2 if failed else 0
 
 
 def cmd_eval_cls(args) -> int:
-    from .classification import MODES, evaluate_classifier, load_classifier, load_cls_data
+    from .api import evaluate_classifier
 
-    model, classes = load_classifier(args.run, args.device)
-    samples, _ = load_cls_data(args.data, args.split, classes=classes, max_per_class=args.max_per_class,
-                               seed=args.seed)
-    res = evaluate_classifier(model, samples, args.modes or MODES, args.size)
-    print(f"{'mode':>12s}  top-1 err  top-5 err   ({len(samples)} images, {len(classes)} classes)")
-    for m, r in res.items():
+    res = evaluate_classifier(args.run, args.data, split=args.split, modes=args.modes, size=args.size,
+                              max_per_class=args.max_per_class, seed=args.seed, device=args.device, out=args.out)
+    print(f"{'mode':>12s}  top-1 err  top-5 err   ({res['images']} images, {res['classes']} classes)")
+    for m, r in res["errors"].items():
         print(f"{m:>12s}  {r['top1_error']:9.4f}  {r['top5_error']:9.4f}")
-    if args.out:
-        from .fileio import atomic_write_json
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.out, res)
     return 0
 
 

@@ -17,190 +17,6 @@ import yaml
 from .errors import UserError
 
 
-@dataclass
-class BackboneConfig:
-    name: str = "mobilenet_v2"
-    weights: str | None = None  # local state-dict path; None = torchvision's ImageNet weights
-
-
-@dataclass
-class FeatureConfig:
-    scales: list[int] = field(default_factory=lambda: [688])  # shorter side, pixels
-    max_size: int = 2000  # cap on the longer side, pixels
-    levels: list[int] = field(default_factory=lambda: [6, 3, 2, 1])  # pyramid bins per side
-
-
-# Selective search's colour spaces and grouping similarities (proposals.selective_search).
-COLOR_SPACES = ("hsv", "lab", "rgb", "gray", "hue", "rgi", "ycrcb")
-SIMILARITIES = ("color", "fill", "size", "texture")
-
-
-# Trunks whose torchvision classifier holds pretrained fc6/fc7, and the n×n grid fc6 takes.
-PRETRAINED_FC_GRID = {"alexnet": 6, "vgg16": 7}
-
-
-@dataclass
-class ProposalConfig:
-    method: str = "selective_search"  # or "external"
-    # Selective search: OpenCV's "fast" or "quality" preset, or "custom" (the settings below).
-    # quality: about 2,000 windows per image, the paper's operating point. On BCCD (README) it
-    # gave 0.829 mAP against custom's 0.776 and fast's 0.764, at about 3.2x fast's cost (10-12 min
-    # of training on 2 cores); custom (k in {50,100,150,300}) also gives ~2,000 windows at 1.3x.
-    mode: str = "quality"
-    max_boxes: int = 2000
-    work_size: int = 500  # longer side of the image selective search runs on
-    # Several working sizes: selective search runs at each and the rankings are interleaved
-    # (empty: just work_size). Small objects are found at the larger size, large ones at both.
-    work_sizes: list[int] = field(default_factory=list)
-    # mode=custom: colour spaces (hsv lab rgb gray hue rgi ycrcb), graph-segmentation k values
-    # (smaller k = smaller initial regions = more windows; OpenCV's fast uses [150, 300, 450]),
-    # sigma, and grouping strategies, each a "+"-joined similarity set of color/fill/size/texture.
-    color_spaces: list[str] = field(default_factory=lambda: ["hsv", "lab"])
-    ks: list[int] = field(default_factory=lambda: [50, 100, 150, 300])
-    sigma: float = 0.8
-    strategies: list[str] = field(default_factory=lambda: ["color+fill+size+texture", "fill+size+texture"])
-    min_size: int = 8  # drop proposals narrower/shorter than this (original pixels)
-    external_dir: str | None = None  # per-image .npy/.txt/.mat or R-CNN selective_search_data .mat
-
-
-@dataclass
-class FinetuneConfig:
-    # Off by default: the default trunk (MobileNetV2, cut at a conv layer) has no ImageNet fc6/fc7,
-    # so they are learned from scratch on the detection data; on BCCD that was a wash against
-    # SVMs on pool5 (README, tools/bccd_experiment.sh). vgg16/alexnet: see pretrained_fc.
-    enabled: bool = False
-    hidden: int = 1024  # width of fc6 and fc7 when learned from scratch (4096 with pretrained_fc)
-    # vgg16/alexnet: start fc6/fc7 from the ImageNet classifier (SPP-net's ftfc7), which needs
-    # one pyramid level matching its input (PRETRAINED_FC_GRID) and makes fc6/fc7 4096 wide
-    pretrained_fc: bool = True
-    iterations: int = 3000
-    batch_size: int = 128
-    images_per_batch: int = 2
-    fg_fraction: float = 0.25
-    fg_iou: float = 0.5
-    bg_iou_low: float = 0.1
-    bg_iou_high: float = 0.5
-    lr: float = 0.001
-    lr_step: int = 2000  # multiply lr by 0.1 after this many iterations
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    dropout: float = 0.5
-
-
-@dataclass
-class SVMConfig:
-    C: float = 0.001
-    pos_weight: float = 2.0
-    bias_mult: float = 10.0
-    feat_norm: float = 20.0  # features scaled so their mean L2 norm is this
-    neg_iou: float = 0.3  # negatives overlap every positive of the class less than this
-    # SPP-net drops a negative overlapping another (kept) negative by more than this IoU
-    # (windows.prune_negatives); 0 or 1 = off
-    neg_overlap_prune: float = 0.7
-    hard_thresh: float = -1.0001  # a negative scoring above this is "hard"
-    evict_thresh: float = -1.2  # cached negatives scoring below this are dropped
-    retrain_limit: int = 2000  # retrain after this many new hard negatives (per class)
-    epochs: int = 1  # passes of hard-negative mining over the training images
-    max_negatives: int = 30000  # per-class cap on cached hard negatives (bounds memory)
-    max_iter: int = 2000
-
-
-@dataclass
-class BBoxRegConfig:
-    enabled: bool = True
-    min_iou: float = 0.6
-    alpha: float = 1000.0  # ridge lambda, as R-CNN
-    max_examples: int = 10000  # per class, uniformly sampled (bounds memory: fp16 pool5 vectors)
-
-
-@dataclass
-class TestConfig:
-    nms: float = 0.3
-    # The least score a detection keeps (det(img), sppdet detect): a probability for calibrated
-    # runs (0.4 on); runs before 0.4 saved -1, a margin. Evaluation keeps every window above
-    # the margin floor (-1) whatever this says: AP needs the low scores too.
-    score_thresh: float = 0.25
-    max_per_image: int = 100
-
-
-@dataclass
-class DataConfig:
-    classes: list[str] | None = None  # None: taken from the training annotations
-    split_seed: int = 0
-    test_fraction: float = 0.2  # for flat folders without a split
-    min_box_size: float = 1.0  # smaller (after clipping) ground-truth boxes are dropped
-    # Apply the EXIF orientation tag to training/evaluation images? None: as the tools of the
-    # data's format do: labelImg, VOC and COCO tools draw boxes on the stored pixels (no),
-    # Ultralytics' YOLO tools on the oriented image (yes).
-    exif_transpose: bool | None = None
-
-
-@dataclass
-class Config:
-    method: str = "spp"  # spp | rcnn
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    proposals: ProposalConfig = field(default_factory=ProposalConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    svm: SVMConfig = field(default_factory=SVMConfig)
-    bbox_reg: BBoxRegConfig = field(default_factory=BBoxRegConfig)
-    test: TestConfig = field(default_factory=TestConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def validate(self) -> "Config":
-        """Check every field against :data:`RULES` (type and range), then the few rules that
-        tie two fields together; the first problem is a :class:`UserError` naming the key,
-        the allowed values and the value given."""
-        tree = self.to_dict()
-        for key, rule in RULES.items():
-            node: Any = tree
-            for part in key.split("."):
-                node = node[part]
-            rule.check(key, node)
-        if self.proposals.method == "external" and not self.proposals.external_dir:
-            raise UserError("config: proposals.method=external needs proposals.external_dir")
-        if self.finetune.bg_iou_low >= self.finetune.bg_iou_high:
-            raise UserError(f"config: finetune.bg_iou_low ({self.finetune.bg_iou_low:g}) must be below "
-                            f"finetune.bg_iou_high ({self.finetune.bg_iou_high:g})")
-        if self.svm.evict_thresh > self.svm.hard_thresh:
-            raise UserError(f"config: svm.evict_thresh ({self.svm.evict_thresh:g}) must not exceed "
-                            f"svm.hard_thresh ({self.svm.hard_thresh:g}): new hard negatives would be "
-                            "evicted at once")
-        _validate_proposal_levers(self.proposals)
-        if not 0 <= self.svm.neg_overlap_prune <= 1:
-            raise UserError("config: svm.neg_overlap_prune must be in [0, 1] (0 or 1 = off)")
-        n = PRETRAINED_FC_GRID.get(self.backbone.name)
-        if self.finetune.enabled and self.finetune.pretrained_fc and n and [int(v) for v in self.features.levels] != [n]:
-            raise UserError(f"config: finetune.pretrained_fc starts fc6 from {self.backbone.name}'s ImageNet "
-                            f"classifier, which takes one {n}x{n} grid: set features.levels=[{n}], or "
-                            f"finetune.pretrained_fc=false to learn fc6/fc7 from scratch")
-        return self
-
-
-def _validate_proposal_levers(p: ProposalConfig) -> None:
-    """Selective search's custom settings (proposals.color_spaces/ks/strategies/work_sizes)."""
-    bad = [c for c in p.color_spaces if str(c).lower() not in COLOR_SPACES]
-    if bad or not p.color_spaces:
-        raise UserError(f"config: proposals.color_spaces {p.color_spaces!r} must be a non-empty list of "
-                        f"{', '.join(COLOR_SPACES)}")
-    if not p.ks or any(isinstance(k, bool) or not isinstance(k, (int, float)) or k <= 0 for k in p.ks):
-        raise UserError(f"config: proposals.ks {p.ks!r} must be a non-empty list of positive numbers")
-    for s in p.strategies or [""]:
-        parts = str(s).lower().split("+")
-        if not s or any(x not in SIMILARITIES for x in parts):
-            raise UserError(f"config: proposals.strategies entry {s!r} must join some of "
-                            f"{', '.join(SIMILARITIES)} with '+', e.g. 'color+fill+size+texture'")
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in p.work_sizes):
-        raise UserError(f"config: proposals.work_sizes {p.work_sizes!r} must be a list of sizes in pixels")
-    if p.sigma < 0:
-        raise UserError("config: proposals.sigma must be >= 0")
-
-
 def _show(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else repr(v)
 
@@ -275,69 +91,224 @@ class Rule:
 _ANY = ""  # any finite number
 _POS = "(0, inf)"
 _FRAC = "[0, 1]"
-# Every field of every section, with what it may hold. tests/test_bad_inputs.py checks that
-# no field of Config is missing here.
-RULES: dict[str, Rule] = {
-    "method": Rule("choice", choices=("spp", "rcnn")),
-    "device": Rule("choice", choices=("auto", "cpu", "cuda")),
-    "seed": Rule("int", "[0, 4294967295]"),
-    "backbone.name": Rule("str"),
-    "backbone.weights": Rule("str", optional=True),
-    "features.scales": Rule("ints", "[1, 10000]"),
-    "features.max_size": Rule("int", "[1, 20000]"),
-    "features.levels": Rule("ints", "[1, 64]"),
-    "proposals.method": Rule("choice", choices=("selective_search", "external")),
-    "proposals.mode": Rule("choice", choices=("fast", "quality", "custom")),
-    # the custom levers' contents are checked by _validate_proposal_levers
-    "proposals.work_sizes": Rule("list"),
-    "proposals.color_spaces": Rule("list"),
-    "proposals.ks": Rule("list"),
-    "proposals.sigma": Rule("float", "[0, 100]"),
-    "proposals.strategies": Rule("list"),
-    "proposals.max_boxes": Rule("int", "[1, 1000000]"),
-    "proposals.work_size": Rule("int", "[0, 20000]"),  # 0: the full-size image
-    "proposals.min_size": Rule("int", "[0, 10000]"),
-    "proposals.external_dir": Rule("str", optional=True),
-    "finetune.enabled": Rule("bool"),
-    "finetune.pretrained_fc": Rule("bool"),
-    "finetune.hidden": Rule("int", "[1, 65536]"),
-    "finetune.iterations": Rule("int", "[1, 100000000]"),
-    "finetune.batch_size": Rule("int", "[1, 1000000]"),
-    "finetune.images_per_batch": Rule("int", "[1, 100000]"),
-    "finetune.fg_fraction": Rule("float", "(0, 1]"),
-    "finetune.fg_iou": Rule("float", "(0, 1]"),
-    "finetune.bg_iou_low": Rule("float", "[0, 1)"),
-    "finetune.bg_iou_high": Rule("float", "(0, 1]"),
-    "finetune.lr": Rule("float", _POS),
-    "finetune.lr_step": Rule("int", "[1, 100000000]"),
-    "finetune.momentum": Rule("float", "[0, 1)"),
-    "finetune.weight_decay": Rule("float", "[0, inf)"),
-    "finetune.dropout": Rule("float", "[0, 1)"),
-    "svm.C": Rule("float", _POS),
-    "svm.pos_weight": Rule("float", _POS),
-    "svm.bias_mult": Rule("float", _POS),
-    "svm.feat_norm": Rule("float", _POS),
-    "svm.neg_iou": Rule("float", _FRAC),
-    "svm.neg_overlap_prune": Rule("float", _FRAC),  # 0 or 1: off
-    "svm.hard_thresh": Rule("float", _ANY),
-    "svm.evict_thresh": Rule("float", _ANY),
-    "svm.retrain_limit": Rule("int", "[1, 100000000]"),
-    "svm.epochs": Rule("int", "[1, 1000]"),
-    "svm.max_negatives": Rule("int", "[1, 100000000]"),
-    "svm.max_iter": Rule("int", "[1, 100000000]"),
-    "bbox_reg.enabled": Rule("bool"),
-    "bbox_reg.min_iou": Rule("float", "(0, 1]"),
-    "bbox_reg.alpha": Rule("float", _POS),
-    "bbox_reg.max_examples": Rule("int", "[1, 100000000]"),
-    "test.nms": Rule("float", "(0, 1]"),
-    "test.score_thresh": Rule("float", _ANY),
-    "test.max_per_image": Rule("int", "[1, 1000000]"),
-    "data.classes": Rule("strs", optional=True),
-    "data.split_seed": Rule("int", "[0, 4294967295]"),
-    "data.test_fraction": Rule("float", _FRAC),
-    "data.min_box_size": Rule("float", "[0, 10000]"),
-    "data.exif_transpose": Rule("bool", optional=True),
-}
+
+
+def ruled(rule: Rule, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its validation rule (kept in the field's metadata, so that no key
+    exists without one: :func:`rules_of` refuses a field that lacks it)."""
+    return field(default=default, default_factory=factory, metadata={"rule": rule})
+
+
+@dataclass
+class BackboneConfig:
+    name: str = ruled(Rule("str"), "mobilenet_v2")
+    # local state-dict path; None = torchvision's ImageNet weights
+    weights: str | None = ruled(Rule("str", optional=True), None)
+
+
+@dataclass
+class FeatureConfig:
+    scales: list[int] = ruled(Rule("ints", "[1, 10000]"), factory=lambda: [688])  # shorter side, pixels
+    max_size: int = ruled(Rule("int", "[1, 20000]"), 2000)  # cap on the longer side, pixels
+    levels: list[int] = ruled(Rule("ints", "[1, 64]"), factory=lambda: [6, 3, 2, 1])  # pyramid bins per side
+
+
+# Selective search's colour spaces and grouping similarities (proposals.selective_search).
+COLOR_SPACES = ("hsv", "lab", "rgb", "gray", "hue", "rgi", "ycrcb")
+SIMILARITIES = ("color", "fill", "size", "texture")
+
+
+# Trunks whose torchvision classifier holds pretrained fc6/fc7, and the n×n grid fc6 takes.
+PRETRAINED_FC_GRID = {"alexnet": 6, "vgg16": 7}
+
+
+@dataclass
+class ProposalConfig:
+    method: str = ruled(Rule("choice", choices=("selective_search", "external")), "selective_search")  # or "external"
+    # Selective search: OpenCV's "fast" or "quality" preset, or "custom" (the settings below).
+    # quality: about 2,000 windows per image, the paper's operating point. On BCCD (README) it
+    # gave 0.829 mAP against custom's 0.776 and fast's 0.764, at about 3.2x fast's cost (10-12 min
+    # of training on 2 cores); custom (k in {50,100,150,300}) also gives ~2,000 windows at 1.3x.
+    mode: str = ruled(Rule("choice", choices=("fast", "quality", "custom")), "quality")
+    max_boxes: int = ruled(Rule("int", "[1, 1000000]"), 2000)
+    # longer side of the image selective search runs on (0: the full-size image)
+    work_size: int = ruled(Rule("int", "[0, 20000]"), 500)
+    # Several working sizes: selective search runs at each and the rankings are interleaved
+    # (empty: just work_size). Small objects are found at the larger size, large ones at both.
+    work_sizes: list[int] = ruled(Rule("list"), factory=list)
+    # mode=custom: colour spaces (hsv lab rgb gray hue rgi ycrcb), graph-segmentation k values
+    # (smaller k = smaller initial regions = more windows; OpenCV's fast uses [150, 300, 450]),
+    # sigma, and grouping strategies, each a "+"-joined similarity set of color/fill/size/texture.
+    # Their contents are checked by _validate_proposal_levers (the rules here only ask for lists).
+    color_spaces: list[str] = ruled(Rule("list"), factory=lambda: ["hsv", "lab"])
+    ks: list[int] = ruled(Rule("list"), factory=lambda: [50, 100, 150, 300])
+    sigma: float = ruled(Rule("float", "[0, 100]"), 0.8)
+    strategies: list[str] = ruled(Rule("list"), factory=lambda: ["color+fill+size+texture", "fill+size+texture"])
+    min_size: int = ruled(Rule("int", "[0, 10000]"), 8)  # drop proposals narrower/shorter than this (original pixels)
+    # per-image .npy/.txt/.mat or R-CNN selective_search_data .mat
+    external_dir: str | None = ruled(Rule("str", optional=True), None)
+
+
+@dataclass
+class FinetuneConfig:
+    # Off by default: the default trunk (MobileNetV2, cut at a conv layer) has no ImageNet fc6/fc7,
+    # so they are learned from scratch on the detection data; on BCCD that was a wash against
+    # SVMs on pool5 (README, tools/bccd_experiment.sh). vgg16/alexnet: see pretrained_fc.
+    enabled: bool = ruled(Rule("bool"), False)
+    # width of fc6 and fc7 when learned from scratch (4096 with pretrained_fc)
+    hidden: int = ruled(Rule("int", "[1, 65536]"), 1024)
+    # vgg16/alexnet: start fc6/fc7 from the ImageNet classifier (SPP-net's ftfc7), which needs
+    # one pyramid level matching its input (PRETRAINED_FC_GRID) and makes fc6/fc7 4096 wide
+    pretrained_fc: bool = ruled(Rule("bool"), True)
+    iterations: int = ruled(Rule("int", "[1, 100000000]"), 3000)
+    batch_size: int = ruled(Rule("int", "[1, 1000000]"), 128)
+    images_per_batch: int = ruled(Rule("int", "[1, 100000]"), 2)
+    fg_fraction: float = ruled(Rule("float", "(0, 1]"), 0.25)
+    fg_iou: float = ruled(Rule("float", "(0, 1]"), 0.5)
+    bg_iou_low: float = ruled(Rule("float", "[0, 1)"), 0.1)
+    bg_iou_high: float = ruled(Rule("float", "(0, 1]"), 0.5)
+    lr: float = ruled(Rule("float", _POS), 0.001)
+    lr_step: int = ruled(Rule("int", "[1, 100000000]"), 2000)  # multiply lr by 0.1 after this many iterations
+    momentum: float = ruled(Rule("float", "[0, 1)"), 0.9)
+    weight_decay: float = ruled(Rule("float", "[0, inf)"), 0.0005)
+    dropout: float = ruled(Rule("float", "[0, 1)"), 0.5)
+
+
+@dataclass
+class SVMConfig:
+    C: float = ruled(Rule("float", _POS), 0.001)
+    pos_weight: float = ruled(Rule("float", _POS), 2.0)
+    bias_mult: float = ruled(Rule("float", _POS), 10.0)
+    feat_norm: float = ruled(Rule("float", _POS), 20.0)  # features scaled so their mean L2 norm is this
+    neg_iou: float = ruled(Rule("float", _FRAC), 0.3)  # negatives overlap every positive of the class less than this
+    # SPP-net drops a negative overlapping another (kept) negative by more than this IoU
+    # (windows.prune_negatives); 0 or 1 = off
+    neg_overlap_prune: float = ruled(Rule("float", _FRAC), 0.7)  # 0 or 1: off
+    hard_thresh: float = ruled(Rule("float", _ANY), -1.0001)  # a negative scoring above this is "hard"
+    evict_thresh: float = ruled(Rule("float", _ANY), -1.2)  # cached negatives scoring below this are dropped
+    # retrain after this many new hard negatives (per class)
+    retrain_limit: int = ruled(Rule("int", "[1, 100000000]"), 2000)
+    epochs: int = ruled(Rule("int", "[1, 1000]"), 1)  # passes of hard-negative mining over the training images
+    # per-class cap on cached hard negatives (bounds memory)
+    max_negatives: int = ruled(Rule("int", "[1, 100000000]"), 30000)
+    max_iter: int = ruled(Rule("int", "[1, 100000000]"), 2000)
+
+
+@dataclass
+class BBoxRegConfig:
+    enabled: bool = ruled(Rule("bool"), True)
+    min_iou: float = ruled(Rule("float", "(0, 1]"), 0.6)
+    alpha: float = ruled(Rule("float", _POS), 1000.0)  # ridge lambda, as R-CNN
+    # per class, uniformly sampled (bounds memory: fp16 pool5 vectors)
+    max_examples: int = ruled(Rule("int", "[1, 100000000]"), 10000)
+
+
+@dataclass
+class TestConfig:
+    nms: float = ruled(Rule("float", "(0, 1]"), 0.3)
+    # The least score a detection keeps (det(img), sppdet detect): a probability for calibrated
+    # runs (0.4 on); runs before 0.4 saved -1, a margin. Evaluation keeps every window above
+    # the margin floor (-1) whatever this says: AP needs the low scores too.
+    score_thresh: float = ruled(Rule("float", _ANY), 0.25)
+    max_per_image: int = ruled(Rule("int", "[1, 1000000]"), 100)
+
+
+@dataclass
+class DataConfig:
+    classes: list[str] | None = ruled(Rule("strs", optional=True), None)  # None: taken from the training annotations
+    split_seed: int = ruled(Rule("int", "[0, 4294967295]"), 0)
+    test_fraction: float = ruled(Rule("float", _FRAC), 0.2)  # for flat folders without a split
+    # smaller (after clipping) ground-truth boxes are dropped
+    min_box_size: float = ruled(Rule("float", "[0, 10000]"), 1.0)
+    # Apply the EXIF orientation tag to training/evaluation images? None: as the tools of the
+    # data's format do: labelImg, VOC and COCO tools draw boxes on the stored pixels (no),
+    # Ultralytics' YOLO tools on the oriented image (yes).
+    exif_transpose: bool | None = ruled(Rule("bool", optional=True), None)
+
+
+@dataclass
+class Config:
+    method: str = ruled(Rule("choice", choices=("spp", "rcnn")), "spp")  # spp | rcnn
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    svm: SVMConfig = field(default_factory=SVMConfig)
+    bbox_reg: BBoxRegConfig = field(default_factory=BBoxRegConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = ruled(Rule("int", "[0, 4294967295]"), 0)
+    device: str = ruled(Rule("choice", choices=("auto", "cpu", "cuda")), "auto")  # auto | cpu | cuda
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> "Config":
+        """Check every field against :data:`RULES` (type and range), then the few rules that
+        tie two fields together; the first problem is a :class:`UserError` naming the key,
+        the allowed values and the value given."""
+        tree = self.to_dict()
+        for key, rule in RULES.items():
+            node: Any = tree
+            for part in key.split("."):
+                node = node[part]
+            rule.check(key, node)
+        if self.proposals.method == "external" and not self.proposals.external_dir:
+            raise UserError("config: proposals.method=external needs proposals.external_dir")
+        if self.finetune.bg_iou_low >= self.finetune.bg_iou_high:
+            raise UserError(f"config: finetune.bg_iou_low ({self.finetune.bg_iou_low:g}) must be below "
+                            f"finetune.bg_iou_high ({self.finetune.bg_iou_high:g})")
+        if self.svm.evict_thresh > self.svm.hard_thresh:
+            raise UserError(f"config: svm.evict_thresh ({self.svm.evict_thresh:g}) must not exceed "
+                            f"svm.hard_thresh ({self.svm.hard_thresh:g}): new hard negatives would be "
+                            "evicted at once")
+        _validate_proposal_levers(self.proposals)
+        if not 0 <= self.svm.neg_overlap_prune <= 1:
+            raise UserError("config: svm.neg_overlap_prune must be in [0, 1] (0 or 1 = off)")
+        n = PRETRAINED_FC_GRID.get(self.backbone.name)
+        if self.finetune.enabled and self.finetune.pretrained_fc and n and [int(v) for v in self.features.levels] != [n]:
+            raise UserError(f"config: finetune.pretrained_fc starts fc6 from {self.backbone.name}'s ImageNet "
+                            f"classifier, which takes one {n}x{n} grid: set features.levels=[{n}], or "
+                            f"finetune.pretrained_fc=false to learn fc6/fc7 from scratch")
+        return self
+
+
+def _validate_proposal_levers(p: ProposalConfig) -> None:
+    """Selective search's custom settings (proposals.color_spaces/ks/strategies/work_sizes)."""
+    bad = [c for c in p.color_spaces if str(c).lower() not in COLOR_SPACES]
+    if bad or not p.color_spaces:
+        raise UserError(f"config: proposals.color_spaces {p.color_spaces!r} must be a non-empty list of "
+                        f"{', '.join(COLOR_SPACES)}")
+    if not p.ks or any(isinstance(k, bool) or not isinstance(k, (int, float)) or k <= 0 for k in p.ks):
+        raise UserError(f"config: proposals.ks {p.ks!r} must be a non-empty list of positive numbers")
+    for s in p.strategies or [""]:
+        parts = str(s).lower().split("+")
+        if not s or any(x not in SIMILARITIES for x in parts):
+            raise UserError(f"config: proposals.strategies entry {s!r} must join some of "
+                            f"{', '.join(SIMILARITIES)} with '+', e.g. 'color+fill+size+texture'")
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in p.work_sizes):
+        raise UserError(f"config: proposals.work_sizes {p.work_sizes!r} must be a list of sizes in pixels")
+    if p.sigma < 0:
+        raise UserError("config: proposals.sigma must be >= 0")
+
+
+def rules_of(cls: type, prefix: str = "") -> dict[str, Rule]:
+    """``{"section.key": Rule}`` of every leaf field of the config dataclass ``cls``, read from
+    the fields' metadata (:func:`ruled`); a field without a rule is a programming error."""
+    out: dict[str, Rule] = {}
+    for f in fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out.update(rules_of(type(default), f"{prefix}{f.name}."))
+        elif isinstance(f.metadata.get("rule"), Rule):
+            out[prefix + f.name] = f.metadata["rule"]
+        else:
+            raise TypeError(f"config field {prefix}{f.name} has no validation rule: declare it with ruled(Rule(...))")
+    return out
+
+
+# Every field of every section, with what it may hold (from the fields' metadata).
+RULES: dict[str, Rule] = rules_of(Config)
 
 
 def check_fields(obj: Any, rules: dict[str, Rule], where: str) -> None:
@@ -446,8 +417,12 @@ def _apply_overrides(tree: dict[str, Any], overrides: list[str],
         _set_dotted(tree, key, value)
 
 
+# Keys (prefixes) that a trained run lets change: they do not touch what was learned.
+TEST_TIME_KEYS = ("test.", "bbox_reg.enabled")
+
+
 def override_config(cfg: Config, overrides: list[str],
-                    allowed: tuple[str, ...] | None = ("test.", "bbox_reg.enabled")) -> Config:
+                    allowed: tuple[str, ...] | None = TEST_TIME_KEYS) -> Config:
     """A copy of ``cfg`` with ``key=value`` overrides; by default only keys that can change
     without retraining (test-time settings), ``allowed=None`` for any key."""
     tree = cfg.to_dict()

@@ -2,9 +2,6 @@
 box regression → per-class NMS. Saved as a run directory and checked when loaded."""
 from __future__ import annotations
 
-import contextlib
-import json
-import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -13,23 +10,21 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 from torchvision.ops import batched_nms
 
 from . import __version__
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
-from .cache import CachedData, make_extractor
-from .config import Config, config_from_dict
+from .boxes import clip, to_continuous
+from .config import Config
+from .detection import run_detection  # noqa: F401 - moved to detection.py; the old import still works
 from .errors import UserError
-from .datasets.common import ImageRecord, LoadReport
+from .extractors import make_extractor
 from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
-from .images import ImageReadError, read_image, to_rgb_array
-from .progress import progress as tqdm
+from .images import read_image, to_rgb_array
 from .proposals import selective_search_cfg
-
-MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.yaml", "meta.json"
+from .run_dir import CONFIG_FILE, read_run, write_run
 
 
 @dataclass
@@ -64,7 +59,7 @@ class Detections:
         """torchvision's detection output: ``boxes`` float32 ``[N, 4]`` (continuous
         coordinates), ``scores`` float32 ``[N]``, ``labels`` int64 ``[N]``."""
         boxes = torch.as_tensor(np.asarray(self.boxes, dtype=np.float32)).reshape(-1, 4)
-        return {"boxes": boxes + torch.tensor([0.0, 0.0, 1.0, 1.0]),
+        return {"boxes": to_continuous(boxes),
                 "scores": torch.as_tensor(np.asarray(self.scores, dtype=np.float32)),
                 "labels": torch.as_tensor(np.asarray(self.labels, dtype=np.int64))}
 
@@ -165,9 +160,9 @@ class Detector:
             for c in np.unique(cs):
                 sel = cs == c
                 boxes[sel] = self.bbox.predict(boxes[sel], p5[ks[sel]] * self.pool5_scale, int(c))
-        boxes = np.clip(boxes, 0, [width - 1, height - 1, width - 1, height - 1])
+        boxes = clip(boxes, width, height)
         s = scores[ks, cs]
-        b = torch.from_numpy(boxes) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+        b = to_continuous(torch.from_numpy(boxes))
         # per-class NMS on the margins (within a class the calibrated order is the same)
         keep = batched_nms(b.float(), torch.from_numpy(s).float(), torch.from_numpy(cs), t.nms).numpy()
         out = self.probabilities(s[keep], cs[keep]) if self.platt is not None else s[keep]
@@ -201,11 +196,7 @@ class Detector:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if proposals is None:
-            if self.cfg.proposals.method == "external" and not getattr(self, "_warned_external", False):
-                self._warned_external = True
-                warnings.warn("this run was trained on external proposals (proposals.method=external); new "
-                              "images get selective search (proposals.mode="
-                              f"{self.cfg.proposals.mode}) instead: pass proposals= to use your own", stacklevel=2)
+            self.warn_external_proposals()
             proposals = selective_search_cfg(image, self.cfg.proposals)
         t1 = time.perf_counter()
         maps = self.extractor.compute(image)
@@ -214,6 +205,17 @@ class Detector:
         t2 = time.perf_counter()
         timings.update(proposals=t1 - t0, conv=t2 - t1)
         return self.detect_maps(maps, proposals, w, h, timings, threshold)
+
+    def warn_external_proposals(self, stacklevel: int = 2) -> None:
+        """Warn (once per detector) that new images get selective search although the run was
+        trained on external proposals; every path that computes proposals for new images calls it.
+        ``stacklevel`` as for :func:`warnings.warn`, seen from the caller (2: the caller's caller)."""
+        if self.cfg.proposals.method == "external" and not getattr(self, "_warned_external", False):
+            self._warned_external = True
+            warnings.warn("this run was trained on external proposals (proposals.method=external); new "
+                          "images get selective search (proposals.mode="
+                          f"{self.cfg.proposals.mode}) instead: pass proposals= to use your own",
+                          stacklevel=stacklevel + 1)
 
     def __call__(self, source, proposals: np.ndarray | None = None, exif_transpose: bool = True,
                  threshold: float | None = None) -> "Detections | list[Detections]":
@@ -239,19 +241,10 @@ class Detector:
 
     # -- persistence --------------------------------------------------------------------
     def save(self, run_dir: str | Path, train_log: dict | None = None) -> None:
-        """Write the run directory; each file atomically and ``model.pt`` last, all stamped
-        with one ``run_id`` so that a loader can tell a half-replaced run from a whole one."""
-        import uuid
-
-        from .fileio import atomic_save, atomic_write, atomic_write_json
-
-        run = Path(run_dir)
-        run.mkdir(parents=True, exist_ok=True)
+        """Write the run directory (:func:`sppdet.run_dir.write_run`: atomically, the model
+        last, stamped with one ``run_id``)."""
         trunk = self.extractor.trunk
-        run_id = uuid.uuid4().hex
         blob = {
-            "format": 1,
-            "run_id": run_id,
             "classes": self.classes,
             "backbone": trunk.name,
             "weights_sha256": trunk.weights_id,
@@ -264,56 +257,16 @@ class Detector:
             "channels_last": self.extractor.channels_last,
             "platt": None if self.platt is None else torch.from_numpy(self.platt),
         }
-        atomic_write(run / CONFIG_FILE, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        meta = {"sppdet_version": __version__, "run_id": run_id, "classes": self.classes, "backbone": trunk.name,
+        meta = {"sppdet_version": __version__, "classes": self.classes, "backbone": trunk.name,
                 "weights_sha256": trunk.weights_id, "feature_dim": int(self.svm_W.shape[0]),
                 "fine_tuned": self.head is not None, "method": self.cfg.method}
-        atomic_write_json(run / META_FILE, meta)
-        if train_log is not None:
-            atomic_write_json(run / "train_log.json", train_log)
-        atomic_save(run / MODEL_FILE, lambda tmp: torch.save(blob, tmp))
-        self.run_dir = run
+        write_run(run_dir, self.cfg, meta, blob, train_log)
+        self.run_dir = Path(run_dir)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | None = None, weights: str | None = None) -> "Detector":
-        run = Path(run_dir)
-        if not run.is_dir():
-            raise UserError(f"run directory not found: {run}")
-        for f in (MODEL_FILE, CONFIG_FILE, META_FILE):
-            if not (run / f).is_file():
-                raise UserError(f"{run} is not a complete sppdet run: {f} is missing (was training interrupted?)")
-        model_path = run / MODEL_FILE
-        if model_path.stat().st_size == 0:
-            raise UserError(f"{model_path} is empty (0 bytes): the run was not saved completely; train it again")
-        try:
-            cfg = config_from_dict(yaml.safe_load((run / CONFIG_FILE).read_text()) or {})
-            meta = json.loads((run / META_FILE).read_text())
-        except UserError as exc:
-            raise UserError(f"{run / CONFIG_FILE}: {exc}") from None
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise UserError(f"{run} is damaged and cannot be loaded: {exc}") from None
-        try:
-            blob = torch.load(model_path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise UserError(f"{model_path} holds objects other than tensors and plain values, which sppdet "
-                            "refuses to unpickle (it is not a file sppdet wrote, or it was altered)") from None
-        except Exception as exc:  # noqa: BLE001 - zip/pickle damage of any kind: a damaged file
-            raise UserError(f"{model_path} is damaged and cannot be loaded ({type(exc).__name__}: "
-                            f"{exc or 'no detail'})") from None
-        if not isinstance(meta, dict):
-            raise UserError(f"{run / META_FILE} must hold a JSON object, not a {type(meta).__name__}")
-        if not isinstance(blob, dict) or blob.get("format") != 1:
-            raise UserError(f"{model_path} is not an sppdet model file")
-        missing = sorted({"classes", "backbone", "weights_sha256", "head", "svm_W", "svm_b", "feat_scale",
-                          "pool5_scale", "bbox_W", "bbox_b", "bbox_trained"} - blob.keys())
-        if missing:
-            raise UserError(f"{model_path} lacks {', '.join(missing)}: it is damaged or not an sppdet model")
-        if "run_id" in blob and blob["run_id"] != meta.get("run_id"):
-            raise UserError(f"{run}: model.pt and meta.json come from different trainings (the run was "
-                            "interrupted while being replaced); train it again")
-        if blob["classes"] != meta.get("classes") or blob["backbone"] != cfg.backbone.name:
-            raise UserError(f"{run}: model.pt, meta.json and config.yaml disagree "
-                            "(classes or backbone); the run directory was mixed up")
+        files = read_run(run_dir)
+        run, cfg, blob, model_path = files.path, files.cfg, files.blob, files.model_path
         if device is not None:
             cfg.device = device
         dev = resolve_device(cfg.device)
@@ -322,7 +275,7 @@ class Detector:
             raise UserError(f"{run} was trained with {cfg.backbone.name} weights sha256 "
                             f"{blob['weights_sha256'][:16]}…, but the weights found now have "
                             f"{trunk.weights_id[:16]}…; make the run's weights file available again "
-                            "(backbone.weights in its config.yaml, or sppdet.load(run, weights=PATH))")
+                            f"(backbone.weights in its {CONFIG_FILE}, or sppdet.load(run, weights=PATH))")
         ext = make_extractor(cfg, trunk, dev)
         ext.channels_last = bool(blob.get("channels_last", False))  # runs before 0.2: [C, n, n]
         try:
@@ -373,31 +326,3 @@ class Detector:
             bbox.W, bbox.b = blob["bbox_W"].numpy(), blob["bbox_b"].numpy()
             bbox.trained = blob["bbox_trained"].numpy()
         return head, bbox
-
-
-def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,
-                  report: LoadReport, desc: str = "detect") -> list[dict]:
-    """Detections (``{"image", "label", "score", "bbox", "margin"}``) for each record, using caches
-    when given. AP needs the low scores too: a calibrated run keeps every window above the
-    margin floor, whatever ``test.score_thresh`` says (a run before 0.4 keeps its threshold).
-
-    On a CPU the scoring runs on one thread, as ``detect`` does beside its workers: the fc and
-    SVM products differ in the last bit between thread counts, and eval and detect must agree.
-    """
-    from .parallel import single_threaded
-
-    out = []
-    floor = 0.0 if det.calibrated else None
-    with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
-        for r in tqdm(records, desc=desc + (" (cached maps)" if data is not None else ""), unit="img"):
-            try:
-                if data is not None:
-                    props, maps = data.boxes(r), data.maps(r)
-                    d = det.detect_maps(maps, props, r.width, r.height, threshold=floor)
-                else:
-                    d = det.detect(r.read(), threshold=floor)
-            except ImageReadError as exc:
-                report.add("image that cannot be decoded (skipped)", str(exc))
-                continue
-            out += d.to_list(r.path.name)
-    return out

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .backbones import Trunk
+from .config import ProposalConfig, config_digest
 from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
                      write_cache_file)
 from .ops import best_scale, map_windows, spp_pool
@@ -54,7 +55,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class FeatureExtractor:
-    """Computes a trunk's conv maps at several scales (once per image) and pools windows."""
+    """Computes a trunk's conv maps at several scales (once per image) and pools windows.
+
+    SPP-net's :class:`~sppdet.extractors.Extractor`: it caches each image's conv maps, whatever
+    the windows (:class:`FeatureCache`)."""
+
+    method = "spp"
 
     def __init__(self, trunk: Trunk, scales: Sequence[int] = (688,), max_size: int = 2000,
                  levels: Sequence[int] = (6, 3, 2, 1), device: torch.device | str = "cpu",
@@ -72,6 +78,29 @@ class FeatureExtractor:
     @property
     def dim(self) -> int:
         return self.trunk.channels * sum(n * n for n in self.levels)
+
+    def cache_folder(self, root: Path, proposals: ProposalConfig) -> Path:
+        """Where under the cache root ``root`` its conv maps go: named by what the maps depend
+        on (not by the proposals: maps are per image)."""
+        # "cl": maps from the channels-last conv (0.2), which may differ from 0.1's in the last bit;
+        # "v3": checked .npz files keyed by the image's content
+        return Path(root) / "features" / config_digest(
+            ["cl", "v3", self.trunk.name, self.trunk.weights_id, self.scales, self.max_size])
+
+    def open_cache(self, folder: Path) -> "FeatureCache":
+        return FeatureCache(folder, self)
+
+    def cache_windows(self, proposals, gt_boxes) -> None:
+        """Windows the cache must hold for an image: none, the maps serve every window."""
+        return None
+
+    def conv_pixels(self, height: int, width: int, n_windows: int) -> int:
+        """Input pixels the trunk convolves for one image: every scale of the pyramid."""
+        return sum(nh * nw for _, nh, nw in pyramid_sizes(height, width, self.scales, self.max_size))
+
+    def pool_stages(self) -> dict[str, float]:
+        """How the last :meth:`pool` call's time divides among bench stages: all pooling."""
+        return {}
 
     def scaled_images(self, image: np.ndarray) -> list[tuple[float, torch.Tensor]]:
         """``image``: ``[H, W, 3]`` RGB uint8 → ``(factor, [1, 3, h, w] float in [0, 1])`` per
@@ -148,7 +177,8 @@ class FeatureCache:
     def path(self, image_id: str) -> Path:
         return self.root / f"{image_id}.npz"
 
-    def has(self, image_id: str) -> bool:
+    def has(self, image_id: str, windows: np.ndarray | None = None) -> bool:
+        """Are the maps of ``image_id`` cached? (``windows``: unused, the maps serve all.)"""
         return self.load(image_id) is not None
 
     def load(self, image_id: str) -> list[ScaleMap] | None:
@@ -177,8 +207,9 @@ class FeatureCache:
         write_cache_file(self.path(image_id), {"factors": np.array([m.factor for m in maps], dtype=np.float64),
                                                **arrays})
 
-    def get(self, image_id: str, image_loader) -> list[ScaleMap]:
-        """Cached maps for ``image_id``, computing (and caching) them from ``image_loader()``."""
+    def get(self, image_id: str, image_loader, windows: np.ndarray | None = None) -> list[ScaleMap]:
+        """Cached maps for ``image_id``, computing (and caching) them from ``image_loader()``
+        (``windows``: unused, the maps serve all)."""
         maps = self.load(image_id)
         if maps is None:
             maps = self.extractor.compute(image_loader())

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from .progress import progress as tqdm
+from .progress import progress
 
 from .backbones import pretrained_fc_layers
 from .config import Config, FinetuneConfig
@@ -104,7 +104,7 @@ def finetune_head(head: FCHead, image_ids: Sequence[int], get_windows: Callable,
     losses, running = [], []
     order = rng.permutation(len(image_ids))
     pos = 0
-    for _ in tqdm(range(cfg.iterations), desc=desc, unit="it", leave=False):
+    for _ in progress(range(cfg.iterations), desc=desc, unit="it", leave=False):
         xs, ys = [], []
         for _ in range(cfg.images_per_batch):
             if pos >= len(order):

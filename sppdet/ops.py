@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torchvision.ops import roi_pool
 
+from .boxes import area as box_area
+
 
 def spp_dim(channels: int, levels: Sequence[int] = (6, 3, 2, 1)) -> int:
     """Length of one pooled vector: ``C * sum(n*n)``."""
@@ -239,7 +241,7 @@ def best_scale(boxes: np.ndarray, factors: Sequence[float], target: float = 224.
     ``factors`` are the resize factors (scaled size / original size) of the pyramid.
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    area = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    area = box_area(b)
     f = np.asarray(factors, dtype=np.float64)
     scaled = area[:, None] * f[None, :] ** 2
     return np.abs(scaled - target * target).argmin(1)

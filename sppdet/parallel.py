@@ -26,64 +26,18 @@ import logging
 import multiprocessing
 import os
 import signal
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import UserError
 from .progress import progress
+# the thread helpers live in runtime; imported here for the workers and for old imports
+from .runtime import THREAD_ENV, available_cores, single_threaded, torch_threads  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS")
 _NO_SHARED = object()
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, which containers and ``taskset`` set)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the body with torch's intra-op thread count set to ``n`` (restored after)."""
-    import torch
-
-    old = torch.get_num_threads()
-    if n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
-
-
-@contextlib.contextmanager
-def single_threaded():
-    """torch, OpenCV and the BLAS libraries on one thread for the body.
-
-    Used around the arithmetic whose result must not depend on where it runs: oneDNN's conv and
-    fc give results that differ in the last bit between 1 and 2 threads (8 in a million fp16
-    map values on a BCCD image), so the cached conv maps and the mining features are always
-    computed on one thread, in the driver (``--workers 1``) as in a worker process or on a
-    cluster node. That makes the trained model independent of the worker count.
-    """
-    import cv2
-    from threadpoolctl import threadpool_limits
-
-    old_cv = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with torch_threads(1), threadpool_limits(1):
-            yield
-    finally:
-        cv2.setNumThreads(old_cv)
 
 
 def init_worker() -> None:
@@ -431,46 +385,11 @@ def make_executor(workers: int | None = None, ray: str | None = None) -> Executo
     return SerialExecutor() if n == 1 else PoolExecutor(n)
 
 
-# -- detection over many images -------------------------------------------------------------
-def proposal_task(shared: tuple, path) -> dict:
-    """Decode one image and compute its selective-search windows, for ``detect`` to pipeline:
-    ``executor.map(proposal_task, paths, shared=(cfg.proposals, exif_transpose))`` yields, in order,
-    ``{"path", "image", "boxes", "seconds", "decode_seconds"}`` (``seconds``: the selective
-    search alone), or ``{"path", "error"}`` for an unreadable file, while the driver runs the
-    conv, SPP and the SVMs on the images before it."""
-    from .images import ImageReadError, read_image
-    from .proposals import selective_search_cfg
+def __getattr__(name: str):
+    """``proposal_task`` and ``detect_images`` moved to :mod:`sppdet.detection` (beside
+    ``run_detection``); the old names still resolve."""
+    if name in ("proposal_task", "detect_images"):
+        from . import detection
 
-    cfg, exif_transpose = shared
-    t0 = time.perf_counter()
-    try:
-        image = read_image(path, exif_transpose=exif_transpose)
-    except ImageReadError as exc:
-        return {"path": path, "error": str(exc)}
-    t1 = time.perf_counter()
-    with single_threaded():
-        boxes = selective_search_cfg(image, cfg)
-    return {"path": path, "image": image, "boxes": boxes, "seconds": time.perf_counter() - t1,
-            "decode_seconds": t1 - t0}
-
-
-def detect_images(det, paths: Sequence, executor: Executor, desc: str = "detect",
-                  exif_transpose: bool = True) -> Iterator[dict]:
-    """Detections for each image file, proposals in the executor's workers and the detector
-    (conv, SPP, fc, SVMs, box regression) in this process, overlapped.
-
-    Yields, in input order, ``{"path", "image", "detections"}`` or ``{"path", "error"}``.
-    On a CPU the detector runs on one thread: the workers have the other cores, and the fc
-    and SVM products differ in the last bit between thread counts, so this keeps the result
-    the same for any ``--workers`` (and the conv the same as the cache's maps).
-    """
-    for res in executor.map(proposal_task, paths, desc=desc, unit="img", shared=(det.cfg.proposals, exif_transpose)):
-        if "error" in res:
-            yield res
-            continue
-        image = res["image"]
-        with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
-            maps = det.extractor.compute(image)
-            d = det.detect_maps(maps, res["boxes"], image.shape[1], image.shape[0],
-                                {"proposals": res["seconds"]})
-        yield {"path": res["path"], "image": image, "detections": d}
+        return getattr(detection, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from .boxes import clip, min_size_mask
 from .config import COLOR_SPACES, SIMILARITIES, ProposalConfig
 from .errors import UserError
 from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
@@ -141,8 +142,8 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_boxes: int = 200
         rank = np.concatenate([np.arange(len(b)) for b in runs])
         run = np.concatenate([np.full(len(b), i) for i, b in enumerate(runs)])
         boxes = np.concatenate(runs)[np.lexsort((run, rank))]
-    boxes = np.clip(np.round(boxes), 0, [w - 1, h - 1, w - 1, h - 1])
-    keep = ((boxes[:, 2] - boxes[:, 0] + 1) >= min_size) & ((boxes[:, 3] - boxes[:, 1] + 1) >= min_size)
+    boxes = clip(np.round(boxes), w, h)
+    keep = min_size_mask(boxes, min_size)
     boxes = boxes[keep]
     _, first = np.unique(boxes, axis=0, return_index=True)
     boxes = boxes[np.sort(first)][:max_boxes]
@@ -163,7 +164,7 @@ def _checked_boxes(arr, source: Path | str, width: int, height: int) -> np.ndarr
     if not np.isfinite(arr).all():
         raise UserError(f"proposals in {source} contain NaN or infinite coordinates")
     arr = arr.reshape(-1, 4)
-    return np.clip(arr, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+    return clip(arr, width, height).astype(np.float32)
 
 
 def selective_search_cfg(image: np.ndarray, cfg: ProposalConfig) -> np.ndarray:

@@ -11,7 +11,7 @@ image at 2,000 windows for MobileNetV2's 4,800-wide vector, against SPP-net's â‰
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
+from .boxes import to_continuous, widths_heights
 from .backbones import Trunk
+from .config import ProposalConfig, config_digest
 from .features import ScaleMap
 from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
                      write_cache_file)
@@ -53,7 +55,10 @@ def _canonical(boxes: np.ndarray) -> np.ndarray:
 
 
 class RCNNExtractor:
-    """Same interface as :class:`~sppdet.features.FeatureExtractor`; ``compute`` only holds the image."""
+    """R-CNN's :class:`~sppdet.extractors.Extractor`: ``compute`` only holds the image, ``pool``
+    warps and convolves each window; its cache holds each window's vector (:class:`WindowVectorCache`)."""
+
+    method = "rcnn"
 
     def __init__(self, trunk: Trunk, levels: Sequence[int] = (6, 3, 2, 1), device: torch.device | str = "cpu",
                  size: int = 224, context: int = 16, batch_size: int = 64, channels_last: bool = True):
@@ -62,13 +67,37 @@ class RCNNExtractor:
         self.trunk = trunk.to(self.device).eval()
         self.levels = [int(n) for n in levels]
         self.size, self.context, self.batch_size = size, context, batch_size
-        self.scales = [size]
-        self.max_size = size
         self.timings: dict[str, float] = {}
 
     @property
     def dim(self) -> int:
         return self.trunk.channels * sum(n * n for n in self.levels)
+
+    def cache_folder(self, root: Path, proposals: ProposalConfig) -> Path:
+        """Where under the cache root ``root`` its window vectors go. The proposal settings are
+        in the folder's name so that a file holds one setting's windows, not a growing union
+        (each file also lists its windows: edited annotations are caught)."""
+        return Path(root) / "windows" / config_digest(
+            ["v1", self.trunk.name, self.trunk.weights_id, self.levels, self.size, self.context,
+             self.channels_last, asdict(proposals)])
+
+    def open_cache(self, folder: Path) -> "WindowVectorCache":
+        return WindowVectorCache(folder, self)
+
+    def cache_windows(self, proposals: Callable[[], np.ndarray], gt_boxes: np.ndarray | None) -> np.ndarray:
+        """The windows R-CNN training pools: the ground-truth boxes and the proposals (as float32,
+        the form :func:`sppdet.windows.build_windows` gives them)."""
+        gt = np.zeros((0, 4), np.float32) if gt_boxes is None else np.asarray(gt_boxes, np.float32).reshape(-1, 4)
+        return np.concatenate([gt, np.asarray(proposals(), dtype=np.float32).reshape(-1, 4)])
+
+    def conv_pixels(self, height: int, width: int, n_windows: int) -> int:
+        """Input pixels the trunk convolves for one image: every window's warp."""
+        return n_windows * self.size * self.size
+
+    def pool_stages(self) -> dict[str, float]:
+        """How the last :meth:`pool` call's time divides among bench stages: its convolutions
+        happen inside pooling."""
+        return dict(self.timings)
 
     def compute(self, image: np.ndarray) -> list[ScaleMap]:
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float().div_(255.0)
@@ -81,8 +110,10 @@ class RCNNExtractor:
         differs only in colour)."""
         b = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device).reshape(-1, 4)
         grow = self.size / (self.size - 2.0 * self.context)
-        cx, cy = (b[:, 0] + b[:, 2] + 1) / 2, (b[:, 1] + b[:, 3] + 1) / 2
-        hw, hh = (b[:, 2] - b[:, 0] + 1) * grow / 2, (b[:, 3] - b[:, 1] + 1) * grow / 2
+        c = to_continuous(b)
+        cx, cy = (c[:, 0] + c[:, 2]) / 2, (c[:, 1] + c[:, 3]) / 2
+        w, h = widths_heights(b)
+        hw, hh = w * grow / 2, h * grow / 2
         rois = torch.stack([torch.zeros_like(cx), cx - hw, cy - hh, cx + hw, cy + hh], 1)
         return roi_align(image[None], rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=2,
                          aligned=True)

@@ -9,6 +9,7 @@ up to 1 GB of freed memory for reuse removes that cost; peak memory stays the sa
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -17,6 +18,8 @@ import sys
 
 log = logging.getLogger(__name__)
 
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 KEEP_FREED_BYTES = 1 << 30
@@ -56,3 +59,48 @@ def configure(threads: int | None = None) -> None:
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
     tune_cpu_allocator()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and ``taskset`` set)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the body with torch's intra-op thread count set to ``n`` (restored after)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """torch, OpenCV and the BLAS libraries on one thread for the body.
+
+    Used around the arithmetic whose result must not depend on where it runs: oneDNN's conv and
+    fc give results that differ in the last bit between 1 and 2 threads (8 in a million fp16
+    map values on a BCCD image), so the cached conv maps and the mining features are always
+    computed on one thread, in the driver (``--workers 1``) as in a worker process or on a
+    cluster node. That makes the trained model independent of the worker count.
+    """
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    old_cv = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with torch_threads(1), threadpool_limits(1):
+            yield
+    finally:
+        cv2.setNumThreads(old_cv)

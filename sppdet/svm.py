@@ -123,6 +123,3 @@ class HardNegativeSVMs:
     def finish(self, classes: Sequence[int] | None = None) -> None:
         for c in range(self.num_classes) if classes is None else classes:
             self.train(c)
-
-    def memory_bytes(self) -> int:
-        return sum(n.nbytes for n in self.neg) + sum(p.nbytes for ps in self.positives for p in ps)

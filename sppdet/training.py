@@ -14,21 +14,24 @@ from typing import Callable
 
 import numpy as np
 import torch
-from .progress import progress as tqdm
+from .progress import progress
 
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
-from .cache import CachedData, make_extractor, task_extractor
+from .boxes import iou
+from .cache import CachedData, task_extractor
 from .config import Config
 from .datasets import DetectionDataset
 from .datasets.common import ImageRecord
 from .detector import Detector
 from .errors import UserError
+from .extractors import make_extractor
 from .features import resolve_device
 from .heads import FCHead, build_head, finetune_head
-from .parallel import Executor, SerialExecutor, single_threaded
+from .parallel import Executor, SerialExecutor
+from .runtime import single_threaded
 from .svm import HardNegativeSVMs
-from .windows import ImageWindows, build_windows, iou, prune_negatives
+from .windows import ImageWindows, build_windows, prune_negatives
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     if not records:
         raise UserError("no training image could be read")
 
-    windows = [image_windows(r, cidx, data.boxes(r)) for r in records]
+    windows = [image_windows(r, cidx, data.proposals_for(r)) for r in records]
     n_gt = sum(w.n_gt for w in windows)
     if n_gt == 0:
         raise UserError("the training split has no (non-difficult) objects to learn from")
@@ -140,7 +143,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     svms = HardNegativeSVMs(cfg.svm, C, dim, cfg.seed)
     reservoir = ExampleReservoir(C, cap=cfg.bbox_reg.max_examples, seed=cfg.seed)
     with stage("positives + bbox examples", timings):
-        for i, w in enumerate(tqdm(windows, desc="positives (cached maps)", unit="img")):
+        for i, w in enumerate(progress(windows, desc="positives (cached maps)", unit="img")):
             reg = np.nonzero((w.max_iou >= cfg.bbox_reg.min_iou) & (w.max_class >= 0))[0]
             idx = np.concatenate([np.arange(w.n_gt), reg])
             if len(idx) == 0:
@@ -259,7 +262,8 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
             return (pool5 * inp.feat_scale).cpu().numpy()
 
         for epoch, order in enumerate(inp.orders):
-            for i in tqdm(order, desc=f"svm mining (epoch {epoch + 1}, cached maps)", unit="img", disable=not show_progress):
+            for i in progress(order, desc=f"svm mining (epoch {epoch + 1}, cached maps)", unit="img",
+                              disable=not show_progress):
                 w = inp.windows[i]
                 feats = features(i)
                 neg = w.class_iou.astype(np.float32) < cfg.svm.neg_iou
@@ -286,8 +290,8 @@ def calibrate(svms: HardNegativeSVMs, classes: list[int], inp: MiningInputs, fea
     refits = {(c, f): svms.refit_without(c, fold == f) for c in classes for f in range(FOLDS)}
     margins: dict[int, list] = {c: [] for c in classes}
     hits: dict[int, list] = {c: [] for c in classes}
-    for i in tqdm(calibration_images(n, inp.cfg.seed), desc="score calibration (cached maps)", unit="img",
-                  disable=not show_progress):
+    for i in progress(calibration_images(n, inp.cfg.seed), desc="score calibration (cached maps)", unit="img",
+                      disable=not show_progress):
         todo = [c for c in classes if refits[(c, int(fold[i]))] is not None]
         if not todo:
             continue

@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
+from .boxes import to_continuous
+
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
            "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
 
@@ -38,7 +40,7 @@ def draw(image: np.ndarray, boxes: np.ndarray, labels: list[str], scores: np.nda
     """``image`` with labelled boxes (0-based inclusive pixels) drawn on it, a new array."""
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if len(boxes):
-        b = torch.as_tensor(np.asarray(boxes, dtype=np.float32)) + torch.tensor([0, 0, 1, 1])
+        b = to_continuous(torch.as_tensor(np.asarray(boxes, dtype=np.float32)))
         colors = [PALETTE[class_names.index(lab) % len(PALETTE)] if lab in class_names else "#ffffff"
                   for lab in labels]
         img = draw_bounding_boxes(img, b, [f"{lab} {s:.2f}" for lab, s in zip(labels, scores)],

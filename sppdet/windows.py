@@ -1,7 +1,6 @@
 """Training windows of one image (ground truth + proposals) and their overlaps.
 
-IoU uses the inclusive-pixel (+1) convention of the devkit, computed with
-``torchvision.ops.box_iou`` on boxes whose far corner is shifted by one pixel.
+IoU uses the inclusive-pixel (+1) convention of the devkit (:func:`sppdet.boxes.iou`).
 """
 from __future__ import annotations
 
@@ -9,15 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import nms
 
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of inclusive-pixel boxes ``[N, 4]`` × ``[M, 4]``."""
-    a = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4))
-    b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
-    shift = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
-    return box_iou(a + shift, b + shift).numpy()
+from .boxes import iou, to_continuous
 
 
 @dataclass
@@ -67,7 +60,7 @@ def prune_negatives(boxes: np.ndarray, neg: np.ndarray, thresh: float) -> np.nda
     cols = neg.reshape(len(neg), -1)
     out = np.zeros_like(cols)
     b = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
-    b = b + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    b = to_continuous(b)
     done: dict[bytes, np.ndarray] = {}  # classes absent from the image share one mask
     for c in range(cols.shape[1]):
         key = np.packbits(cols[:, c]).tobytes()

@@ -39,3 +39,30 @@ def test_test_time_overrides_only():
     assert cfg.bbox_reg.enabled is False and cfg.test.nms == 0.4
     with pytest.raises(UserError, match="only test"):
         override_config(Config(), ["svm.C=1"])
+
+
+def test_every_field_carries_its_rule_in_its_metadata():
+    """A key cannot be added without its rule: each leaf field's metadata holds a Rule, and
+    a dataclass with a bare field is refused when its rules are read."""
+    import dataclasses
+
+    from sppdet.config import RULES, Rule, rules_of, ruled
+
+    def leaves(cls):
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                yield from leaves(type(default))
+            else:
+                yield f
+
+    fs = list(leaves(Config))
+    assert len(fs) == len(RULES) and all(isinstance(f.metadata.get("rule"), Rule) for f in fs)
+
+    @dataclasses.dataclass
+    class Section:
+        good: int = ruled(Rule("int", "[0, 1]"), 0)
+        bare: int = 1
+
+    with pytest.raises(TypeError, match="bare has no validation rule"):
+        rules_of(Section)

@@ -10,10 +10,9 @@ scale with workers and which stay serial, and the projected VOC07 time on N mach
 from the measured per-stage costs (formula printed with it); writes everything to
 ``OUT/bench_parallel.json`` and ``OUT/bench_parallel.md``.
 
-It calls the library (``sppdet.parallel.make_executor`` with ``train_detector``,
-``CachedData.prepare`` and ``detect_images``), the same functions the CLI's ``--workers`` and
-``--ray`` reach. TODO: switch the children to ``sppdet train --workers N`` / ``--ray local``
-and ``sppdet detect --workers N`` once those flags exist, to time the CLI end to end.
+It calls the library functions the CLI runs: ``sppdet.train`` (``sppdet train --workers N`` /
+``--ray local``), then ``CachedData.prepare`` and ``run_detection`` on the test split (as
+``sppdet eval``, keeping the cache statistics), and ``detect_images`` (``sppdet detect --workers N``).
 ``--images N`` runs on the first N trainval images (and N/4 test images) for a quick check.
 """
 from __future__ import annotations
@@ -34,17 +33,15 @@ VOC07 = {"trainval": 5011, "test": 4952, "classes": 20}
 
 # -- children: one configuration each, in a fresh process ------------------------------------
 def child_train(args) -> dict:
+    import sppdet
     from sppdet.cache import CachedData
-    from sppdet.config import load_config
     from sppdet.datasets import load_dataset
-    from sppdet.detector import run_detection
+    from sppdet.detection import run_detection
     from sppdet.evaluation.voc import evaluate_voc
     from sppdet.parallel import make_executor
     from sppdet.runtime import configure
-    from sppdet.training import train_detector
 
     configure()
-    cfg = load_config(None, args.set)
     t_start = time.perf_counter()
     train = load_dataset(args.data, "trainval")
     test = load_dataset(args.data, "test", classes=train.classes)
@@ -52,9 +49,10 @@ def child_train(args) -> dict:
         train.records = train.records[: args.images]
         test.records = test.records[: max(1, args.images // 4)]
     timings: dict[str, float] = {}
+    det = sppdet.train(train, args.run, overrides=args.set or (), cache=args.cache, overwrite=True,
+                       timings=timings, workers=args.workers, ray=args.ray)
+    log, cfg = det.train_log, det.cfg
     with make_executor(workers=args.workers, ray=args.ray) as ex:
-        det, log = train_detector(cfg, train, args.cache, timings, executor=ex)
-        det.save(args.run, log)
         test_timings: dict[str, float] = {}
         data = CachedData(cfg, det.extractor, args.cache)
         recs = data.prepare(test.records, test.report, test_timings, executor=ex)
@@ -73,7 +71,8 @@ def child_train(args) -> dict:
 def child_detect(args) -> dict:
     from sppdet.detector import Detector
     from sppdet.images import is_image_file
-    from sppdet.parallel import detect_images, make_executor
+    from sppdet.detection import detect_images
+    from sppdet.parallel import make_executor
     from sppdet.runtime import configure
 
     configure()
@@ -223,7 +222,7 @@ def main(argv=None) -> int:
         Path(args.result).write_text(json.dumps(res, indent=2))
         return 0
 
-    from sppdet.parallel import available_cores
+    from sppdet.runtime import available_cores
 
     cores = args.workers or available_cores()
     out = Path(args.out)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sppdet.api import _cache_dir, load_data, make_config
+    from sppdet.api import cache_dir, load_data, make_config
     from sppdet.backbones import build_trunk
     from sppdet.cache import CachedData, make_extractor
     from sppdet.errors import UserError
@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--blocks must be 1..{len(body) - 1} for {cfg.backbone.name} ({len(body)} blocks)")
     frozen, tail = body[: len(body) - args.blocks], body[len(body) - args.blocks:]
     with make_executor(args.workers, None) as ex:
-        data = CachedData(cfg, None, _cache_dir(args.cache))
+        data = CachedData(cfg, None, cache_dir(args.cache))
         records = data.prepare(ds.records, ds.report, features=False, executor=ex)
     cidx = {c: i for i, c in enumerate(ds.classes)}
 
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         for r in progress(records, desc="frozen conv", unit="img"):
             (f, x), = extractor.scaled_images(r.read())
             fmap = frozen(trunk.normalize(x))[0].half().cpu()
-            items.append((f, fmap, image_windows(r, cidx, data.boxes(r))))
+            items.append((f, fmap, image_windows(r, cidx, data.proposals_for(r))))
     frozen_s = time.perf_counter() - t0
     if not items:
         raise UserError("no training image could be read")

@@ -58,6 +58,8 @@ def train_subset(data: Path, split: str, n: int, out: Path, seed: int = 0) -> st
 
 
 def main(argv=None) -> int:
+    from sppdet import run_dir
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/bccd/BCCD")
     ap.add_argument("--train-split", default="trainval")
@@ -88,8 +90,8 @@ def main(argv=None) -> int:
     for row in rows:
         for col, col_sets in COLUMNS.items():
             run = out / f"{BENCH_KEY[row]}_{col}"
-            evaluated = run / f"eval_{Path(args.test_split).stem}"
-            if not (run / "model.pt").is_file():
+            evaluated = run_dir.eval_dir(run, args.test_split)
+            if not run_dir.is_trained_run(run):
                 t0 = time.time()
                 sppdet("train", "--data", args.data, "--split", split, "--eval-split", args.test_split,
                        "--out", str(run), "--cache", cache, "--overwrite", *common,
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
                        "--out", str(nobb), "--set", "bbox_reg.enabled=false", *common)
             with_bb = json.loads((evaluated / "metrics.json").read_text())
             no_bb = json.loads((nobb / "metrics.json").read_text())
-            log = json.loads((run / "train_log.json").read_text())
+            log = json.loads((run / run_dir.TRAIN_LOG_FILE).read_text())
             wall = run / "wall_s.txt"
             r = table["rows"].setdefault(row, {"columns": {}})
             r["columns"][col] = {"mAP": no_bb["mAP"], "AP": no_bb["AP"]}
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
     # regression and NMS see a trained model's handful of windows, not a random one's thousands.
     bench_dir = out / "bench"
     timed_run = out / "spp-1scale_pool5"
-    have_run = (timed_run / "model.pt").is_file()
+    have_run = run_dir.is_trained_run(timed_run)
     old = json.loads((bench_dir / "bench.json").read_text()) if (bench_dir / "bench.json").is_file() else None
     if old is None or (have_run and "mAP" not in old):
         sppdet("bench", "--data", args.data, "--split", args.test_split, "--images", str(args.bench_images),

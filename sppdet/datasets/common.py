@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boxes import clip, min_size_mask
 from ..errors import UserError
 from ..images import ImageReadError, ImageTooLargeError, header_size, read_image
 
@@ -85,9 +86,6 @@ class DetectionDataset:
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def class_index(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.classes)}
 
 
 def probe_image(path: Path, report: LoadReport, where: str, exif_transpose: bool = False) -> tuple[int, int] | None:
@@ -173,11 +171,11 @@ def repair_boxes(boxes: np.ndarray, width: int, height: int, min_size: float,
         report.add("inverted box (corners swapped)", where)
         boxes[:, [0, 2]] = np.sort(boxes[:, [0, 2]], axis=1)
         boxes[:, [1, 3]] = np.sort(boxes[:, [1, 3]], axis=1)
-    clipped = np.clip(boxes, 0, [width - 1, height - 1, width - 1, height - 1])
+    clipped = clip(boxes, width, height)
     if (clipped != boxes).any():
         report.add("box extends past the image (clipped)", where)
     boxes[:] = clipped
-    keep = ((boxes[:, 2] - boxes[:, 0] + 1) >= min_size) & ((boxes[:, 3] - boxes[:, 1] + 1) >= min_size)
+    keep = min_size_mask(boxes, min_size)
     if (~keep).any():
         report.add("zero-area or tiny box (dropped)", where)
     return keep

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..boxes import min_size_mask
 from ..errors import UserError
 from ..progress import progress
 
@@ -135,7 +136,7 @@ def make_image(rng: np.random.Generator, photo=None, dem=None):
         visible = m.sum() / max(area, 1)
         if visible < 0.1:
             continue  # hidden: not annotated at all
-        tiny = (box[2] - box[0] + 1) < 16 or (box[3] - box[1] + 1) < 16
+        tiny = not min_size_mask(np.asarray(box), 16)
         annotated.append((cls, box, bool(visible < 0.4 or tiny), bool(visible < 0.9)))
     return out, annotated
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boxes import min_size_mask
 from ..errors import UserError
 from ..images import is_image_file
 from .common import (OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport, finish_classes, probe_image,
@@ -250,7 +251,7 @@ def _record(image: Path, image_id: str, names: list[str] | None, report: LoadRep
         report.add("image without a label file (kept as background)", image.name)
         boxes, ids = np.zeros((0, 4)), []
     # boxes under a pixel wide would turn inverted after the -1: drop them before the repairs
-    wide = ((boxes[:, 2] - boxes[:, 0] + 1) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1] + 1) >= min_box_size)
+    wide = min_size_mask(boxes, min_box_size)
     if (~wide).any():
         report.add("zero-area or tiny box (dropped)", image_id)
     boxes, ids = boxes[wide], [i for i, k in zip(ids, wide) if k]

@@ -35,6 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..boxes import area, iou, to_continuous, to_xywh, widths_heights
 from ..fileio import atomic_write, atomic_write_json
 from .detections import image_id_of, record_index
 from .voc import evaluate_voc, format_table
@@ -50,12 +51,7 @@ def _iou(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """IoU of one box with each row of ``gts``, inclusive pixels (the +1 convention of VOC)."""
     if len(gts) == 0:
         return np.zeros(0)
-    iw = np.maximum(np.minimum(gts[:, 2], box[2]) - np.maximum(gts[:, 0], box[0]) + 1.0, 0.0)
-    ih = np.maximum(np.minimum(gts[:, 3], box[3]) - np.maximum(gts[:, 1], box[1]) + 1.0, 0.0)
-    inter = iw * ih
-    union = ((box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0)
-             + (gts[:, 2] - gts[:, 0] + 1.0) * (gts[:, 3] - gts[:, 1] + 1.0) - inter)
-    return inter / union
+    return iou(np.asarray(box, dtype=np.float64)[None], gts)[0]
 
 
 def _gt(records, classes: Sequence[str]) -> dict[str, dict]:
@@ -160,7 +156,7 @@ def tide_breakdown(records, detections: list[dict], classes: Sequence[str]) -> d
         for lab, b, diff in r.eval_objects():
             if lab not in cid:
                 continue
-            xywh = [b[0] - 1.0, b[1] - 1.0, b[2] - b[0] + 1.0, b[3] - b[1] + 1.0]
+            xywh = to_xywh(np.asarray(b, dtype=np.float64) - 1.0)  # 1-based → 0-based corner
             if diff:
                 gt.add_ignore_region(iid[r.image_id], cid[lab], xywh)
             else:
@@ -168,8 +164,7 @@ def tide_breakdown(records, detections: list[dict], classes: Sequence[str]) -> d
     for d in detections:
         img = image_id_of(index, d["image"])
         if img in iid and d["label"] in cid:
-            x1, y1, x2, y2 = (float(v) for v in d["bbox"])
-            pred.add_detection(iid[img], cid[d["label"]], float(d["score"]), [x1, y1, x2 - x1 + 1, y2 - y1 + 1])
+            pred.add_detection(iid[img], cid[d["label"]], float(d["score"]), to_xywh(d["bbox"]))
     tide = TIDE()
     with contextlib.redirect_stdout(io.StringIO()):
         tide.evaluate(gt, pred, mode=TIDE.BOX, name="detections")
@@ -282,7 +277,7 @@ def _thumbnail(record, focus: np.ndarray, red: list, green: list, out_path: Path
         return None
     H, W = img.shape[:2]
     x1, y1, x2, y2 = focus
-    pad = max(x2 - x1 + 1, y2 - y1 + 1, 32) * 0.5
+    pad = max(*widths_heights(np.asarray(focus, dtype=np.float64)), 32) * 0.5
     cx1, cy1 = int(max(0, np.floor(x1 - pad))), int(max(0, np.floor(y1 - pad)))
     cx2, cy2 = int(min(W, np.ceil(x2 + pad + 1))), int(min(H, np.ceil(y2 + pad + 1)))
     crop = Image.fromarray(img[cy1:cy2, cx1:cx2])
@@ -292,7 +287,8 @@ def _thumbnail(record, focus: np.ndarray, red: list, green: list, out_path: Path
     boxes, colors = [], []
     for group, color in ((green, "#3cb44b"), (red, "#e6194b")):
         for b in group:
-            boxes.append([(b[0] - cx1) * s, (b[1] - cy1) * s, (b[2] + 1 - cx1) * s, (b[3] + 1 - cy1) * s])
+            c = to_continuous(np.asarray(b, dtype=np.float64))
+            boxes.append([(c[0] - cx1) * s, (c[1] - cy1) * s, (c[2] - cx1) * s, (c[3] - cy1) * s])
             colors.append(color)
     if boxes:
         bt = torch.tensor(boxes, dtype=torch.float32)
@@ -319,7 +315,7 @@ def _galleries(ranked, missed, gt, classes, out_dir: Path, max_gallery: int) -> 
                                  "score": float(e["score"]), "category": e["category"],
                                  "iou": round(float(e["iou"]), 3)})
         # missed objects, largest first (the ones a user notices)
-        miss = sorted(missed[c], key=lambda m: -float(np.prod(gt[m[0]]["boxes"][m[1]][2:] - gt[m[0]]["boxes"][m[1]][:2] + 1)))
+        miss = sorted(missed[c], key=lambda m: -float(area(gt[m[0]]["boxes"][m[1]])))
         for k, (img, j) in enumerate(miss[:max_gallery]):
             g = gt[img]
             box = g["boxes"][j]

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..boxes import to_xywh
 from .detections import image_id_of, record_index
 
 COCO_KEYS = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -47,7 +48,7 @@ def coco_ground_truth(records, classes: Sequence[str], category_ids: Mapping[str
         for lab, b, diff in zip(r.labels, r.boxes, r.difficult):
             if lab not in cat_id:
                 continue
-            w, h = float(b[2] - b[0] + 1), float(b[3] - b[1] + 1)
+            _, _, w, h = to_xywh(b)
             anns.append({"id": len(anns) + 1, "image_id": img_id[r.image_id], "category_id": cat_id[lab],
                          "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": int(diff)})
     return {"images": images, "annotations": anns,
@@ -64,9 +65,8 @@ def coco_results(records, detections: list[dict], classes: Sequence[str],
     for d in detections:
         stem = image_id_of(index, d["image"])
         if stem in img_id and d["label"] in cat_id:
-            x1, y1, x2, y2 = (float(v) for v in d["bbox"])
             res.append({"image_id": img_id[stem], "category_id": cat_id[d["label"]],
-                        "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1], "score": float(d["score"])})
+                        "bbox": to_xywh(d["bbox"]), "score": float(d["score"])})
     return res
 
 

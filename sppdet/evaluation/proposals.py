@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ..fileio import atomic_write_json
-from ..windows import iou
+from ..boxes import iou
 
 if TYPE_CHECKING:
     from ..datasets.common import ImageRecord

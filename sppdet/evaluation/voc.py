@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..boxes import iou
 from ..datasets.common import safe_image_id
 from ..fileio import atomic_write
 from .detections import image_id_of, record_index
@@ -45,19 +46,6 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = True) -> flo
     return float(np.sum((mrec[change + 1] - mrec[change]) * mpre[change + 1]))
 
 
-def _iou_1based(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
-    ixmin = np.maximum(gts[:, 0], box[0])
-    iymin = np.maximum(gts[:, 1], box[1])
-    ixmax = np.minimum(gts[:, 2], box[2])
-    iymax = np.minimum(gts[:, 3], box[3])
-    iw = np.maximum(ixmax - ixmin + 1.0, 0.0)
-    ih = np.maximum(iymax - iymin + 1.0, 0.0)
-    inter = iw * ih
-    union = ((box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0)
-             + (gts[:, 2] - gts[:, 0] + 1.0) * (gts[:, 3] - gts[:, 1] + 1.0) - inter)
-    return inter / union
-
-
 def eval_class(gt: dict[str, tuple[np.ndarray, np.ndarray]], dets: list[Detection],
                iou_thresh: float = 0.5, use_07_metric: bool = True):
     """AP of one class. ``gt``: image id → (boxes ``[N, 4]`` 1-based, difficult ``[N]``) for
@@ -77,7 +65,7 @@ def eval_class(gt: dict[str, tuple[np.ndarray, np.ndarray]], dets: list[Detectio
         if len(boxes) == 0:
             fp[rank] = 1.0
             continue
-        ious = _iou_1based(np.asarray(box, dtype=np.float64), boxes)
+        ious = iou(np.asarray(box, dtype=np.float64)[None], boxes)[0]
         j = int(np.argmax(ious))
         if ious[j] > iou_thresh:
             if difficult[j]:

@@ -1,0 +1,92 @@
+"""Detection over many images: a split (:func:`run_detection`, for evaluation, from the caches
+when given) and image files (:func:`detect_images`, proposals pipelined in an executor's workers).
+
+Both score on one thread on a CPU, as the cache's maps were computed, so that ``eval`` and
+``detect`` give the same detections for any ``--workers``.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+from .images import ImageReadError
+from .progress import progress
+from .runtime import single_threaded
+
+if TYPE_CHECKING:
+    from .cache import CachedData
+    from .datasets.common import ImageRecord, LoadReport
+    from .detector import Detector
+    from .parallel import Executor
+
+
+def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,
+                  report: LoadReport, desc: str = "detect") -> list[dict]:
+    """Detections (``{"image", "label", "score", "bbox", "margin"}``) for each record, using caches
+    when given. AP needs the low scores too: a calibrated run keeps every window above the
+    margin floor, whatever ``test.score_thresh`` says (a run before 0.4 keeps its threshold).
+
+    On a CPU the scoring runs on one thread, as ``detect`` does beside its workers: the fc and
+    SVM products differ in the last bit between thread counts, and eval and detect must agree.
+    """
+    out = []
+    floor = 0.0 if det.calibrated else None
+    with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
+        for r in progress(records, desc=desc + (" (cached maps)" if data is not None else ""), unit="img"):
+            try:
+                if data is not None:
+                    props, maps = data.proposals_for(r), data.maps(r)
+                    d = det.detect_maps(maps, props, r.width, r.height, threshold=floor)
+                else:
+                    d = det.detect(r.read(), threshold=floor)
+            except ImageReadError as exc:
+                report.add("image that cannot be decoded (skipped)", str(exc))
+                continue
+            out += d.to_list(r.path.name)
+    return out
+
+
+def proposal_task(shared: tuple, path) -> dict:
+    """Decode one image and compute its selective-search windows, for ``detect`` to pipeline:
+    ``executor.map(proposal_task, paths, shared=(cfg.proposals, exif_transpose))`` yields, in order,
+    ``{"path", "image", "boxes", "seconds", "decode_seconds"}`` (``seconds``: the selective
+    search alone), or ``{"path", "error"}`` for an unreadable file, while the driver runs the
+    conv, SPP and the SVMs on the images before it."""
+    from .images import ImageReadError, read_image
+    from .proposals import selective_search_cfg
+
+    cfg, exif_transpose = shared
+    t0 = time.perf_counter()
+    try:
+        image = read_image(path, exif_transpose=exif_transpose)
+    except ImageReadError as exc:
+        return {"path": path, "error": str(exc)}
+    t1 = time.perf_counter()
+    with single_threaded():
+        boxes = selective_search_cfg(image, cfg)
+    return {"path": path, "image": image, "boxes": boxes, "seconds": time.perf_counter() - t1,
+            "decode_seconds": t1 - t0}
+
+
+def detect_images(det, paths: Sequence, executor: Executor, desc: str = "detect",
+                  exif_transpose: bool = True) -> Iterator[dict]:
+    """Detections for each image file, proposals in the executor's workers and the detector
+    (conv, SPP, fc, SVMs, box regression) in this process, overlapped.
+
+    Yields, in input order, ``{"path", "image", "detections"}`` or ``{"path", "error"}``.
+    On a CPU the detector runs on one thread: the workers have the other cores, and the fc
+    and SVM products differ in the last bit between thread counts, so this keeps the result
+    the same for any ``--workers`` (and the conv the same as the cache's maps).
+    """
+    det.warn_external_proposals()
+    for res in executor.map(proposal_task, paths, desc=desc, unit="img", shared=(det.cfg.proposals, exif_transpose)):
+        if "error" in res:
+            yield res
+            continue
+        image = res["image"]
+        with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
+            maps = det.extractor.compute(image)
+            d = det.detect_maps(maps, res["boxes"], image.shape[1], image.shape[0],
+                                {"proposals": res["seconds"]})
+        yield {"path": res["path"], "image": image, "detections": d}
