@@ -295,7 +295,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         if ds.report.unlisted:
             log.warning("objects of classes the model does not have (it had no training objects of them) are "
                         "left out of the metrics: " + ", ".join(f"{c} ({n})" for c, n in ds.report.unlisted.items()))
-        cache_data = CachedData(det.cfg, det.extractor, cache_dir(cache if cache is not None else _run_cache(det)))
+        cache_data = det.cached_data(cache_dir(cache if cache is not None else _run_cache(det)))
         with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
             recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
         t0 = time.perf_counter()
@@ -463,28 +463,59 @@ class _DetectJournal:
 
 @_tidy_outs
 def proposal_recall(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
-              overrides: Sequence[str] = (), cache: str | Path | None = None, workers: int | None = None,
-              ray: str | None = None, **settings: Any) -> dict:
-    """How good the configured proposals are on ``split``, before any training: recall at IoU
+                    overrides: Sequence[str] = (), cache: str | Path | None = None, workers: int | None = None,
+                    ray: str | None = None, runs: Sequence = (), configured: bool = True, **settings: Any) -> dict:
+    """How good proposals are on ``split``, before any training of the SVMs: recall at IoU
     0.5 and 0.7 per class (a ceiling on AP), mean best IoU, windows and seconds per image, and
     a recall-versus-windows curve. Writes ``proposals.json`` and ``proposal_recall.png`` to
     ``out`` and returns the JSON's content.
 
-    ``seconds_per_image`` is the selective search's own time per image on one core (so it does
-    not depend on ``workers``), over the images computed now; ``None`` when all were cached.
+    ``runs``: trained runs (directories or detectors) whose own proposal method (e.g. their
+    proposal network) is measured too, side by side with the configured method (unless
+    ``configured=False``): each method's results go to ``out/<name>/`` and the comparison to
+    ``out/comparison.md`` (recall at 100/300/1,000/2,000 windows); the return value is then
+    ``{"methods": {name: result}, "comparison": markdown}``.
+
+    ``seconds_per_image`` is the method's own time per image on one core (selective search:
+    so it does not depend on ``workers``; the proposal network: beyond the trunk), over the
+    images computed now; ``None`` when all were cached.
     """
     from .cache import CachedData
-    from .evaluation.proposals import evaluate_proposals
+    from .evaluation.proposals import compare_proposals, evaluate_proposals
 
     cfg = make_config(config, overrides, **settings)
+    if cfg.proposals.method == "rpn" and configured:
+        raise UserError("a proposal network is measured from the run it was trained in: give the run "
+                        "(--run RUN), not proposals.method=rpn")
+    if not runs and not configured:
+        raise UserError("nothing to measure: give a run, or keep the configured proposals")
     out = _out_dir(out, "--out")
     ds = load_data(data, split, cfg)
-    cache_data = CachedData(cfg, None, cache_dir(cache))
+    results: dict[str, dict] = {}
     with make_executor(workers, ray) as ex:
-        recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
-    stats = cache_data.last_stats
-    per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None
-    return evaluate_proposals(recs, cache_data.proposals_for, ds.classes, out, seconds_per_image=per_image)
+        if configured:
+            name = "selective_search" if cfg.proposals.method == "selective_search" else cfg.proposals.method
+            if cfg.proposals.method == "selective_search":
+                name += f" ({cfg.proposals.mode})"
+            cache_data = CachedData(cfg, None, cache_dir(cache))
+            recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
+            stats = cache_data.last_stats
+            per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None
+            results[name] = evaluate_proposals(recs, cache_data.proposals_for, ds.classes, out / "configured" if runs else out,
+                                               seconds_per_image=per_image)
+        for i, run in enumerate(runs):
+            det = load(run)
+            name = f"{det.cfg.proposals.method} ({Path(det.run_dir).name if det.run_dir else i})"
+            cache_data = det.cached_data(cache_dir(cache))
+            recs = cache_data.prepare(ds.records, ds.report, {}, executor=ex)
+            boxes = {id(r): cache_data.proposals_for(r) for r in recs}
+            pc = cache_data.proposals
+            per_image = pc.busy_s / pc.computed if pc.computed else None
+            results[name] = evaluate_proposals(recs, lambda r: boxes[id(r)], ds.classes,
+                                               out / f"run{i}_{Path(str(det.run_dir)).name}", seconds_per_image=per_image)
+    if not runs:
+        return results[next(iter(results))]
+    return {"methods": results, "comparison": compare_proposals(results, out)}
 
 
 # -- SPP image classification (sppdet train-cls / classify / eval-cls) -------------------------
@@ -562,7 +593,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
           ray: str | None = None) -> dict:
     """R-CNN vs SPP-net 1-scale vs 5-scale on the same images and proposals (``bench.json``,
     ``bench.md``, ``bench.png`` in ``out``); with ``run``, also that run's mAP on the split."""
-    from .bench import run_bench
+    from .benchmark import run_bench
     from .detector import Detector
     from .features import resolve_device
     from .fileio import atomic_write_json

@@ -25,7 +25,7 @@ from .extractors import Extractor, make_extractor
 from .fileio import remove_stale_temporaries
 from .images import ImageReadError, read_image
 from .parallel import Executor, SerialExecutor, process_local, set_process_local
-from .proposals import ProposalCache
+from .proposals import ProposalCache, make_proposer
 from .runtime import single_threaded
 
 log = logging.getLogger("sppdet")
@@ -71,7 +71,7 @@ class CacheJob:
     key: str
     image_id: str  # what external proposal files are named by
     cfg: Config
-    proposals_dir: Path
+    proposals_dir: Path | None  # None: no proposals here (a method that reads the conv maps)
     features_dir: Path | None
     weights_id: str  # the trunk the driver's caches are for; a node with other weights refuses
     exif_transpose: bool = False  # as the record's boxes were measured (data.exif_transpose)
@@ -80,6 +80,7 @@ class CacheJob:
     device: str = "cpu"
     windows: np.ndarray | None = None  # R-CNN: windows to cache besides the proposals (ground truth)
     channels_last: bool = True  # the pooled vectors' order (runs of sppdet 0.1: channel-major)
+    proposals: bool = True  # compute the proposals here (not for a method that reads the conv maps)
 
 
 @dataclass
@@ -133,9 +134,11 @@ def cache_image_task(job: CacheJob) -> CacheResult:
     with single_threaded():
         try:
             t0 = time.perf_counter()
-            props = process_local(("proposal-cache", str(job.proposals_dir)),
-                                  lambda: ProposalCache(job.proposals_dir, job.cfg.proposals))
-            boxes = props.get(job.key, load, job.image_id)
+            boxes = None
+            if job.proposals:
+                props = process_local(("proposal-cache", str(job.proposals_dir)),
+                                      lambda: ProposalCache(job.proposals_dir, make_proposer(job.cfg.proposals)))
+                boxes = props.get(job.key, load, job.image_id)
             out.seconds["proposals"] = time.perf_counter() - t0 - out.seconds.get("decode", 0.0)
             if job.maps:
                 ext = task_extractor(job.cfg, job.weights_id, job.device, job.channels_last)
@@ -157,9 +160,12 @@ class CachedData:
     """Proposal and conv-map (R-CNN: window-vector) caches for a configuration; records whose
     image is unreadable are dropped with a report entry instead of stopping a long run."""
 
-    def __init__(self, cfg: Config, extractor: Extractor | None, cache_root: str | Path):
-        """``extractor=None``: proposals only (no trunk to load, e.g. ``sppdet proposals``)."""
+    def __init__(self, cfg: Config, extractor: Extractor | None, cache_root: str | Path, rpn=None):
+        """``extractor=None``: proposals only (no trunk to load, e.g. ``sppdet proposals``).
+        ``rpn``: the trained proposal network of ``proposals.method=rpn`` (or later, with
+        :meth:`attach_rpn`: training caches the maps it learns from first)."""
         root = Path(cache_root)
+        self.root = root
         for kind in ("proposals", "features", "windows"):  # temporaries left by sppdet < 0.3 in any config's folder
             for folder in (root / kind).glob("*/") if (root / kind).is_dir() else ():
                 remove_stale_temporaries(folder)
@@ -167,11 +173,24 @@ class CachedData:
         self.last_stats: dict = {}
         # "v2": proposals no longer depend on C rand() history (see proposals._seed_c_rand);
         # "v3": checked .npz files keyed by the image's content
-        self.proposals = ProposalCache(root / "proposals" / config_digest(["v3", asdict(cfg.proposals)]),
-                                       cfg.proposals)
+        self.proposals: ProposalCache | None = None
+        if cfg.proposals.method != "rpn" or rpn is not None:
+            self._set_proposer(make_proposer(cfg.proposals, cfg.features.scales, rpn))
         # the extractor's per-image cache (SPP-net: conv maps; R-CNN: window vectors)
         self.features = (extractor.open_cache(extractor.cache_folder(root, cfg.proposals))
                          if extractor is not None else None)
+
+    def _set_proposer(self, proposer) -> None:
+        self.proposals = ProposalCache(self.root / "proposals" / config_digest(proposer.cache_id()), proposer)
+
+    def attach_rpn(self, rpn) -> None:
+        """Propose with this trained proposal network from now on (``proposals.method=rpn``)."""
+        self._set_proposer(make_proposer(self.cfg.proposals, self.cfg.features.scales, rpn))
+
+    @property
+    def proposals_from_maps(self) -> bool:
+        """Whether the windows come from the conv maps (computed where the maps are, after them)."""
+        return self.cfg.proposals.method == "rpn"
 
     def prepare(self, records: Sequence[ImageRecord], report: LoadReport,
                 timings: dict[str, float] | None = None, features: bool = True,
@@ -204,17 +223,21 @@ class CachedData:
                 report.add("image that cannot be decoded (skipped)", str(exc))
                 continue
             keys.append(key)
-            done = self.proposals.has(key) and (not want_maps or self._maps_cached(key, r))
+            props_here = not self.proposals_from_maps
+            done = (not props_here or self.proposals.has(key)) and (not want_maps or self._maps_cached(key, r))
             if not done and key not in jobs:
-                jobs[key] = CacheJob(r.path, key, r.image_id, self.cfg, self.proposals.root,
+                jobs[key] = CacheJob(r.path, key, r.image_id, self.cfg,
+                                     self.proposals.root if props_here else None,
                                      self.features.root if self.features is not None else None,
                                      ext.trunk.weights_id if ext is not None else "", r.exif_transpose,
                                      maps=want_maps and not on_gpu,
                                      return_image=on_gpu and executor.gpus == 0, windows=r.boxes,
-                                     channels_last=ext.channels_last if ext is not None else True)
+                                     channels_last=ext.channels_last if ext is not None else True,
+                                     proposals=props_here)
         busy = {"decode": 0.0, "proposals": 0.0, "conv": 0.0}
         t0 = time.perf_counter()
-        what = "proposals" + (" + conv" if want_maps and not on_gpu else "")
+        what = " + ".join(([] if self.proposals_from_maps else ["proposals"])
+                          + (["conv"] if want_maps and not on_gpu else [])) or "decode"
         n_cached = len([k for k in keys if k is not None]) - len(jobs)
         if n_cached:
             log.info(f"{what}: {n_cached} of {n_cached + len(jobs)} images read from the cache "
@@ -267,9 +290,14 @@ class CachedData:
     def _compute(self, key: str, loader, job: CacheJob):
         return self.features.get(key, loader, self._windows(key, loader, job.image_id, job.windows))
 
-    def proposals_for(self, r: ImageRecord) -> np.ndarray:
-        """The record's cached proposals (computed if missing)."""
-        return self.proposals.get(cache_key(r), r.read, r.image_id)
+    def proposals_for(self, r: ImageRecord, maps=None) -> np.ndarray:
+        """The record's proposals (computed and cached if missing; from its conv maps, ``maps``
+        if already loaded, for a method that reads them)."""
+        if self.proposals is None:
+            raise RuntimeError("proposals.method=rpn: attach the trained proposal network first")
+        return self.proposals.get(cache_key(r), r.read, r.image_id,
+                                  maps_loader=(lambda: maps) if maps is not None else (lambda: self.maps(r)),
+                                  size=(r.width, r.height))
 
     boxes = proposals_for  # the name before 0.4
 

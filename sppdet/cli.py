@@ -105,7 +105,11 @@ def cmd_proposals(args) -> int:
     from .api import proposal_recall
 
     res = proposal_recall(args.data, args.split, out=args.out, config=args.config, overrides=args.set, cache=args.cache,
-                    workers=args.workers, ray=args.ray)
+                          workers=args.workers, ray=args.ray, runs=args.run or (), configured=not args.only_runs)
+    if "methods" in res:
+        print(res["comparison"], end="")
+        print(f"comparison.md, comparison.json and proposal_recall.png written to {args.out}", file=sys.stderr)
+        return 0
     sec = res["seconds_per_image"]
     print(f"{res['windows_per_image']:g} windows per image (median), "
           + ("all cached" if sec is None else f"{sec:.2f} s per image on one core"))
@@ -302,12 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     cache_opt(p)
     device_opt(p)
 
-    p = add("proposals", cmd_proposals, "recall of the configured proposals on a split (the ceiling they put "
-                                        "on AP), before training", f"interrupted: nothing was written; {RESUME}")
+    p = add("proposals", cmd_proposals, "recall of proposals on a split (the ceiling they put on AP), before "
+                                        "training the SVMs; with --run, trained runs' proposal networks beside "
+                                        "the configured method", f"interrupted: nothing was written; {RESUME}")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True)
     p.add_argument("--config", help="YAML config (its proposals section is used)")
+    p.add_argument("--run", action="append", metavar="RUN",
+                   help="also measure this trained run's own proposals (e.g. its proposal network), side by "
+                        "side with the configured ones (repeatable)")
+    p.add_argument("--only-runs", action="store_true", help="with --run: leave out the configured proposals")
     set_opt(p, "override a config key, e.g. proposals.mode=quality")
     cache_opt(p)
     parallel_opt(p)

@@ -124,7 +124,8 @@ PRETRAINED_FC_GRID = {"alexnet": 6, "vgg16": 7}
 
 @dataclass
 class ProposalConfig:
-    method: str = ruled(Rule("choice", choices=("selective_search", "external")), "selective_search")  # or "external"
+    # selective_search (pixels), external (your files) or rpn (a network learned on the conv map)
+    method: str = ruled(Rule("choice", choices=("selective_search", "external", "rpn")), "selective_search")
     # Selective search: OpenCV's "fast" or "quality" preset, or "custom" (the settings below).
     # quality: about 2,000 windows per image, the paper's operating point. On BCCD (README) it
     # gave 0.829 mAP against custom's 0.776 and fast's 0.764, at about 3.2x fast's cost (10-12 min
@@ -147,6 +148,20 @@ class ProposalConfig:
     min_size: int = ruled(Rule("int", "[0, 10000]"), 8)  # drop proposals narrower/shorter than this (original pixels)
     # per-image .npy/.txt/.mat or R-CNN selective_search_data .mat
     external_dir: str | None = ruled(Rule("str", optional=True), None)
+    # method=rpn: a region proposal network on the trunk's map (proposals/rpn.py), trained by
+    # `sppdet train` on the cached maps before the SVMs. Empty anchor lists: derived from the
+    # training boxes at the RPN's scale (logged in train_log.json). Contents checked by
+    # _validate_proposal_levers.
+    rpn_anchor_sizes: list[float] = ruled(Rule("list"), factory=list)  # sqrt(area), pixels at the RPN's scale
+    rpn_aspect_ratios: list[float] = ruled(Rule("list"), factory=list)  # height / width
+    rpn_scale: int = ruled(Rule("int", "[0, 10000]"), 0)  # the features.scales entry it reads; 0: nearest 688
+    rpn_epochs: int = ruled(Rule("int", "[1, 10000]"), 10)
+    rpn_lr: float = ruled(Rule("float", _POS), 0.001)  # Adam
+    # held out to keep the best epoch (early stop after 3 without improvement); 0: keep the last
+    rpn_val_fraction: float = ruled(Rule("float", "[0, 0.5]"), 0.1)
+    rpn_nms: float = ruled(Rule("float", "(0, 1]"), 0.7)
+    rpn_pre_nms: int = ruled(Rule("int", "[1, 10000000]"), 6000)  # best-scoring anchors kept before NMS
+    rpn_max_boxes: int = ruled(Rule("int", "[1, 1000000]"), 1000)  # windows per image after NMS
 
 
 @dataclass
@@ -255,6 +270,15 @@ class Config:
             rule.check(key, node)
         if self.proposals.method == "external" and not self.proposals.external_dir:
             raise UserError("config: proposals.method=external needs proposals.external_dir")
+        if self.proposals.method == "rpn":
+            if self.method == "rcnn":
+                raise UserError("config: proposals.method=rpn reads SPP-net's conv map of the whole image, which "
+                                "method=rcnn never computes (it convolves each window): use method=spp, or "
+                                "selective_search/external proposals with rcnn")
+            scales = [int(v) for v in self.features.scales]
+            if self.proposals.rpn_scale and self.proposals.rpn_scale not in scales:
+                raise UserError(f"config: proposals.rpn_scale={self.proposals.rpn_scale} must be one of "
+                                f"features.scales {scales} (0: the one nearest 688)")
         if self.finetune.bg_iou_low >= self.finetune.bg_iou_high:
             raise UserError(f"config: finetune.bg_iou_low ({self.finetune.bg_iou_low:g}) must be below "
                             f"finetune.bg_iou_high ({self.finetune.bg_iou_high:g})")
@@ -290,6 +314,12 @@ def _validate_proposal_levers(p: ProposalConfig) -> None:
         raise UserError(f"config: proposals.work_sizes {p.work_sizes!r} must be a list of sizes in pixels")
     if p.sigma < 0:
         raise UserError("config: proposals.sigma must be >= 0")
+    for key, upper in (("rpn_anchor_sizes", 10000.0), ("rpn_aspect_ratios", 20.0)):
+        vals = getattr(p, key)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+               or not 0 < v <= upper for v in vals) or len(set(vals)) != len(vals):
+            raise UserError(f"config: proposals.{key} {vals!r} must be distinct numbers in (0, {upper:g}] "
+                            "(or [] to derive them from the training boxes)")
 
 
 def rules_of(cls: type, prefix: str = "") -> dict[str, Rule]:

@@ -17,7 +17,7 @@ def _say(msg: str) -> None:
 
 def run_demo(out: Path, images: int = 160, seed: int = 0, cache: Path | None = None) -> int:
     from . import api
-    from .bench import run_bench
+    from .benchmark import run_bench
     from .datasets.synth import write_synthetic
     from .evaluation.voc import format_table
     from .features import resolve_device

@@ -36,7 +36,8 @@ def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedDat
         for r in progress(records, desc=desc + (" (cached maps)" if data is not None else ""), unit="img"):
             try:
                 if data is not None:
-                    props, maps = data.proposals_for(r), data.maps(r)
+                    maps = data.maps(r)
+                    props = data.proposals_for(r, maps)
                     d = det.detect_maps(maps, props, r.width, r.height, threshold=floor)
                 else:
                     d = det.detect(r.read(), threshold=floor)
@@ -48,23 +49,25 @@ def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedDat
 
 
 def proposal_task(shared: tuple, path) -> dict:
-    """Decode one image and compute its selective-search windows, for ``detect`` to pipeline:
-    ``executor.map(proposal_task, paths, shared=(cfg.proposals, exif_transpose))`` yields, in order,
-    ``{"path", "image", "boxes", "seconds", "decode_seconds"}`` (``seconds``: the selective
-    search alone), or ``{"path", "error"}`` for an unreadable file, while the driver runs the
-    conv, SPP and the SVMs on the images before it."""
+    """Decode one image and compute its windows with a pixel-based proposal method, for
+    ``detect`` to pipeline: ``executor.map(proposal_task, paths, shared=(proposer,
+    exif_transpose))`` yields, in order, ``{"path", "image", "boxes", "seconds",
+    "decode_seconds"}`` (``seconds``: the proposals alone; ``boxes`` None when ``proposer`` is
+    None: a method that reads the conv maps proposes in the driver), or ``{"path", "error"}``
+    for an unreadable file, while the driver runs the conv, SPP and the SVMs on the images before it."""
     from .images import ImageReadError, read_image
-    from .proposals import selective_search_cfg
 
-    cfg, exif_transpose = shared
+    proposer, exif_transpose = shared
     t0 = time.perf_counter()
     try:
         image = read_image(path, exif_transpose=exif_transpose)
     except ImageReadError as exc:
         return {"path": path, "error": str(exc)}
     t1 = time.perf_counter()
-    with single_threaded():
-        boxes = selective_search_cfg(image, cfg)
+    boxes = None
+    if proposer is not None:
+        with single_threaded():
+            boxes = proposer.propose(str(path), lambda: image)
     return {"path": path, "image": image, "boxes": boxes, "seconds": time.perf_counter() - t1,
             "decode_seconds": t1 - t0}
 
@@ -79,14 +82,15 @@ def detect_images(det, paths: Sequence, executor: Executor, desc: str = "detect"
     and SVM products differ in the last bit between thread counts, so this keeps the result
     the same for any ``--workers`` (and the conv the same as the cache's maps).
     """
-    det.warn_external_proposals()
-    for res in executor.map(proposal_task, paths, desc=desc, unit="img", shared=(det.cfg.proposals, exif_transpose)):
+    proposer = det.proposer  # the same one Detector.detect uses (warns once for external proposals)
+    shared = (None if proposer.needs_maps else proposer, exif_transpose)
+    for res in executor.map(proposal_task, paths, desc=desc, unit="img", shared=shared):
         if "error" in res:
             yield res
             continue
         image = res["image"]
         with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
-            maps = det.extractor.compute(image)
-            d = det.detect_maps(maps, res["boxes"], image.shape[1], image.shape[0],
-                                {"proposals": res["seconds"]})
+            d = det.detect(image, res["boxes"])  # the network proposes here when boxes is None
+            if res["boxes"] is not None:
+                d.timings["proposals"] = res["seconds"]
         yield {"path": res["path"], "image": image, "detections": d}

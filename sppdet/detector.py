@@ -23,8 +23,8 @@ from .extractors import make_extractor
 from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
 from .images import read_image, to_rgb_array
-from .proposals import selective_search_cfg
-from .run_dir import CONFIG_FILE, read_run, write_run
+from .proposals import make_proposer
+from .run_dir import CONFIG_FILE, RPN_FILE, read_run, write_run
 
 
 @dataclass
@@ -86,8 +86,9 @@ class Detections:
 class Detector:
     def __init__(self, cfg: Config, classes: Sequence[str], extractor: FeatureExtractor,
                  head: FCHead | None, svm_W: np.ndarray, svm_b: np.ndarray, feat_scale: float,
-                 bbox: BoxRegressor | None, pool5_scale: float, platt: np.ndarray | None = None):
+                 bbox: BoxRegressor | None, pool5_scale: float, rpn=None, platt: np.ndarray | None = None):
         self.cfg = cfg
+        self.rpn = rpn  # proposals.method=rpn: the trained proposal network (proposals/rpn.py)
         self.classes = list(classes)
         self.extractor = extractor
         self.head = head.eval() if head is not None else None
@@ -109,6 +110,28 @@ class Detector:
     @property
     def device(self) -> torch.device:
         return self.extractor.device
+
+    @property
+    def proposer(self):
+        """The proposal method for new images (:mod:`sppdet.proposals`), built on first use."""
+        p = getattr(self, "_proposer", None)
+        if p is None or p[0] is not self.cfg.proposals:  # settings replaced (test-time overrides)
+            p = (self.cfg.proposals,
+                 make_proposer(self.cfg.proposals, self.cfg.features.scales, self.rpn).for_new_images())
+            self._proposer = p
+        return p[1]
+
+    def cached_data(self, cache_root: str | Path):
+        """The proposal and conv-map caches (:class:`sppdet.cache.CachedData`) this detector
+        reads, with its proposal network."""
+        from .cache import CachedData
+
+        return CachedData(self.cfg, self.extractor, cache_root, rpn=self.rpn)
+
+    def propose(self, image: np.ndarray | None, maps: Sequence[ScaleMap] | None, width: int, height: int,
+                image_id: str = "") -> np.ndarray:
+        """New windows for an image, from its pixels or its conv maps as the method needs."""
+        return self.proposer.propose(image_id, lambda: image, lambda: maps, (width, height))
 
     # -- stages -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -190,32 +213,24 @@ class Detector:
 
     def detect(self, image: np.ndarray, proposals: np.ndarray | None = None,
                threshold: float | None = None) -> Detections:
-        """Detect objects in an RGB uint8 image (selective search unless proposals are given);
+        """Detect objects in an RGB uint8 image: the run's proposal method (selective search on
+        the pixels, or the proposal network on the conv map) unless ``proposals`` are given;
         ``threshold``: the least score kept (default ``test.score_thresh``)."""
         h, w = image.shape[:2]
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        if proposals is None:
-            self.warn_external_proposals()
-            proposals = selective_search_cfg(image, self.cfg.proposals)
+        if proposals is None and not self.proposer.needs_maps:
+            proposals = self.propose(image, None, w, h)
         t1 = time.perf_counter()
         maps = self.extractor.compute(image)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()
-        timings.update(proposals=t1 - t0, conv=t2 - t1)
+        if proposals is None:  # from the map just computed: the trunk runs once for everything
+            proposals = self.propose(image, maps, w, h)
+        t3 = time.perf_counter()
+        timings.update(proposals=(t1 - t0) + (t3 - t2), conv=t2 - t1)
         return self.detect_maps(maps, proposals, w, h, timings, threshold)
-
-    def warn_external_proposals(self, stacklevel: int = 2) -> None:
-        """Warn (once per detector) that new images get selective search although the run was
-        trained on external proposals; every path that computes proposals for new images calls it.
-        ``stacklevel`` as for :func:`warnings.warn`, seen from the caller (2: the caller's caller)."""
-        if self.cfg.proposals.method == "external" and not getattr(self, "_warned_external", False):
-            self._warned_external = True
-            warnings.warn("this run was trained on external proposals (proposals.method=external); new "
-                          "images get selective search (proposals.mode="
-                          f"{self.cfg.proposals.mode}) instead: pass proposals= to use your own",
-                          stacklevel=stacklevel + 1)
 
     def __call__(self, source, proposals: np.ndarray | None = None, exif_transpose: bool = True,
                  threshold: float | None = None) -> "Detections | list[Detections]":
@@ -260,7 +275,14 @@ class Detector:
         meta = {"sppdet_version": __version__, "classes": self.classes, "backbone": trunk.name,
                 "weights_sha256": trunk.weights_id, "feature_dim": int(self.svm_W.shape[0]),
                 "fine_tuned": self.head is not None, "method": self.cfg.method}
-        write_run(run_dir, self.cfg, meta, blob, train_log)
+        extra = {}
+        if self.rpn is not None:  # its digest in model.pt ties the SVMs to this very network
+            from .proposals.rpn import rpn_blob
+
+            rpn = rpn_blob(self.rpn)
+            blob["rpn_digest"] = rpn["digest"]
+            extra[RPN_FILE] = lambda tmp: torch.save(rpn, tmp)
+        write_run(run_dir, self.cfg, meta, blob, train_log, extra=extra)
         self.run_dir = Path(run_dir)
 
     @classmethod
@@ -295,11 +317,28 @@ class Detector:
                                  or bbox.trained.shape != (n_cls,)):
             raise UserError(f"{run}: box regressors have shape {tuple(bbox.W.shape)}, expected "
                             f"({n_cls}, {ext.dim}, 4)")
+        rpn = None
+        if cfg.proposals.method == "rpn":
+            from .proposals.rpn import load_rpn
+
+            rpn = load_rpn(run / RPN_FILE)
+            if rpn.digest() != blob.get("rpn_digest"):
+                raise UserError(f"{run}: {RPN_FILE} is not the proposal network {model_path.name} was trained "
+                                "with (it comes from a different training); train the run again")
+            if rpn.settings.channels != trunk.channels or rpn.settings.stride != trunk.stride:
+                raise UserError(f"{run / RPN_FILE} reads a {rpn.settings.channels}-channel map at stride "
+                                f"{rpn.settings.stride}, but the run's {cfg.backbone.name} trunk gives "
+                                f"{trunk.channels} channels at stride {trunk.stride}")
+            if rpn.settings.scale not in [int(v) for v in cfg.features.scales]:
+                raise UserError(f"{run / RPN_FILE} reads scale {rpn.settings.scale}, which features.scales "
+                                f"{cfg.features.scales} in {run / CONFIG_FILE} does not compute")
+            rpn.to(dev)
         platt = blob.get("platt")  # runs before 0.4 have none: their scores stay SVM margins
         if platt is not None and tuple(platt.shape) != (n_cls, 2):
             raise UserError(f"{run}: score calibration has shape {tuple(platt.shape)}, expected ({n_cls}, 2)")
         det = cls(cfg, blob["classes"], ext, head, blob["svm_W"].numpy(), blob["svm_b"].numpy(),
-                  blob["feat_scale"], bbox, blob["pool5_scale"], platt=None if platt is None else platt.numpy())
+                  blob["feat_scale"], bbox, blob["pool5_scale"], rpn=rpn,
+                  platt=None if platt is None else platt.numpy())
         det.run_dir = run
         if platt is None:
             warnings.warn(f"{run} was trained before sppdet 0.4 and has no score calibration: its scores are SVM "

@@ -22,6 +22,7 @@ from torchvision.ops import roi_align
 from .boxes import to_continuous, widths_heights
 from .backbones import Trunk
 from .config import ProposalConfig, config_digest
+from .proposals.selective_search import ss_settings
 from .features import ScaleMap
 from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
                      write_cache_file)
@@ -79,7 +80,7 @@ class RCNNExtractor:
         (each file also lists its windows: edited annotations are caught)."""
         return Path(root) / "windows" / config_digest(
             ["v1", self.trunk.name, self.trunk.weights_id, self.levels, self.size, self.context,
-             self.channels_last, asdict(proposals)])
+             self.channels_last, ss_settings(proposals)])  # 0.3's keys: its caches stay valid
 
     def open_cache(self, folder: Path) -> "WindowVectorCache":
         return WindowVectorCache(folder, self)

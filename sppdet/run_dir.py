@@ -7,6 +7,8 @@ A run folder ``RUN/`` holds
   backbone and its weights' sha256, feature size, method;
 - ``model.pt``: the learned tensors (``torch.save`` of plain values, loaded ``weights_only``);
 - ``train_log.json``: timings, data problems, SVM statistics (and the evaluation, when asked);
+- ``rpn.pt``: with ``proposals.method=rpn``, the proposal network (its settings and weights;
+  ``model.pt`` records its digest, so a network from another training is refused);
 - ``eval_SPLIT/``: one folder per evaluated split (written by ``sppdet eval``).
 
 Every file is written atomically, ``model.pt`` last, and ``model.pt`` and ``meta.json`` carry one
@@ -36,7 +38,10 @@ from .fileio import atomic_save, atomic_write, atomic_write_json
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.yaml", "meta.json"
 TRAIN_LOG_FILE = "train_log.json"
 CLASSIFIER_FILE = "classifier.pt"  # a classifier run (``sppdet train-cls``): this + train_log.json
+RPN_FILE = "rpn.pt"  # proposals.method=rpn: the proposal network (proposals/rpn.py)
 EVAL_PREFIX = "eval_"
+# files only some runs have: a rewrite that does not provide one removes the old training's
+OPTIONAL_FILES = (RPN_FILE,)
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, META_FILE)
 MODEL_FORMAT = 1
 # what every model.pt holds (0.2 and 0.3 runs included; "run_id" and "channels_last" came later)
@@ -108,6 +113,9 @@ def write_run(run: str | Path, cfg: Config, meta: dict, blob: dict, train_log: d
         write_train_log(run, train_log)
     for name, writer in (extra or {}).items():
         atomic_save(run / name, writer)
+    for name in OPTIONAL_FILES:
+        if name not in (extra or {}) and (run / name).exists():
+            (run / name).unlink()
     atomic_save(run / MODEL_FILE, lambda tmp: torch.save(blob, tmp))
     return run_id
 

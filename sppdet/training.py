@@ -101,7 +101,14 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     if not records:
         raise UserError("no training image could be read")
 
-    windows = [image_windows(r, cidx, data.proposals_for(r)) for r in records]
+    train_log: dict = {}
+    rpn = None
+    if cfg.proposals.method == "rpn":  # proposals learned on the maps just cached
+        rpn, train_log["rpn"] = train_proposal_network(cfg, extractor, records, data, timings)
+        data.attach_rpn(rpn)
+    with stage("rpn proposals" if rpn is not None else "proposals", timings), single_threaded():
+        props = [data.proposals_for(r) for r in progress(records, desc="rpn proposals", unit="img", disable=rpn is None)]
+    windows = [image_windows(r, cidx, p) for r, p in zip(records, props)]
     n_gt = sum(w.n_gt for w in windows)
     if n_gt == 0:
         raise UserError("the training split has no (non-difficult) objects to learn from")
@@ -111,9 +118,10 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
         boxes = w.boxes if idx is None else w.boxes[idx]
         return extractor.pool(data.maps(records[i]), boxes)
 
-    train_log: dict = {"images": len(records), "objects": int(n_gt), "classes": classes,
-                       "parallel": {"executor": executor.kind, "workers": executor.workers,
-                                    "cache": data.last_stats}}
+    train_log.update({"images": len(records), "objects": int(n_gt), "classes": classes,
+                      "windows_per_image": float(np.mean([len(p) for p in props])),
+                      "parallel": {"executor": executor.kind, "workers": executor.workers,
+                                   "cache": data.last_stats}})
     head = None
     if cfg.finetune.enabled:
         head = build_head(cfg, extractor, C)
@@ -201,10 +209,31 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
             bbox = BoxRegressor(C, extractor.dim, cfg.bbox_reg.alpha)
             bbox.fit(reservoir, executor if executor.kind == "ray" else None)
         train_log["bbox_examples"] = dict(zip(classes, [len(x) for x in reservoir.X]))
-    det = Detector(cfg, classes, extractor, head, svms.W, svms.b, feat_scale, bbox, pool5_scale, platt=platt)
+    det = Detector(cfg, classes, extractor, head, svms.W, svms.b, feat_scale, bbox, pool5_scale, rpn=rpn,
+                   platt=platt)
     train_log["timings_s"] = dict(timings)
     train_log["peak_rss_mb"] = peak_rss_mb()
     return det, train_log
+
+
+def train_proposal_network(cfg: Config, extractor, records: list[ImageRecord], data: CachedData,
+                           timings: dict[str, float]):
+    """Train ``proposals.method=rpn``'s network on the records' cached conv maps and their
+    non-difficult ground truth; returns it and its log (anchors chosen, losses, epochs)."""
+    from .proposals.rpn import RPNTrainItem, rpn_settings, train_rpn
+
+    p = cfg.proposals
+    items = [RPNTrainItem(lambda r=r: data.maps(r), r.boxes[~r.difficult], r.width, r.height) for r in records]
+    # one thread, as every per-image task: small ops on two busy threads run ~10x slower, and
+    # the weights are then the same bits on any machine
+    with stage("rpn training", timings), single_threaded():
+        settings, note = rpn_settings(p, extractor.trunk, cfg.features.scales, cfg.features.max_size, items)
+        log.info(f"rpn: reads scale {note['scale']}; anchors {note['anchors']}: sides "
+                 f"{', '.join(f'{v:g}' for v in settings.sizes)} px, ratios (h/w) "
+                 f"{', '.join(f'{v:g}' for v in settings.ratios)}")
+        model, fit = train_rpn(settings, items, cfg.features.scales, epochs=p.rpn_epochs, lr=p.rpn_lr,
+                               val_fraction=p.rpn_val_fraction, seed=cfg.seed, device=extractor.device)
+    return model, {**note, **fit}
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """sppdet bench: the pixel accounting by hand, and the output files' schema on tiny images."""
+import inspect
 import json
 
 import cv2
@@ -6,7 +7,7 @@ import numpy as np
 import torch
 
 from sppdet.backbones import build_trunk
-from sppdet.bench import FIVE_SCALES, STAGES, conv_pixels, run_bench
+from sppdet.benchmark import FIVE_SCALES, STAGES, conv_pixels, run_bench
 from sppdet.config import Config
 from sppdet.features import FeatureExtractor
 from sppdet.rcnn import RCNNExtractor
@@ -62,7 +63,7 @@ def test_bench_writes_three_methods_stage_by_stage(tmp_path, random_weights):
 def test_random_detector_passes_no_window_to_box_regression():
     """Without a run, box regression and NMS would otherwise see every window × class (a trained
     detector passes a handful): the random SVMs must put every score below the threshold."""
-    from sppdet.bench import _random_detector
+    from sppdet.benchmark import _random_detector
 
     cfg = Config()
     ext = FeatureExtractor(build_trunk("mobilenet_v2", pretrained=False), [128], 2000, [2, 1])
@@ -73,3 +74,13 @@ def test_random_detector_passes_no_window_to_box_regression():
     scores = det.score(det.window_features(pool5 * 1e3))  # even for large features
     assert scores.shape == (3, 20) and (scores < cfg.test.score_thresh).all()
     assert len(det.detect_maps(ext.compute(img), boxes, 128, 96).boxes) == 0
+
+
+def test_the_api_function_is_not_shadowed_by_its_module():
+    """``import sppdet.X`` sets the package's attribute X to the module: a module named like an
+    API function (0.3's sppdet/bench.py) replaced ``sppdet.bench`` once it was imported."""
+    import sppdet
+    import sppdet.benchmark  # noqa: F401
+
+    for name in sppdet.__all__:
+        assert not inspect.ismodule(getattr(sppdet, name)), name

@@ -11,6 +11,10 @@ and conv maps are computed once per image and setting, whatever the number of sp
         --setting fast=proposals.mode=fast --setting quality=proposals.mode=quality \\
         --out runs/splits_kangaroo --cache runs/cache
 
+A data set with fixed split files (a VOC devkit such as BCCD) keeps them unless
+``--resplit``: then all its images are pooled and split 80/20 by each seed, written as list
+files under ``OUT/splits/``.
+
 Writes ``OUT/summary.json`` and ``OUT/summary.md``; a run already evaluated is reused.
 """
 from __future__ import annotations
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--cache", default=None)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--resplit", action="store_true",
+                    help="pool all images (also of a data set with split files) and split them 80/20 per seed")
     args = ap.parse_args(argv)
     names = [name for name, _ in args.setting]
     if len(set(names)) != len(names):
@@ -67,6 +73,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     out = ensure_writable_dir(args.out, "--out")
+    splits = {seed: ("trainval", "test") for seed in args.seeds}
+    if args.resplit:
+        from sppdet.datasets.common import seeded_split
+
+        ids = [r.image_id for r in sppdet.load_data(args.data, "all").records]
+        for seed in args.seeds:
+            files = []
+            for part in ("trainval", "test"):
+                f = out / "splits" / f"seed{seed}_{part}.txt"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(f, "\n".join(seeded_split(ids, part, seed, 0.2)) + "\n")
+                files.append(str(f))
+            splits[seed] = tuple(files)
     results: dict[str, dict[int, dict]] = {}
     for name, overrides in args.setting:
         results[name] = {}
@@ -84,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
                 results[name][seed] = res
                 continue
             start = time.time()
-            det = sppdet.train(args.data, run, split="trainval", eval_split="test", cache=args.cache,
+            det = sppdet.train(args.data, run, split=splits[seed][0], eval_split=splits[seed][1], cache=args.cache,
                                overwrite=True, workers=args.workers,
                                overrides=[*overrides, f"data.split_seed={seed}"])
             res = {"mAP": det.metrics["mAP"], "AP": det.metrics["AP"], "wall_s": round(time.time() - start, 1),

@@ -20,11 +20,14 @@ if TYPE_CHECKING:
     from ..datasets.common import ImageRecord
 
 THRESHOLDS = (0.5, 0.7)
+# the budgets the methods are compared at (sppdet proposals with several methods)
+BUDGETS = (100, 300, 1000, 2000)
 
 
 def window_grid(max_windows: int) -> list[int]:
-    """1, 2, 5, 10, 20, 50, … below ``max_windows``, then ``max_windows`` itself."""
-    grid = [m * 10 ** e for e in range(8) for m in (1, 2, 5)]
+    """1, 2, 5, 10, 20, 50, … and the :data:`BUDGETS` below ``max_windows``, then
+    ``max_windows`` itself."""
+    grid = sorted({m * 10 ** e for e in range(8) for m in (1, 2, 5)} | set(BUDGETS))
     return [k for k in grid if k < max_windows] + [max(1, int(max_windows))]
 
 
@@ -118,3 +121,70 @@ def plot_recall_curve(result: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def recall_at(result: dict, k: int, thr: float, name: str = "all") -> float | None:
+    """Recall at IoU ``thr`` of the top ``k`` windows (all of them when an image has fewer)."""
+    curve = result["recall_curve"]
+    ks = curve["k"]
+    j = max((i for i, v in enumerate(ks) if v <= k), default=0)
+    return curve[str(thr)][name][j]
+
+
+def compare_proposals(results: dict[str, dict], out_dir: str | Path) -> str:
+    """Methods side by side (``results``: name → :func:`evaluate_proposals`'s dict): recall at
+    IoU 0.5 and 0.7 at each budget of windows, overall and per class, and seconds per image.
+    Writes ``comparison.md``, ``comparison.json`` and ``proposal_recall.png`` (one curve per
+    method); returns the markdown."""
+    out = Path(out_dir)
+    names = list(results)
+    classes = [c for c in next(iter(results.values()))["objects"]]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| method | windows/img | s/img | " + " | ".join(f"R@0.5 / R@0.7 top {k}" for k in BUDGETS) + " |",
+             "|---" * (3 + len(BUDGETS)) + "|"]
+    table: dict = {}
+    for n in names:
+        r = results[n]
+        sec = r["seconds_per_image"]
+        row = {k: {str(t): recall_at(r, k, t) for t in THRESHOLDS} for k in BUDGETS}
+        per_class = {c: {k: {str(t): recall_at(r, k, t, c) for t in THRESHOLDS} for k in BUDGETS} for c in classes}
+        table[n] = {"windows_per_image": r["windows_per_image"], "seconds_per_image": sec, "all": row,
+                    "per_class": per_class}
+        lines.append(f"| {n} | {r['windows_per_image']:.0f} | {'cached' if sec is None else f'{sec:.3f}'} | "
+                     + " | ".join(f"{fmt(row[k]['0.5'])} / {fmt(row[k]['0.7'])}" for k in BUDGETS) + " |")
+    lines += ["", "Per class, recall at IoU 0.7 (top 300 / top 1000 windows):", "",
+              "| method | " + " | ".join(classes) + " |", "|---" * (1 + len(classes)) + "|"]
+    for n in names:
+        pc = table[n]["per_class"]
+        lines.append(f"| {n} | " + " | ".join(f"{fmt(pc[c][300]['0.7'])} / {fmt(pc[c][1000]['0.7'])}"
+                                              for c in classes) + " |")
+    md = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "comparison.json", table)
+    from ..fileio import atomic_write
+
+    atomic_write(out / "comparison.md", md)
+    _plot_comparison(results, out / "proposal_recall.png")
+    return md
+
+
+def _plot_comparison(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for i, (n, r) in enumerate(results.items()):
+        curve = r["recall_curve"]
+        for t, style in zip(THRESHOLDS, ("-", "--")):
+            ys = [np.nan if v is None else v for v in curve[str(t)]["all"]]
+            ax.plot(curve["k"], ys, style, color=f"C{i}", lw=1.6, label=f"{n} @{t}")
+    ax.set_xscale("log")
+    ax.set(xlabel="windows per image (top k of the ranking)", ylabel="recall (all classes)", ylim=(0, 1.02),
+           title="proposal recall by method")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,19 +1,18 @@
-"""Region proposals: OpenCV selective search (``cv2.ximgproc``), external proposal files,
-and a per-image on-disk cache (atomic writes, so an interrupted run resumes)."""
+"""Selective search proposals (Uijlings et al. 2013) through OpenCV's ``cv2.ximgproc``: the
+paper's ~2,000 class-independent windows per image, computed from the pixels alone."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import asdict
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from .boxes import clip, min_size_mask
-from .config import COLOR_SPACES, SIMILARITIES, ProposalConfig
-from .errors import UserError
-from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
-                     write_cache_file)
+from ..boxes import clip, min_size_mask
+from ..config import COLOR_SPACES, SIMILARITIES, ProposalConfig
+from ..errors import UserError
+from .base import Proposer
 
 log = logging.getLogger(__name__)
 
@@ -152,21 +151,6 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_boxes: int = 200
     return boxes.astype(np.float32)
 
 
-def _checked_boxes(arr, source: Path | str, width: int, height: int) -> np.ndarray:
-    """External boxes as float32 ``[K, 4]`` clipped to the image; a file with a count of
-    numbers that is not a multiple of 4, or with NaN/inf, is a :class:`UserError`."""
-    try:
-        arr = np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise UserError(f"proposals in {source} are not numbers") from None
-    if arr.size % 4:
-        raise UserError(f"proposals in {source}: {arr.size} numbers, not 4 per box (x1 y1 x2 y2)")
-    if not np.isfinite(arr).all():
-        raise UserError(f"proposals in {source} contain NaN or infinite coordinates")
-    arr = arr.reshape(-1, 4)
-    return clip(arr, width, height).astype(np.float32)
-
-
 def selective_search_cfg(image: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
     """:func:`selective_search` with every setting taken from ``cfg``."""
     return selective_search(image, cfg.mode, cfg.max_boxes, cfg.work_size, cfg.min_size,
@@ -174,92 +158,24 @@ def selective_search_cfg(image: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
                             sigma=cfg.sigma, strategies=cfg.strategies)
 
 
-def load_external(directory: str | Path, image_id: str, width: int, height: int) -> np.ndarray:
-    """Proposals for one image from ``<dir>/<image_id>.{npy,txt,csv}`` (x1 y1 x2 y2, 0-based)."""
-    d = Path(directory)
-    for ext in (".npy", ".txt", ".csv"):
-        p = d / f"{image_id}{ext}"
-        if p.is_file():
-            try:
-                arr = np.load(p, allow_pickle=False) if ext == ".npy" else np.loadtxt(
-                    p, delimiter="," if ext == ".csv" else None, ndmin=2)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cannot read proposals file {p}: {exc}") from None
-            return _checked_boxes(arr, p, width, height)
-    raise UserError(f"no proposals for image {image_id} in {d} (expected {image_id}.npy/.txt/.csv)")
 
 
-def load_rcnn_mat(mat_path: str | Path) -> dict[str, np.ndarray]:
-    """R-CNN / Fast R-CNN ``selective_search_data/*.mat``: ``images`` ids and ``boxes`` stored
-    as 1-based ``(y1, x1, y2, x2)`` → image id → 0-based ``(x1, y1, x2, y2)``."""
-    import scipy.io
-
-    try:
-        m = scipy.io.loadmat(str(mat_path))
-    except (OSError, ValueError, NotImplementedError) as exc:
-        raise UserError(f"cannot read {mat_path}: {exc} (MATLAB v7.3 files need converting)") from None
-    if "images" not in m or "boxes" not in m:
-        raise UserError(f"{mat_path} lacks the 'images'/'boxes' variables of selective_search_data")
-    ids = [str(np.asarray(x).ravel()[0]) for x in m["images"].ravel()]
-    out = {}
-    for image_id, b in zip(ids, m["boxes"].ravel()):
-        b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-        out[image_id] = (b[:, [1, 0, 3, 2]] - 1).astype(np.float32)
-    return out
+def ss_settings(cfg: ProposalConfig) -> dict:
+    """The settings selective search's windows depend on (those of sppdet 0.3, so that its
+    caches stay valid: the other methods' keys are left out)."""
+    return {k: v for k, v in asdict(cfg).items() if not k.startswith("rpn_")}
 
 
-class ProposalCache:
-    """Proposals per image, computed once and kept in ``root`` (one checked ``.npz`` per image:
-    a damaged or tampered file is recomputed, never used)."""
+class SelectiveSearch(Proposer):
+    """Selective search on the pixels, with every setting from ``proposals.*``."""
 
-    def __init__(self, root: str | Path, cfg: ProposalConfig):
-        self.root = ensure_writable_dir(root, "cache folder")
-        remove_stale_temporaries(self.root)
+    name = "selective_search"
+
+    def __init__(self, cfg: ProposalConfig):
         self.cfg = cfg
-        self._mat: dict[str, np.ndarray] | None = None
-        if cfg.method == "external" and cfg.external_dir and str(cfg.external_dir).endswith(".mat"):
-            self._mat = load_rcnn_mat(cfg.external_dir)
 
-    def path(self, image_id: str) -> Path:
-        return self.root / f"{image_id}.npz"
+    def cache_id(self) -> list:
+        return ["v3", ss_settings(self.cfg)]
 
-    def has(self, image_id: str) -> bool:
-        return self.load(image_id) is not None
-
-    def compute(self, image_id: str, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        if self.cfg.method == "external":
-            if self._mat is not None:
-                if image_id not in self._mat:
-                    raise UserError(f"{self.cfg.external_dir} has no proposals for image {image_id}")
-                return _checked_boxes(self._mat[image_id], f"{self.cfg.external_dir} ({image_id})", w, h)
-            return load_external(self.cfg.external_dir, image_id, w, h)
-        return selective_search_cfg(image, self.cfg)
-
-    def load(self, image_id: str) -> np.ndarray | None:
-        """The cached boxes, or None when absent or damaged (with a warning)."""
-        p = self.path(image_id)
-        try:
-            boxes = load_checked_arrays(p, ("boxes",))["boxes"]
-            if boxes.dtype != np.float32 or boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) == 0:
-                raise CheckedFileError(f"boxes of {boxes.dtype} {boxes.shape}, expected float32 [K, 4]")
-            if not np.isfinite(boxes).all():
-                raise CheckedFileError("non-finite boxes")
-            return boxes
-        except FileNotFoundError:
-            return None
-        except CheckedFileError as exc:
-            log.warning("damaged proposal cache file %s (%s); recomputing", p, exc)
-            return None
-
-    def get(self, key: str, image_loader, image_id: str | None = None) -> np.ndarray:
-        """The boxes cached under ``key``, computing them from ``image_loader()`` when absent.
-        ``image_id`` (default: ``key``) is the name external proposal files use: cache keys
-        add a content hash to it."""
-        boxes = self.load(key)
-        if boxes is not None:
-            return boxes
-        boxes = np.ascontiguousarray(self.compute(image_id or key, image_loader()), dtype=np.float32)
-        write_cache_file(self.path(key), {"boxes": boxes})
-        return boxes
-
+    def propose(self, image_id, image, maps=None, size=None) -> np.ndarray:
+        return selective_search_cfg(image(), self.cfg)

@@ -21,6 +21,7 @@ from .images import ImageReadError
 from .progress import progress
 from .detection import proposal_task
 from .parallel import Executor, SerialExecutor
+from .proposals import SelectiveSearch
 from .rcnn import RCNNExtractor
 
 STAGES = ["proposals", "conv", "pooling", "fc", "svm", "bbox_nms"]
@@ -57,9 +58,13 @@ def conv_pixels(extractor, height: int, width: int, n_windows: int) -> int:
 
 def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndarray],
                 proposal_times: list[float], desc: str) -> dict:
+    """``proposals[i] is None``: the detector's own method proposes from the conv maps it has
+    just computed (the proposal network), timed as "proposals"."""
     device = det.extractor.device
-    per_image = []
-    det.detect_maps(det.extractor.compute(images[0]), proposals[0][:64], *images[0].shape[1::-1])  # warm-up
+    per_image, windows = [], []
+    warm = det.extractor.compute(images[0])  # warm-up
+    p0 = proposals[0] if proposals[0] is not None else det.propose(images[0], warm, *images[0].shape[1::-1])
+    det.detect_maps(warm, p0[:64], *images[0].shape[1::-1])
     for img, props, tp in progress(list(zip(images, proposals, proposal_times)), desc=desc, unit="img"):
         t = {"proposals": tp}
         _sync(device)
@@ -67,6 +72,11 @@ def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndar
         maps = det.extractor.compute(img)
         _sync(device)
         t["conv"] = time.perf_counter() - t0
+        if props is None:
+            t0 = time.perf_counter()
+            props = det.propose(img, maps, img.shape[1], img.shape[0])
+            t["proposals"] = time.perf_counter() - t0
+        windows.append(len(props))
         det.detect_maps(maps, props, img.shape[1], img.shape[0], t)
         inner = det.extractor.pool_stages()  # R-CNN: its convs happen inside "pooling"
         if inner:
@@ -80,9 +90,9 @@ def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndar
     stats["seconds_per_image"]["total_with_proposals"] = statistics.median(
         tot + t["proposals"] for tot, t in zip(totals, per_image))
     stats["total_min_median_max"] = [min(totals), statistics.median(totals), max(totals)]
-    stats["windows_per_image"] = statistics.median(len(p) for p in proposals)
+    stats["windows_per_image"] = statistics.median(windows)
     stats["conv_pixels_per_image"] = statistics.median(
-        conv_pixels(det.extractor, img.shape[0], img.shape[1], len(p)) for img, p in zip(images, proposals))
+        conv_pixels(det.extractor, img.shape[0], img.shape[1], n) for img, n in zip(images, windows))
     return stats
 
 
@@ -98,7 +108,7 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
     """
     images, proposals, ptimes = [], [], []
     for res in (executor or SerialExecutor()).map(proposal_task, image_paths, desc="proposals", unit="img",
-                                                  shared=(cfg.proposals, exif_transpose)):
+                                                  shared=(SelectiveSearch(cfg.proposals), exif_transpose)):
         if "error" in res:
             raise ImageReadError(res["error"])
         images.append(res["image"])
@@ -120,21 +130,32 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
         "spp-1scale": make(FeatureExtractor(trunk, [688], f.max_size, f.levels, device)),
         "spp-5scale": make(FeatureExtractor(trunk, FIVE_SCALES, f.max_size, f.levels, device)),
     }
+    if run is not None and run.proposer.needs_maps:  # the run as trained: its network proposes
+        methods[f"spp-{len(run.extractor.scales)}scale-{run.cfg.proposals.method}"] = run
     n_r = len(images) if rcnn_images is None else max(1, min(rcnn_images, len(images)))
     result = {"images": [str(p) for p in image_paths], "device": str(device),
               "threads": torch.get_num_threads(), "methods": {}}
     for name, det in methods.items():
         k = n_r if name == "rcnn" else len(images)
-        result["methods"][name] = time_method(det, images[:k], proposals[:k], ptimes[:k], name)
+        own = det.proposer.needs_maps if det is run else False
+        result["methods"][name] = time_method(det, images[:k], [None] * k if own else proposals[:k],
+                                              [0.0] * k if own else ptimes[:k], name)
         result["methods"][name]["images_timed"] = k
+        result["methods"][name]["proposals"] = (f"{det.cfg.proposals.method} on the conv map" if own else
+                                                f"selective search ({cfg.proposals.mode})")
     r = result["methods"]["rcnn"]["seconds_per_image"]["total"]
     result["speedup_vs_rcnn"] = {m: r / result["methods"][m]["seconds_per_image"]["total"]
-                                 for m in ("spp-1scale", "spp-5scale")}
+                                 for m in result["methods"] if m != "rcnn"}
+    # all in: what a user waits for per image, proposals included (R-CNN and SPP-net with
+    # selective search, SPP-net with its proposal network)
+    ra = result["methods"]["rcnn"]["seconds_per_image"]["total_with_proposals"]
+    result["speedup_all_in_vs_rcnn"] = {m: ra / result["methods"][m]["seconds_per_image"]["total_with_proposals"]
+                                        for m in result["methods"] if m != "rcnn"}
     # What the speedup would be if each method's time were its conv pixels alone (per-pixel conv
     # cost equal): near the ceiling on a CPU, where conv dominates and costs the same per pixel.
     rp = result["methods"]["rcnn"]["conv_pixels_per_image"]
     result["conv_pixel_ratio"] = {m: rp / result["methods"][m]["conv_pixels_per_image"]
-                                  for m in ("spp-1scale", "spp-5scale")}
+                                  for m in result["methods"] if m != "rcnn"}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "bench.json", result)
     atomic_write(out_dir / "bench.md", markdown_table(result))
@@ -162,6 +183,13 @@ def markdown_table(result: dict) -> str:
                  f"Windows per image (median): {result['methods']['spp-1scale']['windows_per_image']:g}. "
                  "Pixel ratio: R-CNN's conv input pixels over the method's, the speedup if conv "
                  "cost the same per pixel and nothing else cost anything.")
+    lines += ["", "All in (proposals included), seconds per image:", "",
+              "| method | proposals | proposals s | total s | speedup vs R-CNN + selective search |", "|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        s = m["seconds_per_image"]
+        sp = result.get("speedup_all_in_vs_rcnn", {}).get(name)
+        lines.append(f"| {name} | {m.get('proposals', '')} | {s['proposals']:.3f} | {s['total_with_proposals']:.3f} | "
+                     f"{'1.0×' if sp is None else f'{sp:.1f}×'} |")
     return "\n".join(lines) + "\n"
 
 
