@@ -280,3 +280,32 @@ def test_bench_times_the_run_with_its_network_all_in(rpn_run, tmp_path):
     assert s["proposals"] > 0 and s["total_with_proposals"] == pytest.approx(s["total"] + s["proposals"])
     assert set(res["speedup_all_in_vs_rcnn"]) == {"spp-1scale", "spp-5scale", "spp-1scale-rpn"}
     assert "All in (proposals included)" in (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_images_without_objects_and_a_single_tiny_box(caplog):
+    """Background-only images are negatives for the network, not a crash; a class whose only
+    box is smaller than the stride gets the smallest anchor the map can place, with a warning."""
+    import logging
+
+    from sppdet.backbones import get_spec
+    from sppdet.config import ProposalConfig
+    from sppdet.proposals.rpn import rpn_settings
+
+    items = _synthetic_items(6, 2)
+    blank = [ScaleMap(1.0, torch.zeros(8, 20, 20).half())]
+    items += [RPNTrainItem(lambda: blank, np.zeros((0, 4)), 320, 320) for _ in range(4)]
+    s = RPNSettings(8, 16, 0.0, 320, [56.0, 80.0], [1.0], max_boxes=50)
+    model, log = train_rpn(s, items, [320], epochs=2, lr=0.01, val_fraction=0.0, seed=0)
+    assert len(log["epochs"]) == 2 and all(math.isfinite(e["train_loss"]) for e in log["epochs"])
+
+    class Trunk:  # what rpn_settings reads of a trunk
+        stride, offset, channels = get_spec("mobilenet_v2").stride, 0.0, 8
+
+    tiny = [RPNTrainItem(lambda: blank, np.array([[10, 10, 12, 13]], np.float64), 320, 320)]
+    with caplog.at_level(logging.WARNING):
+        settings, note = rpn_settings(ProposalConfig(method="rpn"), Trunk, [320], 2000, tiny)
+    assert settings.sizes == [8.0] and note["anchors"] == "derived from the training boxes"
+    assert "below half the trunk's stride" not in caplog.text  # lifted to half the stride: placeable
+    with caplog.at_level(logging.WARNING):
+        rpn_settings(ProposalConfig(method="rpn", rpn_anchor_sizes=[4.0]), Trunk, [320], 2000, tiny)
+    assert "below half the trunk's stride" in caplog.text
