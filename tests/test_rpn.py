@@ -189,6 +189,19 @@ def test_rpn_settings_it_cannot_serve_are_refused(overrides, match):
         config_from_dict(overrides)
 
 
+def test_auto_chooses_by_the_number_of_training_objects():
+    from sppdet.config import ProposalConfig
+    from sppdet.proposals import choose_method
+
+    auto = ProposalConfig()  # the default
+    assert auto.method == "auto" and auto.rpn_min_objects == 1000
+    assert choose_method(auto, 1000)[0] == "rpn" and choose_method(auto, 999)[0] == "selective_search"
+    assert "999 training objects" in choose_method(auto, 999)[1]
+    assert choose_method(auto, 10 ** 6, "rcnn")[0] == "selective_search"  # no whole-image map
+    for m in ("selective_search", "rpn", "external"):
+        assert choose_method(ProposalConfig(method=m), 0) == (m, "configured")
+
+
 def test_proposal_recall_of_rpn_needs_a_run(tmp_path):
     from sppdet.datasets.synth import write_synthetic
 
@@ -198,8 +211,9 @@ def test_proposal_recall_of_rpn_needs_a_run(tmp_path):
                                cache=tmp_path / "c")
 
 
+# the default method (auto) with its threshold lowered: the tiny set gets a network
 FAST = {"features": {"scales": [320]}, "svm": {"retrain_limit": 500},
-        "proposals": {"method": "rpn", "rpn_epochs": 2, "rpn_max_boxes": 200}}
+        "proposals": {"rpn_min_objects": 10, "rpn_epochs": 2, "rpn_max_boxes": 200}}
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +238,8 @@ def test_rpn_run_end_to_end(rpn_run, tmp_path):
     assert log["rpn"]["anchors"] == "derived from the training boxes" and log["rpn"]["scale"] == 320
     assert log["rpn"]["anchor_sizes"] and log["rpn"]["aspect_ratios"] and log["rpn"]["epochs"]
     assert {"rpn training", "rpn proposals"} <= set(log["timings_s"])
-    assert (d / "run" / "rpn.pt").is_file()
+    assert log["proposals"]["method"] == "rpn" and log["proposals"]["why"].startswith("auto: ")
+    assert (d / "run" / "rpn.pt").is_file() and det.cfg.proposals.method == "rpn"
     loaded = sppdet.load(d / "run")
     assert loaded.rpn is not None and loaded.rpn.digest() == det.rpn.digest()
     img = next((d / "data").rglob("*.jpg"))
