@@ -494,9 +494,8 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     results: dict[str, dict] = {}
     with make_executor(workers, ray) as ex:
         if configured:
-            name = "selective_search" if cfg.proposals.method == "selective_search" else cfg.proposals.method
-            if cfg.proposals.method == "selective_search":
-                name += f" ({cfg.proposals.mode})"
+            name = cfg.proposals.method if cfg.proposals.method == "external" else \
+                f"selective_search ({cfg.proposals.mode})"  # auto: what it is before a training
             cache_data = CachedData(cfg, None, cache_dir(cache))
             recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
             stats = cache_data.last_stats

@@ -5,6 +5,7 @@ positives and box-regression examples → SVMs with hard-negative mining → box
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from .extractors import make_extractor
 from .features import resolve_device
 from .heads import FCHead, build_head, finetune_head
 from .parallel import Executor, SerialExecutor
+from .proposals import choose_method
 from .runtime import single_threaded
 from .svm import HardNegativeSVMs
 from .windows import ImageWindows, build_windows, prune_negatives
@@ -94,6 +96,10 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     cidx = {c: i for i, c in enumerate(classes)}
     C = len(classes)
 
+    method, why = choose_method(cfg.proposals, sum(int((~r.difficult).sum()) for r in dataset.records), cfg.method)
+    if method != cfg.proposals.method:
+        cfg = dataclasses.replace(cfg, proposals=dataclasses.replace(cfg.proposals, method=method))
+        log.info(f"proposals: {method} ({why})")
     trunk = build_trunk(cfg.backbone.name, cfg.backbone.weights)
     extractor = make_extractor(cfg, trunk, device)
     data = CachedData(cfg, extractor, cache_root)
@@ -101,7 +107,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     if not records:
         raise UserError("no training image could be read")
 
-    train_log: dict = {}
+    train_log: dict = {"proposals": {"method": method, "why": why}}
     rpn = None
     if cfg.proposals.method == "rpn":  # proposals learned on the maps just cached
         rpn, train_log["rpn"] = train_proposal_network(cfg, extractor, records, data, timings)

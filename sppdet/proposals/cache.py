@@ -21,8 +21,14 @@ class ProposalCache:
     ``.npz`` per image)."""
 
     def __init__(self, root: str | Path, proposer: Proposer):
+        """``proposer``: the method (a ProposalConfig, as in sppdet 0.3, stands for the
+        pixel-based method it configures)."""
         self.root = ensure_writable_dir(root, "cache folder")
         remove_stale_temporaries(self.root)
+        if not isinstance(proposer, Proposer):
+            from . import make_proposer
+
+            proposer = make_proposer(proposer)
         self.proposer = proposer
         self.computed, self.busy_s = 0, 0.0  # windows computed here, and the proposer's seconds
 
