@@ -443,7 +443,7 @@ def test_proposal_cache_detects_every_damage(tmp_path):
     calls = [0]
     cache = ProposalCache(tmp_path / "p", ProposalConfig())
 
-    def compute(image_id, image):
+    def compute(image_id, image, *rest):
         calls[0] += 1
         return boxes
 
@@ -521,7 +521,7 @@ def test_cache_writes_leave_no_temporaries(tmp_path, monkeypatch):
     (folder / "keep.npz").write_bytes(b"x")
     cache = ProposalCache(folder, ProposalConfig())
     assert sorted(os.listdir(folder)) == ["keep.npz"]  # the old temporary went, nothing else
-    cache.compute = lambda image_id, image: np.zeros((1, 4), np.float32)
+    cache.compute = lambda image_id, image, *rest: np.zeros((1, 4), np.float32)
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
