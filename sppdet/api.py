@@ -28,7 +28,7 @@ from .arguments import (check_int as _check_int, check_number as _check_number, 
                         path_arg as _path_arg)
 from .errors import UserError
 from .parallel import make_executor as _make_executor
-from .run_dir import eval_dir, is_trained_run, remove_evals, write_train_log
+from .run_dir import TRAIN_LOG_FILE, eval_dir, is_trained_run, optional_file, remove_evals, write_train_log
 
 log = logging.getLogger("sppdet")
 
@@ -39,17 +39,44 @@ def make_executor(workers: Any = None, ray: Any = None):
     return _make_executor(workers, ray)
 
 
-def make_config(config: str | Path | Config | None = None, overrides: Sequence[str] = (),
+def shipped_configs() -> dict[str, Path]:
+    """The configs that come with sppdet, by name (``custom_small`` → its YAML file)."""
+    here = Path(__file__).resolve().parent
+    found: dict[str, Path] = {}
+    for d in (here / "configs", here.parent / "configs"):
+        for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            found.setdefault(f.stem, f)
+    return found
+
+
+def make_config(config: str | Path | Config | dict | None = None, overrides: Sequence[str] = (),
                 **settings: Any) -> Config:
-    """A validated :class:`~sppdet.config.Config`: defaults, then the YAML file ``config``,
+    """A validated :class:`~sppdet.config.Config`: defaults, then ``config`` (a YAML file, the
+    name of a shipped config such as ``"custom_small"``, a nested ``dict`` or a ``Config``),
     then ``settings`` (``svm={"C": 0.01}``, ``seed=1``), then ``"key=value"`` ``overrides``."""
     overrides = _overrides(overrides)
     if isinstance(config, Config):
         if settings:
             raise UserError("give settings either in a Config object or as keyword arguments, not both")
         return override_config(config, overrides, allowed=None)
-    if config is not None:
-        _path_arg("config", config)
+    if isinstance(config, dict):
+        tree = copy.deepcopy(config)
+        for key, value in settings.items():  # keyword settings win, section by section
+            if isinstance(value, dict) and isinstance(tree.get(key), dict):
+                tree[key] = {**tree[key], **value}
+            else:
+                tree[key] = value
+        return load_config(None, overrides, tree)
+    if config is not None and not isinstance(config, (str, Path)):
+        raise UserError(f"config must be a YAML path, a shipped config's name, a dict or a Config, "
+                        f"not a {type(config).__name__}")
+    if config is not None and not Path(config).exists():
+        shipped = shipped_configs()
+        name = Path(config).stem if Path(config).suffix in (".yaml", ".yml") else str(config)
+        if name in shipped and Path(config).parent == Path("."):
+            config = shipped[name]
+        else:
+            raise UserError(f"config file not found: {config} (shipped configs: {', '.join(shipped) or 'none'})")
     return load_config(config, overrides, settings or None)
 
 
@@ -80,7 +107,97 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
                       min_box_size=cfg.data.min_box_size, exif_transpose=cfg.data.exif_transpose)
     if ds.report.counts:
         log.warning(ds.report.summary())
+    log.info(f"split {split}: {len(ds)} images from {ds.source}")
     return ds
+
+
+_CREATED: list[list[tuple[Path, Path]]] = []  # per public call: (--out folder, its first new ancestor)
+
+
+def _out_dir(path: str | Path, what: str = "--out") -> Path:
+    """:func:`~sppdet.fileio.ensure_writable_dir`, remembering what it created so that a
+    command that fails leaves no empty folder behind (see :func:`_tidy_outs`)."""
+    import os
+
+    from .fileio import ensure_writable_dir
+
+    top, q = None, Path(os.path.abspath(path))
+    while not q.exists() and q != q.parent:
+        top, q = q, q.parent
+    out = ensure_writable_dir(path, what)
+    if top is not None and _CREATED:
+        _CREATED[-1].append((Path(os.path.abspath(out)), top))
+    return out
+
+
+def _tidy_outs(fn):
+    """On failure, remove the output folders the call created while they are still empty."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _CREATED.append([])
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            for leaf, top in reversed(_CREATED[-1]):
+                d = leaf
+                while True:
+                    try:
+                        d.rmdir()  # only an empty folder goes
+                    except OSError:
+                        break
+                    if d == top:
+                        break
+                    d = d.parent
+            raise
+        finally:
+            _CREATED.pop()
+    return wrapper
+
+
+def is_other_data(split: str | Path) -> bool:
+    """Whether an evaluation ``split`` names another data set (a folder, a COCO .json or a YOLO
+    data.yaml) rather than a split of the training data (a name or a .txt/.csv list file)."""
+    p = Path(split)
+    return p.is_dir() or (p.is_file() and p.suffix.lower() in (".json", ".yaml", ".yml"))
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_.") or "data"
+
+
+def eval_folder_name(run_data, data, split: str) -> str:
+    """The default evaluation folder's name in a run (:func:`~sppdet.run_dir.eval_dir`'s on the
+    run's own training data; on another data set its name goes in too, so that two data sets'
+    evaluations never share one folder)."""
+    def where(d) -> str | None:
+        return None if d is None or not isinstance(d, (str, Path)) else str(Path(d).resolve())
+
+    split_name = "all" if is_other_data(split) else split
+    if isinstance(data, (str, Path)) and where(data) != where(run_data):
+        p = Path(data)
+        tag = f"{p.parent.name}-{p.stem.strip('_')}" if p.is_file() else p.name
+        split_name = f"{_slug(tag)}_{Path(split_name).stem}"
+    return eval_dir(".", split_name).name
+
+
+# What an evaluation writes into its folder: removed first, so that no file of an earlier
+# evaluation (another data set, split or setting) is left beside this one's.
+EVAL_OUTPUTS = ("metrics.json", "detections.json", "coco_results.json", "ground_truth_coco.json", "comp4",
+                "plots", "analysis")
+
+
+def _clear_eval_outputs(out_dir: Path) -> None:
+    if not (out_dir / "metrics.json").is_file():
+        return  # not an evaluation folder (or an interrupted first one): nothing of ours to clear
+    stale = [out_dir / n for n in EVAL_OUTPUTS if (out_dir / n).exists()]
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if stale:
+        log.info(f"{out_dir}: the previous evaluation's files were removed ({', '.join(p.name for p in stale)})")
 
 
 def default_cache() -> Path:
@@ -96,20 +213,23 @@ def cache_dir(cache: str | Path | None = None) -> Path:
     return ensure_writable_dir(_path_arg("cache", cache) if cache is not None else default_cache(), "cache folder")
 
 
-def train(data, out: str | Path, config: str | Path | Config | None = None, *, split: str = "trainval",
+@_tidy_outs
+def train(data, out: str | Path, config: str | Path | Config | dict | None = None, *, split: str = "trainval",
           eval_split: str | None = None, cache: str | Path | None = None, overwrite: bool = False,
           device: str | None = None, overrides: Sequence[str] = (), timings: dict | None = None,
           workers: int | None = None, ray: str | None = None, **settings: Any):
     """Train a detector on ``split`` of ``data`` and save it as the run directory ``out``.
 
-    With ``eval_split``, evaluate it afterwards (VOC07 mAP, written to ``out/eval_<split>``).
+    With ``eval_split``, evaluate it afterwards (VOC07 mAP, written to ``out/eval_<split>``):
+    a split of ``data``, or another data set (a folder, COCO .json or data.yaml: all its images,
+    written to ``out/eval_<data>_all``).
     ``workers`` processes (default: every core; 1: none) or a Ray cluster (``ray``: ``"auto"``,
     ``"local"`` or an address) compute the per-image work; the model is the same either way.
     Returns the :class:`~sppdet.detector.Detector`; its ``train_log`` holds timings, data
     problems and SVM statistics, and with ``eval_split`` its ``metrics`` what :func:`evaluate`
     returns.
     """
-    from .fileio import describe_os_error, ensure_writable_dir
+    from .fileio import describe_os_error
     from .locking import folder_lock
 
     _check_parallel(workers, ray)
@@ -126,7 +246,7 @@ def train(data, out: str | Path, config: str | Path | Config | None = None, *, s
                     f"{getattr(data, 'name', data)} --split {eval_split}` to finish it)")
         raise UserError(f"{out} already holds a trained run{hint}; choose another --out or pass --overwrite "
                         "to train again")
-    ensure_writable_dir(out, "--out")
+    _out_dir(out, "--out")
     with folder_lock(out, "--out"):
         det, train_log, out = _train_locked(data, out, cfg, split, eval_split, cache, overwrite, timings,
                                             workers, ray)
@@ -141,14 +261,16 @@ def _train_locked(data, out: Path, cfg: Config, split: str, eval_split: str | No
 
     cache_folder = cache_dir(cache)
     ds = load_data(data, split, cfg)
-    test = load_data(data, eval_split, cfg, classes=ds.classes) if eval_split else None  # checked up front
-    source = getattr(data, "name", data)
+    # --eval-split: a split of the training data, or another data set (all its images)
+    eval_data, eval_name = (eval_split, "all") if eval_split and is_other_data(eval_split) else (data, eval_split)
+    test = load_data(eval_data, eval_name, cfg, classes=ds.classes) if eval_split else None  # checked up front
+    source = data if isinstance(data, (str, Path)) else getattr(data, "name", data)  # a path, or a data set
     log.info(f"training on {len(ds)} images of {source} (split {split}), classes: {', '.join(ds.classes)}")
     timings = {} if timings is None else timings
     with make_executor(workers, ray) as ex:
         det, train_log = train_detector(cfg, ds, cache_folder, timings, executor=ex)
         train_log.update(data=str(source), split=split, data_problems=dict(ds.report.counts),
-                         executor=repr(ex))
+                         executor=repr(ex), cache_dir=str(cache_folder.resolve()), images_used=ds.source)
         out = _save_run(det, out, train_log, overwrite=overwrite, cache_dir=cache_folder)
         det.run_dir = out
         log.info(f"run saved to {out}")
@@ -158,7 +280,8 @@ def _train_locked(data, out: Path, cfg: Config, split: str, eval_split: str | No
                 finish = (f"the trained model is saved in {out}; finish the evaluation with `sppdet eval {out} "
                           f"--data {source} --split {eval_split}`")
                 try:
-                    metrics = evaluate(det, data=test, split=eval_split, out=eval_dir(out, eval_split),
+                    metrics = evaluate(det, data=test, split=eval_name,
+                                       out=out / eval_folder_name(data, eval_data, eval_split),
                                        cache=cache_folder, timings=test_timings, executor=ex)
                 except KeyboardInterrupt:
                     raise UserInterrupt(f"interrupted during the evaluation; {finish}") from None
@@ -177,6 +300,7 @@ def _train_locked(data, out: Path, cfg: Config, split: str, eval_split: str | No
     return det, train_log, out
 
 
+@_tidy_outs
 def evaluate(run=None, *, data, split: str = "test", detections: str | Path | None = None,
              out: str | Path | None = None, metric: str = "voc07", coco: bool = False, plots: bool = False,
              analyze: bool = False, similar: Sequence[Sequence[str]] | None = None, gallery: int = 12,
@@ -187,15 +311,16 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     ``detections.json`` on ``split`` of ``data``; optionally COCO metrics and PR plots.
 
     Writes ``metrics.json``, ``detections.json``, ``coco_results.json`` and comp4 files to
-    ``out`` (default ``RUN/eval_SPLIT``, or ``eval/`` beside the detections file) and returns
-    the metrics (the content of ``metrics.json``). ``analyze`` adds ``out/analysis/``: the
+    ``out`` (default ``RUN/eval_SPLIT`` on the run's training data, ``RUN/eval_DATA_SPLIT`` on
+    another data set, or ``eval/`` beside the detections file), after removing what an earlier
+    evaluation wrote there, and returns the metrics (the content of ``metrics.json``, which
+    names the images used in ``data`` and ``split``). ``analyze`` adds ``out/analysis/``: the
     false-positive breakdown per class (``similar`` groups classes that count as look-alikes)
     and ``report.html`` with galleries of ``gallery`` false positives and misses per class.
+    ``cache`` defaults to the folder the run was trained with (its train_log.json), when it exists.
     """
     from .evaluation.report import write_results
     from .evaluation.voc import evaluate_voc
-    from .fileio import ensure_writable_dir
-
     if metric not in ("voc07", "voc12"):
         raise UserError(f"metric must be voc07 or voc12, not {metric!r}")
     _check_int("gallery", gallery, 0)
@@ -230,12 +355,15 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         if out is not None:
             out_dir = _path_arg("out", out)
         elif det.run_dir is not None:
-            out_dir = eval_dir(det.run_dir, split)
+            out_dir = Path(det.run_dir) / eval_folder_name(_run_data(det), data, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
-        ensure_writable_dir(out_dir, "--out")
+        _out_dir(out_dir, "--out")
         ds = load_data(data, split, det.cfg, classes=det.classes)
-        cache_data = det.cached_data(cache_dir(cache))
+        if ds.report.unlisted:
+            log.warning("objects of classes the model does not have (it had no training objects of them) are "
+                        "left out of the metrics: " + ", ".join(f"{c} ({n})" for c, n in ds.report.unlisted.items()))
+        cache_data = det.cached_data(cache_dir(cache if cache is not None else _run_cache(det)))
         with contextlib.nullcontext(executor) if executor is not None else make_executor(workers, ray) as ex:
             recs = cache_data.prepare(ds.records, ds.report, timings, executor=ex)
         t0 = time.perf_counter()
@@ -247,7 +375,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
         dets = read_detections(_path_arg("detections", detections))
         out_dir = _path_arg("out", out) if out is not None else Path(detections).parent / "eval"
-        ensure_writable_dir(out_dir, "--out")
+        _out_dir(out_dir, "--out")
         ds = load_data(data, split)
         recs, classes = ds.records, ds.classes
         dets, stray = match_to_records(dets, recs)
@@ -270,12 +398,16 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         from .evaluation.coco import evaluate_coco
 
         coco_metrics = evaluate_coco(recs, dets, classes, ds.category_ids)
+    extra = {"data": ds.source, "split": str(split)}
+    if run is not None and ds.report.unlisted:
+        extra["not_in_model"] = dict(ds.report.unlisted)
     try:
         # metrics.json is written last and means "the rest is there": an old one must not outlive
         # a failed rewrite of the files it describes
+        _clear_eval_outputs(out_dir)
         (out_dir / "metrics.json").unlink(missing_ok=True)
         write_results(out_dir, res, dets, classes, split, len(recs), coco_metrics, plots, records=recs,
-                      category_ids=ds.category_ids)
+                      category_ids=ds.category_ids, extra=extra)
         log.info(f"metrics, detections, COCO results and comp4 files written to {out_dir}")
         if analyze:
             from .evaluation.analysis import analyze as analyze_errors
@@ -294,6 +426,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
 
 # -- detection over files --------------------------------------------------------------------
+@_tidy_outs
 def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, threshold: float | None = None,
            paint: bool = True, exif_transpose: bool = True, device: str | None = None,
            overwrite: bool = False, workers: int | None = None, ray: str | None = None,
@@ -308,7 +441,6 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     Returns ``{"images", "detections", "skipped": [messages], "out"}``.
     """
     from .detector import Detector
-    from .fileio import ensure_writable_dir
     from .inputs import expand_inputs
     from .locking import folder_lock
 
@@ -331,10 +463,12 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     if extra:
         det = copy.copy(det)
         det.cfg = override_config(det.cfg, extra, allowed=TEST_TIME_KEYS)
-    out = ensure_writable_dir(_path_arg("out", out), "--out")
+    out = _out_dir(_path_arg("out", out), "--out")
     paths, skipped = expand_inputs(inputs)
     if not paths:
         raise UserError("no input images found" + (":\n  " + "\n  ".join(skipped) if skipped else ""))
+    log.info(f"detecting in {len(paths)} images from {', '.join(map(str, inputs[:3]))}"
+             + (f" and {len(inputs) - 3} more inputs" if len(inputs) > 3 else ""))
     with folder_lock(out, "--out"):
         return _detect_locked(det, paths, skipped, out, paint, exif_transpose, overwrite, workers, ray)
 
@@ -428,6 +562,7 @@ class UserInterrupt(UserError):
     exit_code = 130
 
 
+@_tidy_outs
 def proposal_recall(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
                     overrides: Sequence[str] = (), cache: str | Path | None = None, workers: int | None = None,
                     ray: str | None = None, runs: Sequence = (), configured: bool = True, **settings: Any) -> dict:
@@ -448,7 +583,6 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     """
     from .cache import CachedData
     from .evaluation.proposals import compare_proposals, evaluate_proposals
-    from .fileio import ensure_writable_dir
 
     cfg = make_config(config, overrides, **settings)
     if cfg.proposals.method == "rpn" and configured:
@@ -456,14 +590,13 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
                         "(--run RUN), not proposals.method=rpn")
     if not runs and not configured:
         raise UserError("nothing to measure: give a run, or keep the configured proposals")
-    out = ensure_writable_dir(out, "--out")
+    out = _out_dir(out, "--out")
     ds = load_data(data, split, cfg)
     results: dict[str, dict] = {}
     with make_executor(workers, ray) as ex:
         if configured:
-            name = "selective_search" if cfg.proposals.method == "selective_search" else cfg.proposals.method
-            if cfg.proposals.method == "selective_search":
-                name += f" ({cfg.proposals.mode})"
+            name = cfg.proposals.method if cfg.proposals.method == "external" else \
+                f"selective_search ({cfg.proposals.mode})"  # auto: what it is before a training
             cache_data = CachedData(cfg, None, cache_dir(cache))
             recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
             stats = cache_data.last_stats
@@ -553,6 +686,7 @@ def summarize_timings(timings: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+@_tidy_outs
 def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None = None, out: str | Path,
           run=None, config: str | Path | None = None, overrides: Sequence[str] = (),
           cache: str | Path | None = None, device: str | None = None, workers: int | None = None,
@@ -562,7 +696,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     from .benchmark import run_bench
     from .detector import Detector
     from .features import resolve_device
-    from .fileio import atomic_write_json, ensure_writable_dir
+    from .fileio import atomic_write_json
 
     _check_int("images (--images)", images, 1)
     if rcnn_images is not None:
@@ -578,7 +712,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
         det.cfg = cfg
     else:
         cfg = make_config(config, overrides)
-    out = ensure_writable_dir(out, "--out")
+    out = _out_dir(out, "--out")
     ds = load_data(data, split, cfg, classes=det.classes if det else None)
     recs = ds.records[:images]
     with make_executor(workers, ray) as ex:
@@ -592,6 +726,29 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
             res["mAP_images"] = metrics["images"]
             atomic_write_json(out / "bench.json", res)
     return res
+
+
+def _run_cache(det) -> Path | None:
+    """The cache folder a run was trained with (train_log.json's ``cache_dir``) while it
+    exists: its proposals and conv maps serve the evaluation too. None: the default cache."""
+    d = _run_log(det).get("cache_dir")
+    return Path(d) if isinstance(d, str) and Path(d).is_dir() else None
+
+
+def _run_data(det) -> str | None:
+    """The data a run was trained on, as its train_log.json records it."""
+    return _run_log(det).get("data")
+
+
+def _run_log(det) -> dict:
+    log_ = det.train_log
+    if log_ is None and det.run_dir is not None:
+        f = optional_file(det.run_dir, TRAIN_LOG_FILE)
+        try:
+            log_ = json.loads(f.read_text()) if f is not None else {}
+        except (OSError, ValueError):
+            return {}
+    return log_ if isinstance(log_, dict) else {}
 
 
 def _save_run(det, out: Path, train_log: dict, overwrite: bool = False, cache_dir: Path | None = None) -> Path:

@@ -122,7 +122,7 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
         if run is not None:
             extractor.channels_last = run.extractor.channels_last
             return Detector(cfg, classes, extractor, run.head, run.svm_W.numpy(), run.svm_b.numpy(),
-                            run.feat_scale, run.bbox, run.pool5_scale)
+                            run.feat_scale, run.bbox, run.pool5_scale, platt=run.platt)
         return _random_detector(cfg, classes, extractor, seed)
 
     methods = {

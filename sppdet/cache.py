@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,8 @@ from .images import ImageReadError, read_image
 from .parallel import Executor, SerialExecutor, process_local, set_process_local
 from .proposals import ProposalCache, make_proposer
 from .runtime import single_threaded
+
+log = logging.getLogger("sppdet")
 
 
 def default_cache_root() -> Path:
@@ -237,8 +240,14 @@ class CachedData:
                                      proposals=props_here)
         busy = {"decode": 0.0, "proposals": 0.0, "conv": 0.0}
         t0 = time.perf_counter()
-        stages = ([] if self.proposals_from_maps else ["proposals"]) + (["conv"] if want_maps and not on_gpu else [])
-        results = executor.map(cache_image_task, jobs.values(), desc=" + ".join(stages) or "decode", unit="img",
+        what = " + ".join(([] if self.proposals_from_maps else ["proposals"])
+                          + (["conv"] if want_maps and not on_gpu else [])) or "decode"
+        n_cached = len([k for k in keys if k is not None]) - len(jobs)
+        if n_cached:
+            log.info(f"{what}: {n_cached} of {n_cached + len(jobs)} images read from the cache "
+                     f"{self.proposals.root.parent}" + ("" if jobs else ", nothing to compute"))
+        results = executor.map(cache_image_task, jobs.values(),
+                               desc=what + (f" ({n_cached} more cached)" if n_cached else ""), unit="img",
                                label=lambda j: str(j.path))
         with executor.driver_threads():
             for res in results:

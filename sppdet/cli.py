@@ -80,6 +80,9 @@ def cmd_eval(args) -> int:
                        cache=args.cache, device=args.device, overrides=args.set, workers=args.workers,
                        ray=args.ray)
     print(format_table(metrics))
+    if metrics.get("not_in_model"):
+        print("not in the model (no training objects), left out of the mAP: "
+              + ", ".join(f"{c} ({n} objects)" for c, n in metrics["not_in_model"].items()))
     if "coco" in metrics:
         print("COCO: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["coco"].items()))
     return 0
@@ -88,11 +91,7 @@ def cmd_eval(args) -> int:
 def cmd_detect(args) -> int:
     from .api import detect
 
-    # --threshold wins; without it a --set test.score_thresh applies, else the default 0
-    threshold = args.threshold
-    if threshold is None and not any(s.split("=", 1)[0].strip() == "test.score_thresh" for s in args.set):
-        threshold = 0.0
-    res = detect(args.run, args.inputs, args.out, threshold=threshold, paint=not args.no_images,
+    res = detect(args.run, args.inputs, args.out, threshold=args.threshold, paint=not args.no_images,
                  overrides=args.set,
                  exif_transpose=not args.no_exif, device=args.device, overwrite=args.overwrite,
                  workers=args.workers, ray=args.ray)
@@ -260,9 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "YOLO folder")
     p.add_argument("--split", default="trainval", help="split name, 'all', or a list file (default: trainval)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--config", help="YAML config file, or the name of a shipped one (e.g. custom_small; see configs/)")
     set_opt(p)
-    p.add_argument("--eval-split", help="after training, evaluate VOC07 mAP on this split (e.g. test)")
+    p.add_argument("--eval-split", help="after training, evaluate VOC07 mAP on this split of --data (e.g. test, "
+                                        "valid, a list file) or on all images of another data set (a folder, "
+                                        "COCO .json or data.yaml); results in OUT/eval_SPLIT or OUT/eval_DATA_all")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     cache_opt(p)
     device_opt(p)
@@ -273,9 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="images, folders of images, or .txt lists of image paths")
     p.add_argument("--out", required=True)
     p.add_argument("--threshold", type=_finite, default=None,
-                   help="minimum SVM score to report (default 0, the SVMs' decision boundary, unless --set "
-                        "test.score_thresh=X gives it; not both; eval keeps everything above the run's "
-                        "test.score_thresh, -1, because AP needs low scores too)")
+                   help="least score to report, a probability in [0, 1] (default: the run's test.score_thresh, "
+                        "0.25, as det(img) in Python; a run before 0.4 scores SVM margins and keeps its -1); "
+                        "--set test.score_thresh=X does the same (give one of them); eval keeps every score, because "
+                        "AP needs the low ones too")
     set_opt(p, "test-time override, e.g. test.nms=0.4 or bbox_reg.enabled=false")
     p.add_argument("--no-images", action="store_true", help="write detections.json only")
     p.add_argument("--no-exif", action="store_true",
@@ -288,9 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
             f"interrupted: no metrics were written; {RESUME}")
     p.add_argument("run", nargs="?", help="trained run directory")
     p.add_argument("--detections", help="evaluate this detections.json instead of running a detector")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", help="output folder (default: RUN/eval_SPLIT)")
+    p.add_argument("--data", required=True, help="the data set to evaluate on, in any layout train takes (VOC "
+                                                 "devkit, flat folder, COCO .json or export folder, YOLO folder "
+                                                 "or data.yaml); it need not be the one the run was trained on")
+    p.add_argument("--split", default="test", help="split of --data: a name (test, val/valid, train, trainval), "
+                                                   "'all', or a list file of image names (default: test)")
+    p.add_argument("--out", help="output folder (default: RUN/eval_SPLIT on the training data, "
+                                 "RUN/eval_DATA_SPLIT on another data set; an earlier evaluation's files there "
+                                 "are replaced)")
     p.add_argument("--metric", choices=["voc07", "voc12"], default="voc07")
     p.add_argument("--coco", action="store_true", help="also COCO AP, AP50, AP75, AP by size (pycocotools)")
     p.add_argument("--plots", action="store_true", help="precision-recall curve per class (PNG)")

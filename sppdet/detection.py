@@ -23,21 +23,24 @@ if TYPE_CHECKING:
 
 def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,
                   report: LoadReport, desc: str = "detect") -> list[dict]:
-    """Detections (``{"image", "label", "score", "bbox"}``) for each record, using caches when given.
+    """Detections (``{"image", "label", "score", "bbox", "margin"}``) for each record, using caches
+    when given. AP needs the low scores too: a calibrated run keeps every window above the
+    margin floor, whatever ``test.score_thresh`` says (a run before 0.4 keeps its threshold).
 
     On a CPU the scoring runs on one thread, as ``detect`` does beside its workers: the fc and
     SVM products differ in the last bit between thread counts, and eval and detect must agree.
     """
     out = []
+    floor = 0.0 if det.calibrated else None
     with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
-        for r in progress(records, desc=desc, unit="img"):
+        for r in progress(records, desc=desc + (" (cached maps)" if data is not None else ""), unit="img"):
             try:
                 if data is not None:
                     maps = data.maps(r)
                     props = data.proposals_for(r, maps)
-                    d = det.detect_maps(maps, props, r.width, r.height)
+                    d = det.detect_maps(maps, props, r.width, r.height, threshold=floor)
                 else:
-                    d = det.detect(r.read())
+                    d = det.detect(r.read(), threshold=floor)
             except ImageReadError as exc:
                 report.add("image that cannot be decoded (skipped)", str(exc))
                 continue

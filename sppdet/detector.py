@@ -3,6 +3,7 @@ box regression → per-class NMS. Saved as a run directory and checked when load
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,12 +38,15 @@ class Detections:
     """
 
     boxes: np.ndarray  # [N, 4] 0-based inclusive pixels
-    scores: np.ndarray  # [N] SVM scores (not probabilities)
+    # [N] the probability that each detection is right (calibrated runs), else the SVM margin
+    scores: np.ndarray
     labels: np.ndarray  # [N] class index into ``names``
     timings: dict[str, float] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)  # the detector's classes
     image: np.ndarray | None = field(default=None, repr=False)  # the RGB image, for plot()
     path: str | None = None  # the file it came from, when it came from one
+    margins: np.ndarray | None = None  # [N] the raw SVM margins (what ``scores`` calibrates)
+    calibrated: bool = True  # False for runs before 0.4: ``scores`` are then the margins
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -61,13 +65,16 @@ class Detections:
                 "labels": torch.as_tensor(np.asarray(self.labels, dtype=np.int64))}
 
     def to_list(self, image: str | None = None) -> list[dict]:
-        """Rows of ``detections.json``: ``{"image", "label", "score", "bbox"}``."""
+        """Rows of ``detections.json``: ``{"image", "label", "score", "bbox", "margin"}``."""
         name = image if image is not None else self.path
-        return [{"image": name, "label": lab, "score": float(s), "bbox": [float(v) for v in b]}
-                for b, s, lab in zip(self.boxes, self.scores, self.class_names)]
+        margins = self.margins if self.margins is not None else self.scores
+        return [{"image": name, "label": lab, "score": float(s), "bbox": [float(v) for v in b], "margin": float(m)}
+                for b, s, lab, m in zip(self.boxes, self.scores, self.class_names, margins)]
 
     def plot(self, min_score: float | None = None) -> np.ndarray:
-        """The image with the detections painted on it (``[H, W, 3]`` uint8)."""
+        """The image with the detections painted on it (``[H, W, 3]`` uint8); with
+        ``min_score``, only those scoring at least that (e.g. 0.5: the likelier right than
+        wrong; the detections themselves were already cut at the threshold they were made with)."""
         from .viz import draw
 
         if self.image is None:
@@ -80,7 +87,7 @@ class Detections:
 class Detector:
     def __init__(self, cfg: Config, classes: Sequence[str], extractor: FeatureExtractor,
                  head: FCHead | None, svm_W: np.ndarray, svm_b: np.ndarray, feat_scale: float,
-                 bbox: BoxRegressor | None, pool5_scale: float, rpn=None):
+                 bbox: BoxRegressor | None, pool5_scale: float, rpn=None, platt: np.ndarray | None = None):
         self.cfg = cfg
         self.rpn = rpn  # proposals.method=rpn: the trained proposal network (proposals/rpn.py)
         self.classes = list(classes)
@@ -91,6 +98,12 @@ class Detector:
         self.feat_scale = float(feat_scale)
         self.bbox = bbox
         self.pool5_scale = float(pool5_scale)
+        # [C, 2] each class's Platt sigmoid (A, B): scores are probabilities. None: a run before
+        # 0.4, whose scores stay SVM margins (and whose test.score_thresh is a margin).
+        self.platt = None if platt is None else np.asarray(platt, dtype=np.float64).reshape(-1, 2)
+        # A class whose SVM never trained (w = 0, b = 0: no positives, as 0.3 kept classes without
+        # objects) would score every window exactly 0, above the real classes: never emitted.
+        self.untrained = ~((self.svm_W != 0).any(0) | (self.svm_b != 0)).numpy()
         self.run_dir: Path | None = None  # where it was loaded from or saved to
         self.train_log: dict | None = None  # set by sppdet.train
         self.metrics: dict | None = None  # set by sppdet.train with an eval split
@@ -131,15 +144,40 @@ class Detector:
     @torch.inference_mode()
     def score(self, feats: torch.Tensor) -> np.ndarray:
         W, b = self.svm_W.to(feats.device), self.svm_b.to(feats.device)
-        return (feats @ W + b).float().cpu().numpy()
+        scores = (feats @ W + b).float().cpu().numpy()
+        scores[:, self.untrained] = -np.inf
+        return scores
+
+    @property
+    def calibrated(self) -> bool:
+        return self.platt is not None
+
+    def probabilities(self, margins: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Each margin's calibrated score under its class's sigmoid (float64)."""
+        from .calibration import sigmoid
+
+        return sigmoid(margins, self.platt[classes, 0], self.platt[classes, 1])
 
     def postprocess(self, proposals: np.ndarray, scores: np.ndarray, pool5: torch.Tensor | None,
-                    width: int, height: int) -> Detections:
-        """Box regression of every window scoring above the threshold, then per-class NMS."""
+                    width: int, height: int, threshold: float | None = None) -> Detections:
+        """Box regression of every window scoring above the threshold, then per-class NMS, then
+        the per-image cap on the best. ``scores`` are the SVM margins ``[windows, classes]``;
+        ``threshold`` (default ``test.score_thresh``) is on the calibrated score, and windows
+        below the margin floor (-1) are never detections; a run without calibration
+        thresholds the margins themselves."""
+        from .calibration import MARGIN_FLOOR
+
         t = self.cfg.test
-        ks, cs = np.nonzero(scores > t.score_thresh)
+        thr = t.score_thresh if threshold is None else threshold
+        if self.platt is None:
+            ks, cs = np.nonzero(scores > thr)
+        else:
+            ks, cs = np.nonzero(scores > MARGIN_FLOOR)
+            sel = self.probabilities(scores[ks, cs], cs) > thr
+            ks, cs = ks[sel], cs[sel]
         if len(ks) == 0:
-            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), names=self.classes)
+            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), names=self.classes,
+                              margins=np.zeros(0), calibrated=self.calibrated)
         boxes = np.asarray(proposals, dtype=np.float64)[ks].copy()
         if self.bbox is not None and pool5 is not None and self.cfg.bbox_reg.enabled:
             p5 = pool5.float().cpu().numpy()
@@ -149,12 +187,17 @@ class Detector:
         boxes = clip(boxes, width, height)
         s = scores[ks, cs]
         b = to_continuous(torch.from_numpy(boxes))
+        # per-class NMS on the margins (within a class the calibrated order is the same)
         keep = batched_nms(b.float(), torch.from_numpy(s).float(), torch.from_numpy(cs), t.nms).numpy()
-        keep = keep[: t.max_per_image]  # batched_nms returns indices by decreasing score
-        return Detections(boxes[keep], s[keep], cs[keep], names=self.classes)
+        out = self.probabilities(s[keep], cs[keep]) if self.platt is not None else s[keep]
+        # the cap keeps the best across classes: calibrated scores compare across classes, margins do not
+        order = np.lexsort((-s[keep], -out))[: t.max_per_image]
+        keep = keep[order]
+        return Detections(boxes[keep], out[order], cs[keep], names=self.classes, margins=s[keep],
+                          calibrated=self.calibrated)
 
     def detect_maps(self, maps: Sequence[ScaleMap], proposals: np.ndarray, width: int, height: int,
-                    timings: dict[str, float] | None = None) -> Detections:
+                    timings: dict[str, float] | None = None, threshold: float | None = None) -> Detections:
         timings = {} if timings is None else timings
         t0 = time.perf_counter()
         pool5 = self.extractor.pool(maps, proposals, reuse_buffer=True)  # consumed within this call
@@ -163,15 +206,17 @@ class Detector:
         t2 = time.perf_counter()
         scores = self.score(feats)
         t3 = time.perf_counter()
-        dets = self.postprocess(proposals, scores, pool5, width, height)
+        dets = self.postprocess(proposals, scores, pool5, width, height, threshold)
         t4 = time.perf_counter()
         timings.update(pooling=t1 - t0, fc=t2 - t1, svm=t3 - t2, bbox_nms=t4 - t3)
         dets.timings = timings
         return dets
 
-    def detect(self, image: np.ndarray, proposals: np.ndarray | None = None) -> Detections:
+    def detect(self, image: np.ndarray, proposals: np.ndarray | None = None,
+               threshold: float | None = None) -> Detections:
         """Detect objects in an RGB uint8 image: the run's proposal method (selective search on
-        the pixels, or the proposal network on the conv map) unless ``proposals`` are given."""
+        the pixels, or the proposal network on the conv map) unless ``proposals`` are given;
+        ``threshold``: the least score kept (default ``test.score_thresh``)."""
         h, w = image.shape[:2]
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -188,27 +233,29 @@ class Detector:
             proposals = self.propose(image, maps, w, h)
         t3 = time.perf_counter()
         timings.update(proposals=(t1 - t0) + (t3 - t2), conv=t2 - t1)
-        return self.detect_maps(maps, proposals, w, h, timings)
+        return self.detect_maps(maps, proposals, w, h, timings, threshold)
 
-    def __call__(self, source, proposals: np.ndarray | None = None,
-                 exif_transpose: bool = True) -> "Detections | list[Detections]":
+    def __call__(self, source, proposals: np.ndarray | None = None, exif_transpose: bool = True,
+                 threshold: float | None = None) -> "Detections | list[Detections]":
         """Detect objects in an image file path, a PIL image, an ``[H, W, 3]`` RGB uint8 array,
         a ``[3, H, W]`` tensor (uint8, or float in [0, 1]) — or a list of them (a list back).
 
         Files are read as a viewer shows them (EXIF orientation applied unless
-        ``exif_transpose=False``), and the boxes are in that orientation.
+        ``exif_transpose=False``), and the boxes are in that orientation. ``threshold``: the
+        least score kept, default the run's ``test.score_thresh`` (0.25 of a probability for
+        calibrated runs, as ``sppdet detect`` uses).
         """
         if isinstance(source, (list, tuple)):
             if proposals is not None:
                 raise UserError("proposals= belongs to one image; call the detector on each image of the list")
-            return [self(s, None, exif_transpose) for s in source]
+            return [self(s, None, exif_transpose, threshold) for s in source]
         path = None
         if isinstance(source, (str, Path)):
             path = str(source)
             image = read_image(source, exif_transpose=exif_transpose)
         else:
             image = to_rgb_array(source)
-        d = self.detect(image, proposals)
+        d = self.detect(image, proposals, threshold)
         d.image, d.path = image, path
         return d
 
@@ -228,6 +275,7 @@ class Detector:
             "bbox_b": None if self.bbox is None else torch.from_numpy(self.bbox.b),
             "bbox_trained": None if self.bbox is None else torch.from_numpy(self.bbox.trained),
             "channels_last": self.extractor.channels_last,
+            "platt": None if self.platt is None else torch.from_numpy(self.platt),
             "config": self.cfg.to_dict(),  # what config.yaml is checked against when loading
         }
         meta = {"sppdet_version": __version__, "classes": self.classes, "backbone": trunk.name,
@@ -292,9 +340,22 @@ class Detector:
                 raise UserError(f"{run / RPN_FILE} reads scale {rpn.settings.scale}, which features.scales "
                                 f"{cfg.features.scales} in {run / CONFIG_FILE} does not compute")
             rpn.to(dev)
+        platt = blob.get("platt")  # runs before 0.4 have none: their scores stay SVM margins
+        if platt is not None and tuple(platt.shape) != (n_cls, 2):
+            raise UserError(f"{run}: score calibration has shape {tuple(platt.shape)}, expected ({n_cls}, 2)")
         det = cls(cfg, blob["classes"], ext, head, blob["svm_W"].numpy(), blob["svm_b"].numpy(),
-                  blob["feat_scale"], bbox, blob["pool5_scale"], rpn=rpn)
+                  blob["feat_scale"], bbox, blob["pool5_scale"], rpn=rpn,
+                  platt=None if platt is None else platt.numpy())
         det.run_dir = run
+        if platt is None:
+            warnings.warn(f"{run} was trained before sppdet 0.4 and has no score calibration: its scores are SVM "
+                          "margins (unbounded, 0 = the decision boundary), not probabilities, and its "
+                          f"test.score_thresh ({cfg.test.score_thresh:g}) is a margin; train it again for "
+                          "scores in [0, 1]", stacklevel=2)
+        if det.untrained.any():
+            warnings.warn(f"{run}: class{'es' if det.untrained.sum() > 1 else ''} "
+                          f"{', '.join(c for c, u in zip(det.classes, det.untrained) if u)} had no training "
+                          "objects (an SVM that never trained): never detected", stacklevel=2)
         return det
 
     @staticmethod

@@ -75,7 +75,7 @@ def _valid_entry(e: Any, classes: set[str], min_score: float, max_rows: int) -> 
         return False
     for r in e["detections"]:
         if not (isinstance(r, dict) and r.get("image") == e["image"] and r.get("label") in classes
-                and _number(r.get("score")) and r["score"] > min_score
+                and _number(r.get("score")) and r["score"] >= min_score
                 and isinstance(r.get("bbox"), list) and len(r["bbox"]) == 4
                 and all(_number(v) for v in r["bbox"])):
             return False

@@ -5,9 +5,9 @@ positives and box-regression examples → SVMs with hard-negative mining → box
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from .extractors import make_extractor
 from .features import resolve_device
 from .heads import FCHead, build_head, finetune_head
 from .parallel import Executor, SerialExecutor
+from .proposals import choose_method
 from .runtime import single_threaded
 from .svm import HardNegativeSVMs
 from .windows import ImageWindows, build_windows, prune_negatives
@@ -56,6 +57,27 @@ def image_windows(record: ImageRecord, class_index: dict[str, int], proposals: n
     return build_windows(record.boxes[keep], gt_cls, proposals, len(class_index))
 
 
+def learnable_classes(dataset: DetectionDataset, named: list[str] | None) -> list[str]:
+    """The data set's classes that have training objects (non-difficult). A class without any
+    is left out of the model, with one warning naming it: an SVM without positives has no
+    evidence to score with. A class the user named (``data.classes``) must have objects."""
+    counts = dict.fromkeys(dataset.classes, 0)
+    for r in dataset.records:
+        for lab, d in zip(r.labels, r.difficult):
+            if not d and lab in counts:
+                counts[lab] += 1
+    empty = [c for c, n in counts.items() if n == 0]
+    if named and (asked := [c for c in empty if c in named]):
+        raise UserError(f"data.classes names {', '.join(map(repr, asked))}, but the training split has no "
+                        f"(non-difficult) objects of {'it' if len(asked) == 1 else 'them'}: remove "
+                        f"{'it' if len(asked) == 1 else 'them'} from data.classes or add annotations")
+    if empty and len(empty) < len(counts):
+        log.warning(f"class{'es' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} "
+                    f"{'have' if len(empty) > 1 else 'has'} no training objects: left out of the model "
+                    "(it cannot detect what it never saw)")
+    return [c for c in dataset.classes if counts[c] > 0] or list(dataset.classes)
+
+
 def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Path,
                    timings: dict[str, float] | None = None, executor: Executor | None = None,
                    per_class: bool | None = None) -> tuple[Detector, dict]:
@@ -70,10 +92,14 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
-    classes = dataset.classes
+    classes = learnable_classes(dataset, cfg.data.classes)
     cidx = {c: i for i, c in enumerate(classes)}
     C = len(classes)
 
+    method, why = choose_method(cfg.proposals, sum(int((~r.difficult).sum()) for r in dataset.records), cfg.method)
+    if method != cfg.proposals.method:
+        cfg = dataclasses.replace(cfg, proposals=dataclasses.replace(cfg.proposals, method=method))
+        log.info(f"proposals: {method} ({why})")
     trunk = build_trunk(cfg.backbone.name, cfg.backbone.weights)
     extractor = make_extractor(cfg, trunk, device)
     data = CachedData(cfg, extractor, cache_root)
@@ -81,7 +107,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     if not records:
         raise UserError("no training image could be read")
 
-    train_log: dict = {}
+    train_log: dict = {"proposals": {"method": method, "why": why}}
     rpn = None
     if cfg.proposals.method == "rpn":  # proposals learned on the maps just cached
         rpn, train_log["rpn"] = train_proposal_network(cfg, extractor, records, data, timings)
@@ -131,7 +157,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     svms = HardNegativeSVMs(cfg.svm, C, dim, cfg.seed)
     reservoir = ExampleReservoir(C, cap=cfg.bbox_reg.max_examples, seed=cfg.seed)
     with stage("positives + bbox examples", timings):
-        for i, w in enumerate(progress(windows, desc="positives", unit="img")):
+        for i, w in enumerate(progress(windows, desc="positives (cached maps)", unit="img")):
             reg = np.nonzero((w.max_iou >= cfg.bbox_reg.min_iou) & (w.max_class >= 0))[0]
             idx = np.concatenate([np.arange(w.n_gt), reg])
             if len(idx) == 0:
@@ -140,7 +166,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
             if w.n_gt:
                 fg = (svm_features(p5[: w.n_gt]) * feat_scale).cpu().numpy()
                 for c in np.unique(w.gt_classes):
-                    svms.add_positives(int(c), fg[w.gt_classes == c])
+                    svms.add_positives(int(c), fg[w.gt_classes == c], i)
             if cfg.bbox_reg.enabled and len(reg):
                 # every window with IoU >= 0.6 (ground truth included, once), regressed onto the
                 # ground truth it overlaps most
@@ -162,20 +188,26 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                               feat_scale, orders,
                               None if head is None else {k: v.detach().cpu() for k, v in head.state_dict().items()})
         if per_class:  # one task per class: each streams every image's maps
-            mined = list(executor.map(mine_class_task, [(c, svms.positives[c]) for c in range(C)], shared=inputs,
+            mined = list(executor.map(mine_class_task, [(c, svms.positives[c], svms.pos_images[c]) for c in range(C)],
+                                      shared=inputs,
                                       desc="svm mining", unit="class", label=lambda item: f"class {classes[item[0]]}"))
         else:
-            mined = mine_classes(inputs, range(C), svms.positives, show_progress=True)
+            mined = mine_classes(inputs, range(C), svms.positives, show_progress=True, positive_images=svms.pos_images)
+        peaks = [0] * C
+        platt = np.zeros((C, 2))
         for m in mined:
             c = m["class"]
+            peaks[c] = int(m["peak_negatives"])
+            platt[c] = m["platt"]
+            train_log.setdefault("calibration", {})[classes[c]] = m["calibration"]
             svms.W[:, c], svms.b[c], svms.retrains[c] = m["W"], m["b"], m["retrains"]
             svms.neg[c] = np.zeros((m["negatives"], 0), dtype=np.float16)  # only the count is kept here
     train_log["svm_retrains"] = dict(zip(classes, svms.retrains))
     train_log["svm_cached_negatives"] = dict(zip(classes, [len(n) for n in svms.neg]))
+    train_log["svm_peak_negatives"] = dict(zip(classes, peaks))
     train_log["positives"] = dict(zip(classes, [int(sum(len(p) for p in ps)) for ps in svms.positives]))
-    missing = [c for c, n in train_log["positives"].items() if n == 0]
-    if missing:
-        warnings.warn(f"no training objects for classes {missing}: they will never be detected", stacklevel=2)
+    if dropped := [c for c in dataset.classes if c not in cidx]:
+        train_log["classes_without_objects"] = dropped
 
     bbox = None
     if cfg.bbox_reg.enabled:
@@ -183,7 +215,8 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
             bbox = BoxRegressor(C, extractor.dim, cfg.bbox_reg.alpha)
             bbox.fit(reservoir, executor if executor.kind == "ray" else None)
         train_log["bbox_examples"] = dict(zip(classes, [len(x) for x in reservoir.X]))
-    det = Detector(cfg, classes, extractor, head, svms.W, svms.b, feat_scale, bbox, pool5_scale, rpn=rpn)
+    det = Detector(cfg, classes, extractor, head, svms.W, svms.b, feat_scale, bbox, pool5_scale, rpn=rpn,
+                   platt=platt)
     train_log["timings_s"] = dict(timings)
     train_log["peak_rss_mb"] = peak_rss_mb()
     return det, train_log
@@ -227,13 +260,17 @@ class MiningInputs:
 
 
 def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
-                 show_progress: bool = False) -> list[dict]:
+                 show_progress: bool = False, positive_images: list[list[int]] | None = None) -> list[dict]:
     """Hard-negative mining of the SVMs of ``classes``, streaming every image's cached maps
     (``positives[c]``: class c's positive features). Each class's state is independent of the
     others', so mining them together or one per task gives the same bits; the arithmetic runs
     on one thread so that where it runs does not change them either.
 
-    Returns per class ``{"class", "W", "b", "retrains", "negatives"}``.
+    ``positive_images[c]``: the image of each of ``positives[c]``'s arrays, so that the score
+    calibration (:mod:`sppdet.calibration`) refits each fold's SVM without them.
+
+    Returns per class ``{"class", "W", "b", "retrains", "negatives", "peak_negatives", "platt",
+    "calibration"}``.
     """
     classes = [int(c) for c in classes]
     cfg = inp.cfg
@@ -249,30 +286,75 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
         svms = HardNegativeSVMs(cfg.svm, inp.num_classes, inp.dim, cfg.seed)
         for c in classes:
             svms.positives[c] = positives[c]
+            # -1: image unknown, the positives then join every fold's refit
+            svms.pos_images[c] = list(positive_images[c]) if positive_images is not None else [-1] * len(positives[c])
+
+        def features(i: int) -> np.ndarray:
+            pool5 = extractor.pool(data.maps(inp.records[i]), inp.windows[i].boxes)
+            if head is not None:
+                with torch.inference_mode():
+                    pool5 = _batched(head.features, pool5.to(inp.device))
+            return (pool5 * inp.feat_scale).cpu().numpy()
+
         for epoch, order in enumerate(inp.orders):
-            for i in progress(order, desc=f"svm mining (epoch {epoch + 1})", unit="img", disable=not show_progress):
+            for i in progress(order, desc=f"svm mining (epoch {epoch + 1}, cached maps)", unit="img",
+                              disable=not show_progress):
                 w = inp.windows[i]
-                pool5 = extractor.pool(data.maps(inp.records[i]), w.boxes)
-                if head is not None:
-                    with torch.inference_mode():
-                        pool5 = _batched(head.features, pool5.to(inp.device))
-                feats = (pool5 * inp.feat_scale).cpu().numpy()
+                feats = features(i)
                 neg = w.class_iou.astype(np.float32) < cfg.svm.neg_iou
                 neg[: w.n_gt] = False
                 cols = list(classes)  # only the classes mined here need pruning
                 neg[:, cols] = prune_negatives(w.boxes, neg[:, cols], cfg.svm.neg_overlap_prune)
                 svms.mine(int(i), feats, neg, classes)
             svms.finish(classes)
+        calib = calibrate(svms, classes, inp, features, show_progress)
     return [{"class": c, "W": svms.W[:, c].copy(), "b": svms.b[c], "retrains": svms.retrains[c],
-             "negatives": len(svms.neg[c])} for c in classes]
+             "negatives": len(svms.neg[c]), "peak_negatives": svms.peak_negatives[c], **calib[c]} for c in classes]
 
 
-def mine_class_task(inp: MiningInputs, item: tuple[int, list[np.ndarray]]) -> dict:
-    """One class's SVM (a task): ``item`` is ``(class index, its positive features)``."""
-    c, pos = item
+def calibrate(svms: HardNegativeSVMs, classes: list[int], inp: MiningInputs, features,
+              show_progress: bool = False) -> dict[int, dict]:
+    """Platt's sigmoid of each class (:mod:`sppdet.calibration`): per fold of training images, the
+    class's SVM refitted without that fold scores a sample of the fold's images; their
+    detections, labelled hit or not, fit the sigmoid. Returns per class ``{"platt": (A, B),
+    "calibration": {"detections", "hits", "folds"}}``."""
+    from .calibration import FOLDS, calibration_images, fit_platt, image_folds, labelled_detections
+
+    n = len(inp.windows)
+    fold = image_folds(n, inp.cfg.seed)
+    refits = {(c, f): svms.refit_without(c, fold == f) for c in classes for f in range(FOLDS)}
+    margins: dict[int, list] = {c: [] for c in classes}
+    hits: dict[int, list] = {c: [] for c in classes}
+    for i in progress(calibration_images(n, inp.cfg.seed), desc="score calibration (cached maps)", unit="img",
+                      disable=not show_progress):
+        todo = [c for c in classes if refits[(c, int(fold[i]))] is not None]
+        if not todo:
+            continue
+        w = inp.windows[i]
+        feats = features(int(i))[w.n_gt:]  # proposals only: ground truth is no detection
+        gts = w.boxes[: w.n_gt]
+        for c in todo:
+            wc, bc = refits[(c, int(fold[i]))]
+            m, h = labelled_detections(w.boxes[w.n_gt:], feats @ wc + bc, gts[w.gt_classes == c], inp.cfg.test.nms)
+            margins[c].append(m)
+            hits[c].append(h)
+    out = {}
+    for c in classes:
+        m = np.concatenate(margins[c]) if margins[c] else np.zeros(0)
+        h = np.concatenate(hits[c]) if hits[c] else np.zeros(0, bool)
+        out[c] = {"platt": fit_platt(m, h), "calibration": {
+            "detections": int(len(m)), "hits": int(h.sum()),
+            "folds_refitted": sum(refits[(c, f)] is not None for f in range(FOLDS))}}
+    return out
+
+
+def mine_class_task(inp: MiningInputs, item: tuple[int, list[np.ndarray], list[int]]) -> dict:
+    """One class's SVM (a task): ``item`` is ``(class index, its positive features, their images)``."""
+    c, pos, pos_images = item
     positives: list[list[np.ndarray]] = [[] for _ in range(inp.num_classes)]
-    positives[c] = pos
-    return mine_classes(inp, [c], positives)[0]
+    images: list[list[int]] = [[] for _ in range(inp.num_classes)]
+    positives[c], images[c] = pos, pos_images
+    return mine_classes(inp, [c], positives, positive_images=images)[0]
 
 
 def peak_rss_mb() -> float | None:

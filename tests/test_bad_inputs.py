@@ -436,18 +436,18 @@ def _flip_every_byte(path: Path, load, expected, recomputed, step: int = 1) -> t
 
 
 def test_proposal_cache_detects_every_damage(tmp_path):
+    from sppdet.config import ProposalConfig
     from sppdet.proposals import ProposalCache
-    from sppdet.proposals.base import Proposer
 
     boxes = np.array([[0, 0, 9, 9], [2, 3, 17, 11], [5, 5, 6, 6]], dtype=np.float32)
     calls = [0]
+    cache = ProposalCache(tmp_path / "p", ProposalConfig())
 
-    class Counting(Proposer):
-        def propose(self, image_id, image, maps=None, size=None):
-            calls[0] += 1
-            return boxes
+    def compute(image_id, image, *rest):
+        calls[0] += 1
+        return boxes
 
-    cache = ProposalCache(tmp_path / "p", Counting())
+    cache.compute = compute
     cache.get("k", lambda: None)
     detected, same = _flip_every_byte(cache.path("k"), lambda: cache.get("k", lambda: None),
                                       lambda got: got.dtype == np.float32 and np.array_equal(got, boxes), calls)
@@ -512,19 +512,16 @@ def test_feature_cache_detects_every_damage(tmp_path):
 
 
 def test_cache_writes_leave_no_temporaries(tmp_path, monkeypatch):
+    from sppdet.config import ProposalConfig
     from sppdet.proposals import ProposalCache
-    from sppdet.proposals.base import Proposer
-
-    class One(Proposer):
-        def propose(self, image_id, image, maps=None, size=None):
-            return np.zeros((1, 4), np.float32)
 
     folder = tmp_path / "p"
     folder.mkdir()
     (folder / "old.npy.tmp12345").write_bytes(b"left by sppdet 0.2")
     (folder / "keep.npz").write_bytes(b"x")
-    cache = ProposalCache(folder, One())
+    cache = ProposalCache(folder, ProposalConfig())
     assert sorted(os.listdir(folder)) == ["keep.npz"]  # the old temporary went, nothing else
+    cache.compute = lambda image_id, image, *rest: np.zeros((1, 4), np.float32)
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -117,3 +117,30 @@ def test_other_formats_number_ids_like_evaluate_coco(tmp_path):
     # y: IoU 18·10/(2·200 - 180) = 9/11 = 0.818 → hit at 0.50..0.80 (7 of 10); x: exact
     assert stats[0] == pytest.approx((1.0 + 0.7) / 2)
     assert evaluate_coco(recs, dets, ds.classes)["AP"] == pytest.approx(stats[0])
+
+
+def test_ground_truth_coco_json_scores_the_results_with_plain_pycocotools(tmp_path):
+    """A VOC set has no COCO file: eval writes one beside coco_results.json, with the same ids,
+    so pycocotools alone scores the results. Detections equal to every non-difficult object,
+    then false ones below them: AP 1 at every IoU threshold."""
+    from pycocotools.cocoeval import COCOeval
+
+    from sppdet.datasets.synth import write_synthetic
+
+    ds = load_dataset(write_synthetic(tmp_path / "voc", 5, seed=1), "all")
+    dets = [{"image": r.path.name, "label": lab, "score": 0.9, "bbox": [float(v) for v in b]}
+            for r in ds.records for b, lab, d in zip(r.boxes, r.labels, r.difficult) if not d]
+    dets += [{"image": r.path.name, "label": ds.classes[0], "score": 0.1, "bbox": [0.0, 0.0, 3.0, 3.0]}
+             for r in ds.records]
+    res = evaluate_voc(ds.records, dets, ds.classes)
+    write_results(tmp_path / "ev", res, dets, ds.classes, "all", len(ds.records), records=ds.records)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "ev" / "ground_truth_coco.json"))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "ev" / "coco_results.json")), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0) and ev.stats[1] == pytest.approx(1.0)
+    gt_json = json.loads((tmp_path / "ev" / "ground_truth_coco.json").read_text())
+    assert len(gt_json["images"]) == len(ds.records)
+    assert sorted(c["name"] for c in gt_json["categories"]) == sorted(ds.classes)

@@ -28,3 +28,19 @@ def test_every_odd_image_becomes_rgb_uint8(tmp_path):
 def test_read_image_is_writable(tmp_path):
     files = make_corpus(tmp_path, large=False)
     assert read_image(files["good"]).flags.writeable
+
+
+def test_painted_labels_scale_with_the_image():
+    """A small box on a 600-px and on a 3,000-px image (everything 5x): the painted pixels
+    (outline and label) should grow about 25x, not stay the label's fixed bitmap size."""
+    import numpy as np
+
+    from sppdet.viz import draw
+
+    counts = []
+    for f in (1, 5):
+        img = np.full((400 * f, 600 * f, 3), 128, np.uint8)
+        box = np.array([[200 * f, 200 * f, 220 * f - 1, 220 * f - 1]], float)
+        out = draw(img, box, ["cat"], np.array([0.87]), ["cat"])
+        counts.append(int((out != img).any(2).sum()))
+    assert counts[1] / counts[0] > 15

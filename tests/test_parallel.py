@@ -79,6 +79,7 @@ def train_and_eval(root, cfg, executor, cache_name, per_class=None):
     recs = data.prepare(test.records, test.report, executor=executor)
     res = evaluate_voc(recs, run_detection(det, recs, data, test.report), train.classes, "voc07")
     return {"W": det.svm_W.numpy(), "b": det.svm_b.numpy(), "bbox_W": det.bbox.W, "bbox_b": det.bbox.b,
+            "platt": det.platt,
             "metrics": res, "log": log, "cache": cache, "n_images": len(train) + len(test), "det": det,
             "test_records": recs}
 
@@ -90,7 +91,7 @@ def reference(setup):
 
 
 def assert_same_model(a, b):
-    for k in ("W", "b", "bbox_W", "bbox_b"):
+    for k in ("W", "b", "bbox_W", "bbox_b", "platt"):  # the score calibration too
         assert np.array_equal(a[k], b[k]), k
     assert a["metrics"]["AP"] == b["metrics"]["AP"]
     assert a["metrics"]["mAP"] == b["metrics"]["mAP"]
@@ -156,7 +157,12 @@ def test_detect_pipeline_matches_detection_from_the_cache(reference):
     from sppdet.detector import run_detection
     from sppdet.parallel import detect_images, single_threaded
 
-    det, recs = reference["det"], reference["test_records"]
+    import copy
+
+    from sppdet.config import override_config
+
+    det, recs = copy.copy(reference["det"]), reference["test_records"]
+    det.cfg = override_config(det.cfg, ["test.score_thresh=0.0"])  # every score, as evaluation keeps
     with single_threaded():
         dets = run_detection(det, recs, CachedData(det.cfg, det.extractor, reference["cache"]), LoadReport())
     expected = sorted((d["image"], d["label"], d["score"], tuple(d["bbox"])) for d in dets)

@@ -189,6 +189,19 @@ def test_rpn_settings_it_cannot_serve_are_refused(overrides, match):
         config_from_dict(overrides)
 
 
+def test_auto_chooses_by_the_number_of_training_objects():
+    from sppdet.config import ProposalConfig
+    from sppdet.proposals import choose_method
+
+    auto = ProposalConfig()  # the default
+    assert auto.method == "auto" and auto.rpn_min_objects == 1000
+    assert choose_method(auto, 1000)[0] == "rpn" and choose_method(auto, 999)[0] == "selective_search"
+    assert "999 training objects" in choose_method(auto, 999)[1]
+    assert choose_method(auto, 10 ** 6, "rcnn")[0] == "selective_search"  # no whole-image map
+    for m in ("selective_search", "rpn", "external"):
+        assert choose_method(ProposalConfig(method=m), 0) == (m, "configured")
+
+
 def test_proposal_recall_of_rpn_needs_a_run(tmp_path):
     from sppdet.datasets.synth import write_synthetic
 
@@ -198,8 +211,9 @@ def test_proposal_recall_of_rpn_needs_a_run(tmp_path):
                                cache=tmp_path / "c")
 
 
+# the default method (auto) with its threshold lowered: the tiny set gets a network
 FAST = {"features": {"scales": [320]}, "svm": {"retrain_limit": 500},
-        "proposals": {"method": "rpn", "rpn_epochs": 2, "rpn_max_boxes": 200}}
+        "proposals": {"rpn_min_objects": 10, "rpn_epochs": 2, "rpn_max_boxes": 200}}
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +238,8 @@ def test_rpn_run_end_to_end(rpn_run, tmp_path):
     assert log["rpn"]["anchors"] == "derived from the training boxes" and log["rpn"]["scale"] == 320
     assert log["rpn"]["anchor_sizes"] and log["rpn"]["aspect_ratios"] and log["rpn"]["epochs"]
     assert {"rpn training", "rpn proposals"} <= set(log["timings_s"])
-    assert (d / "run" / "rpn.pt").is_file()
+    assert log["proposals"]["method"] == "rpn" and log["proposals"]["why"].startswith("auto: ")
+    assert (d / "run" / "rpn.pt").is_file() and det.cfg.proposals.method == "rpn"
     loaded = sppdet.load(d / "run")
     assert loaded.rpn is not None and loaded.rpn.digest() == det.rpn.digest()
     img = next((d / "data").rglob("*.jpg"))
@@ -280,3 +295,32 @@ def test_bench_times_the_run_with_its_network_all_in(rpn_run, tmp_path):
     assert s["proposals"] > 0 and s["total_with_proposals"] == pytest.approx(s["total"] + s["proposals"])
     assert set(res["speedup_all_in_vs_rcnn"]) == {"spp-1scale", "spp-5scale", "spp-1scale-rpn"}
     assert "All in (proposals included)" in (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_images_without_objects_and_a_single_tiny_box(caplog):
+    """Background-only images are negatives for the network, not a crash; a class whose only
+    box is smaller than the stride gets the smallest anchor the map can place, with a warning."""
+    import logging
+
+    from sppdet.backbones import get_spec
+    from sppdet.config import ProposalConfig
+    from sppdet.proposals.rpn import rpn_settings
+
+    items = _synthetic_items(6, 2)
+    blank = [ScaleMap(1.0, torch.zeros(8, 20, 20).half())]
+    items += [RPNTrainItem(lambda: blank, np.zeros((0, 4)), 320, 320) for _ in range(4)]
+    s = RPNSettings(8, 16, 0.0, 320, [56.0, 80.0], [1.0], max_boxes=50)
+    model, log = train_rpn(s, items, [320], epochs=2, lr=0.01, val_fraction=0.0, seed=0)
+    assert len(log["epochs"]) == 2 and all(math.isfinite(e["train_loss"]) for e in log["epochs"])
+
+    class Trunk:  # what rpn_settings reads of a trunk
+        stride, offset, channels = get_spec("mobilenet_v2").stride, 0.0, 8
+
+    tiny = [RPNTrainItem(lambda: blank, np.array([[10, 10, 12, 13]], np.float64), 320, 320)]
+    with caplog.at_level(logging.WARNING):
+        settings, note = rpn_settings(ProposalConfig(method="rpn"), Trunk, [320], 2000, tiny)
+    assert settings.sizes == [8.0] and note["anchors"] == "derived from the training boxes"
+    assert "below half the trunk's stride" not in caplog.text  # lifted to half the stride: placeable
+    with caplog.at_level(logging.WARNING):
+        rpn_settings(ProposalConfig(method="rpn", rpn_anchor_sizes=[4.0]), Trunk, [320], 2000, tiny)
+    assert "below half the trunk's stride" in caplog.text

@@ -54,3 +54,22 @@ def test_cache_is_bounded_and_never_holds_positives():
     window = svms.neg_keys[1] % (1 << 20)
     assert (window >= 10).all()
     assert svms.neg[0].dtype == np.float16
+
+
+def test_cap_holds_for_a_class_without_positives_and_peak_is_reported():
+    """A class with no positives never fits an SVM (w = 0, b = 0: every window is 'hard'); its
+    cache must still stay under max_negatives after every image, as must a trained class's
+    between two retrains (retrain_limit above the cap)."""
+    pos, images = toy(2, n_images=12, per_image=200)
+    cfg = SVMConfig(retrain_limit=5000, max_negatives=250)
+    svms = HardNegativeSVMs(cfg, num_classes=2, dim=pos.shape[1])
+    svms.add_positives(1, pos)  # class 0: no positives at all
+    for i, feats in enumerate(images):
+        svms.mine(i, feats.astype(np.float32), np.ones((len(feats), 2), dtype=bool))
+        assert len(svms.neg[0]) <= cfg.max_negatives and len(svms.neg[1]) <= cfg.max_negatives
+    svms.finish()
+    assert all(len(n) <= cfg.max_negatives for n in svms.neg)
+    # 12 x 200 windows were offered: without the cap class 0 would hold all 2,400
+    assert svms.peak_negatives[0] == cfg.max_negatives
+    assert 0 < svms.peak_negatives[1] <= cfg.max_negatives
+    assert svms.retrains[0] == 0 and not svms.W[:, 0].any()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from .coco import load_coco
+from .coco import EXPORT_FILE, export_split_files, load_coco, load_coco_export
 from .common import DetectionDataset, ImageRecord, LoadReport
 from .labelimg import load_flat
 from .voc import find_devkit_root, load_voc
@@ -41,6 +41,10 @@ def load_dataset(path: str | Path, split: str = "all", classes: list[str] | None
             ds = load_voc(root, split, classes, min_box_size, stored)
         elif is_yolo_dir(p):
             ds = load_yolo(p, split, classes, seed, test_fraction, min_box_size, oriented)
+        elif export_split_files(p):
+            ds = load_coco_export(p, split, classes, min_box_size, stored)
+        elif (p / EXPORT_FILE).is_file():  # one split folder of an export: ROOT/test/
+            ds = load_coco(p / EXPORT_FILE, split, classes, seed, test_fraction, min_box_size, stored)
         else:
             ds = load_flat(p, split, classes, seed, test_fraction, min_box_size, stored)
     if not ds.records:
@@ -48,4 +52,6 @@ def load_dataset(path: str | Path, split: str = "all", classes: list[str] | None
                         + (f"\n{ds.report.summary()}" if ds.report.counts else ""))
     if not ds.classes:
         raise UserError(f"no object classes found in {p} (split {split!r})")
+    if not ds.source:
+        ds.source = f"{p} (split {split})"
     return ds

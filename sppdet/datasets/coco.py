@@ -7,14 +7,48 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
-from .common import (OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport, finish_classes, probe_image,
-                     repair_boxes, safe_image_id, select_split)
+from .common import (OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport, canonical_split, finish_classes,
+                     probe_image, read_list_file, repair_boxes, resplit_note, safe_image_id, seeded_split,
+                     select_split)
+
+EXPORT_FILE = "_annotations.coco.json"  # a labelling service's name for each split's file
+
+
+def split_of_file(json_path: Path) -> str | None:
+    """The split a COCO file holds, by its folder (``valid/_annotations.coco.json``) or its name
+    (``instances_val2017.json``): ``train``, ``val``, ``trainval``, ``test``, or None."""
+    if c := canonical_split(json_path.parent.name):
+        return c
+    for tok in re.split(r"[^a-zA-Z]+", json_path.stem):
+        if tok.lower() == "trainval" or (c := canonical_split(tok)):
+            return c or "trainval"
+    return None
+
+
+def export_split_files(root: Path) -> dict[str, Path]:
+    """An export root's COCO files by split: ``ROOT/<split>/_annotations.coco.json`` (or the one
+    ``.json`` file there), for split folders spelled train/valid/val/validation/test."""
+    out: dict[str, Path] = {}
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        c = canonical_split(d.name) if d.is_dir() else None
+        if c is None or c in out:
+            continue
+        f = d / EXPORT_FILE
+        if not f.is_file():
+            found = sorted(d.glob("*.json"))
+            f = found[0] if len(found) == 1 else None
+        if f is not None:
+            out[c] = f
+    return {c: out[c] for c in ("train", "val", "test") if c in out}
 
 
 def _image_dir(json_path: Path) -> Path:
@@ -96,7 +130,21 @@ def load_coco(json_path: Path, split: str, classes: list[str] | None, seed: int 
 
     img_dir = _image_dir(json_path)
     roots = DataRoots(json_path.parent, img_dir)
-    wanted = select_split(by_stem, split, seed, test_fraction, report)
+    file_split = split_of_file(json_path)
+    if Path(split).is_file():
+        wanted = select_split(by_stem, split, seed, test_fraction, report)
+        how = f"the images listed in {split}"
+    elif split == "all" or file_split is not None:
+        # a file that is a split is used whole: re-splitting it would silently drop images
+        wanted = sorted(by_stem)
+        how = "every image of the file" + (f": it is the {file_split} split" if file_split else "")
+        asked = canonical_split(split) or split
+        if file_split is not None and asked not in ("all", file_split) and not (
+                asked == "trainval" and file_split in ("train", "val")):
+            how += f" (--split {split} does not re-split a split file)"
+    else:
+        wanted = seeded_split(list(by_stem), split, seed, test_fraction)
+        how = resplit_note(split, len(by_stem), len(wanted), seed, test_fraction)
 
     records, seen = [], set()
     for stem in wanted:
@@ -155,4 +203,51 @@ def load_coco(json_path: Path, split: str, classes: list[str] | None, seed: int 
         if isinstance(cid, int):
             id_of_name.setdefault(cat_name[cid], cid)
     return DetectionDataset(json_path.stem, classes, records, report,
-                            category_ids={c: id_of_name[c] for c in classes if c in id_of_name})
+                            category_ids={c: id_of_name[c] for c in classes if c in id_of_name},
+                            source=f"{json_path} ({how})")
+
+
+def load_coco_export(root: Path, split: str, classes: list[str] | None, min_box_size: float = 1.0,
+                     exif_transpose: bool = False) -> DetectionDataset:
+    """An export root: one COCO file per split folder (:func:`export_split_files`). ``split``:
+    train, val (valid), test, trainval (train + val), all, or a list file of image names."""
+    files = export_split_files(root)
+    want = canonical_split(split) or split
+    listed = read_list_file(Path(split)) if Path(split).is_file() else None
+    if listed is not None or want == "all":
+        parts = list(files)
+    elif want == "trainval":
+        parts = [s for s in ("train", "val") if s in files]
+    else:
+        parts = [want] if want in files else []
+    if not parts:
+        names = {"val": "valid"}.get
+        raise UserError(f"split {split!r} not in {root}: it has {', '.join(names(s, s) for s in files)} "
+                        "(or use --split all, or a list file)")
+    loaded = [load_coco(files[s], "all", classes, min_box_size=min_box_size, exif_transpose=exif_transpose)
+              for s in parts]
+    report = LoadReport()
+    names_all: list[str] = []
+    records, seen, cat_ids = [], set(), {}
+    for ds in loaded:
+        report.counts.update(ds.report.counts)
+        report.unlisted.update(ds.report.unlisted)
+        for k, v in ds.report.examples.items():
+            report.examples.setdefault(k, v)
+        names_all += [c for c in ds.classes if c not in names_all]
+        for c, i in (ds.category_ids or {}).items():
+            cat_ids.setdefault(c, i)
+        for r in ds.records:
+            if listed is not None and r.image_id not in listed:
+                continue
+            if r.image_id in seen:
+                report.add("duplicate image id (first kept)", r.image_id)
+                continue
+            seen.add(r.image_id)
+            records.append(r)
+    source = "; ".join(ds.source for ds in loaded)
+    if listed is not None:
+        source = f"the images listed in {split} of: {source}"
+    return DetectionDataset(root.name, list(classes) if classes is not None else names_all, records, report,
+                            category_ids={c: cat_ids[c] for c in (classes or names_all) if c in cat_ids},
+                            source=source)

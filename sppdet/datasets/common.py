@@ -57,6 +57,8 @@ class LoadReport:
 
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
+    # objects skipped because their class is not in the class list, per class name
+    unlisted: Counter = field(default_factory=Counter)
 
     def add(self, what: str, example: str) -> None:
         self.counts[what] += 1
@@ -80,6 +82,8 @@ class DetectionDataset:
     is_voc2007: bool = False  # the VOC07 11-point metric is the default either way
     # class name → the COCO file's category id (COCO-sourced sets only), for COCO results files
     category_ids: dict[str, int] | None = None
+    # which images these are, in words: the files or folders read and how the split was made
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -246,11 +250,28 @@ def select_split(ids, split: str, seed: int, test_fraction: float, report: LoadR
     return seeded_split(list(ids), split, seed, test_fraction)
 
 
+# Split names as exports spell them, by the name sppdet uses.
+SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+
+
+def canonical_split(name: str) -> str | None:
+    """``train``, ``val`` or ``test`` for a split name in any of its spellings, else None."""
+    n = name.lower()
+    return next((s for s, aliases in SPLIT_ALIASES.items() if n in aliases), None)
+
+
+def resplit_note(split: str, n_all: int, n: int, seed: int, test_fraction: float) -> str:
+    part = "test/val" if split in ("test", "val") else "train"
+    return (f"re-split: the seeded {part} part ({n} of {n_all} images; data.test_fraction={test_fraction:g}, "
+            f"data.split_seed={seed}; --split all uses every image)")
+
+
 def seeded_split(ids: list[str], split: str, seed: int, test_fraction: float) -> list[str]:
     """Deterministic split of a folder with no split files: 'train'/'trainval' vs 'test'/'val'."""
     ids = sorted(ids)
     if split == "all":
         return ids
+    split = {"valid": "val", "validation": "val"}.get(split, split)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(ids))
     n_test = int(round(len(ids) * test_fraction))
@@ -273,6 +294,7 @@ def finish_classes(records: list[ImageRecord], classes: list[str] | None,
         if (~keep).any():
             for lab in set(np.asarray(r.labels, dtype=object)[~keep]):
                 report.add(f"unknown class {lab!r} (object skipped)", r.image_id)
+            report.unlisted.update(lab for lab, k in zip(r.labels, keep) if not k)
             r.boxes = r.boxes[keep]
             r.difficult = r.difficult[keep]
             r.labels = [lab for lab, k in zip(r.labels, keep) if k]

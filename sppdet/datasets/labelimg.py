@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..images import is_image_file
-from .common import OUTSIDE, DataRoots, DetectionDataset, LoadReport, finish_classes, select_split
+from .common import (OUTSIDE, DataRoots, DetectionDataset, LoadReport, finish_classes, resplit_note,
+                     select_split)
 from .voc import make_record, parse_voc_xml
 
 ANNOTATION_DIRS = ("annotations", "Annotations", "annots", "labels", "xml", "xmls")
@@ -68,4 +69,6 @@ def load_flat(root: Path, split: str, classes: list[str] | None, seed: int = 0,
             seen.add(rec.image_id)
             records.append(rec)
     classes, records = finish_classes(records, classes, report)
-    return DetectionDataset(root.name, classes, records, report)
+    how = ("every image" if split == "all" else f"the images listed in {split}" if Path(split).is_file()
+           else resplit_note(split, len(xmls), len(ids), seed, test_fraction))
+    return DetectionDataset(root.name, classes, records, report, source=f"{root} ({how})")

@@ -164,4 +164,7 @@ def load_voc(root: Path, split: str, classes: list[str] | None, min_box_size: fl
             seen.add(rec.image_id)
             records.append(rec)
     classes, records = finish_classes(records, classes, report)
-    return DetectionDataset(root.name, classes, records, report, is_voc2007="2007" in root.name)
+    how = ("every annotation" if split == "all" else f"the images listed in {split}" if Path(split).is_file()
+           else f"ImageSets/Main/{split}.txt")
+    return DetectionDataset(root.name, classes, records, report, is_voc2007="2007" in root.name,
+                            source=f"{root} ({how})")

@@ -22,7 +22,8 @@ from ..boxes import min_size_mask
 from ..errors import UserError
 from ..images import is_image_file
 from .common import (OUTSIDE, DataRoots, DetectionDataset, ImageRecord, LoadReport, finish_classes, probe_image,
-                     SEEDED_SPLITS, is_list_file, read_list_file, repair_boxes, safe_image_id, seeded_split)
+                     SEEDED_SPLITS, is_list_file, read_list_file, repair_boxes, resplit_note, safe_image_id,
+                     seeded_split)
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 CLASS_FILES = ("classes.txt", "obj.names", "classes.names")
@@ -71,12 +72,24 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(q for q in folder.rglob("*") if q.is_file() and is_image_file(q))
 
 
-def _resolve(entry: str, bases: list[Path]) -> Path | None:
+def _resolve(entry: str, bases: list[Path], report: LoadReport | None = None) -> Path | None:
     """A path from data.yaml or a list file, tried against each base folder in turn. Roboflow's
-    exports write ``../train/images`` relative to the dataset root; that is tried too."""
+    exports write ``../train/images`` relative to the dataset root; that is tried too. An absolute
+    path that does not exist here (written on another machine) is re-rooted: the longest tail of
+    it that exists under a base folder (``/home/them/ds/valid/images`` → ``ROOT/valid/images``)."""
     p = Path(entry).expanduser()
     if p.is_absolute():
-        return p if p.exists() else None
+        if p.exists():
+            return p
+        tails = [Path(*p.parts[i:]) for i in range(1, len(p.parts))]
+        for tail in tails:
+            for b in bases:
+                if (b / tail).exists():
+                    if report is not None:
+                        report.add("absolute path of another machine (re-rooted in the data folder)",
+                                   f"{entry} → {b / tail}")
+                    return (b / tail).resolve()
+        return None
     for b in bases:
         if (b / p).exists():
             return (b / p).resolve()
@@ -90,7 +103,7 @@ def _images_of_entry(entry, bases: list[Path], what: str, report: LoadReport) ->
     entries = entry if isinstance(entry, list) else [entry]
     out: list[Path] = []
     for e in entries:
-        p = _resolve(str(e), bases)
+        p = _resolve(str(e), bases, report)
         if p is None:
             raise UserError(f"{what}: {e!r} not found (looked in {', '.join(str(b) for b in bases)})")
         if p.is_dir():
@@ -101,10 +114,21 @@ def _images_of_entry(entry, bases: list[Path], what: str, report: LoadReport) ->
 
 
 def _images_of_list(lst: Path, bases: list[Path], report: LoadReport) -> list[Path]:
-    """A YOLO image list: one image path per line, relative to the list's folder or the root.
-    Like every reader's file-named paths, an entry must lie in the data set's folders
-    (absolute entries there, as Darknet writes them, are fine); others are skipped, counted."""
+    """A YOLO image list: one image per line, a path relative to the list's folder or the root,
+    or just a file name (or stem) found anywhere under them. Like every reader's file-named
+    paths, an entry must lie in the data set's folders (absolute entries there, as Darknet
+    writes them, are fine); others are skipped, counted."""
     roots = DataRoots(lst.parent, *bases)
+    index: dict[str, Path] = {}
+
+    def by_name(name: str) -> Path | None:
+        if not index:
+            for b in dict.fromkeys([lst.parent, *bases]):
+                for q in _images_in(b):
+                    index.setdefault(q.name, q)
+                    index.setdefault(q.stem, q)
+        return index.get(name)
+
     out = []
     for line in lst.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines():
         line = line.strip()
@@ -115,6 +139,8 @@ def _images_of_list(lst: Path, bases: list[Path], report: LoadReport) -> list[Pa
             report.add(OUTSIDE, line)
             continue
         p = _resolve(line, [lst.parent, *bases])
+        if (p is None or not p.is_file()) and len(Path(line).parts) == 1:
+            p = by_name(line)
         if p is None or not p.is_file():
             report.add("image in a list file that does not exist (skipped)", line)
             continue
@@ -241,12 +267,16 @@ def _record(image: Path, image_id: str, names: dict[int, str] | None, report: Lo
 
 
 def _split_images(root: Path, yaml_path: Path | None, data: dict, split: str, seed: int,
-                  test_fraction: float, report: LoadReport) -> list[Path]:
+                  test_fraction: float, report: LoadReport, how: dict | None = None) -> list[Path]:
     """The images of ``split``: data.yaml entries, ``images/<split>/`` folders, a list file, or a
-    seeded split of a layout without splits."""
+    seeded split of a layout without splits (``how["text"]`` says which, in words)."""
+    how = {} if how is None else how
     base = root
     if yaml_path is not None and data.get("path"):
-        base = _resolve(str(data["path"]), [yaml_path.parent, Path.cwd()]) or yaml_path.parent / str(data["path"])
+        # a 'path' of another machine, or one that is not there: the yaml's own folder
+        base = _resolve(str(data["path"]), [yaml_path.parent, Path.cwd()]) or yaml_path.parent
+        if not base.is_dir():
+            base = yaml_path.parent
     bases = [base] + ([yaml_path.parent] if yaml_path is not None and yaml_path.parent != base else [])
     where = str(yaml_path or root)
     # split name → its images, from data.yaml or from folders
@@ -270,6 +300,7 @@ def _split_images(root: Path, yaml_path: Path | None, data: dict, split: str, se
 
     if is_list_file(split, [*SEEDED_SPLITS, *entries]):
         lst = Path(split)
+        how["text"] = f"the images listed in {lst}"
         if lst.suffix.lower() == ".txt" and any("/" in ln or is_image_file(ln.strip())
                                                 for ln in lst.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines()[:20]):
             return _images_of_list(lst, [lst.parent, *bases], report)
@@ -282,19 +313,25 @@ def _split_images(root: Path, yaml_path: Path | None, data: dict, split: str, se
             report.add("image id in the split without an image (skipped)", i)
         return [by_stem[i] for i in wanted if i in by_stem]
     if split == "all":
+        how["text"] = "every image"
         return everything()
+    split = {"valid": "val", "validation": "val"}.get(split, split)
     if entries:
         if split == "trainval" and ("train" in entries or "val" in entries):
+            how["text"] = "splits " + " + ".join(f"{s}: {entries[s]}" for s in ("train", "val") if s in entries)
             return [p for s in ("train", "val") if s in entries
                     for p in _images_of_entry(entries[s], bases, where, report)]
         if split not in entries:
             raise UserError(f"split {split!r} not in {where}; available splits: "
                             f"{', '.join(entries)} (or use --split all, or a list file)")
+        how["text"] = f"split {split}: {entries[split]}"
         return _images_of_entry(entries[split], bases, where, report)
     by_stem = {}
     for p in everything():
         by_stem.setdefault(p.stem, p)
-    return [by_stem[i] for i in seeded_split(list(by_stem), split, seed, test_fraction)]
+    ids = seeded_split(list(by_stem), split, seed, test_fraction)
+    how["text"] = resplit_note(split, len(by_stem), len(ids), seed, test_fraction)
+    return [by_stem[i] for i in ids]
 
 
 def load_yolo(path: Path, split: str, classes: list[str] | None, seed: int = 0,
@@ -308,7 +345,8 @@ def load_yolo(path: Path, split: str, classes: list[str] | None, seed: int = 0,
     names = _names(data, yaml_path) if yaml_path is not None else None
     if names is None:
         names = _class_file(root)
-    images = _split_images(root, yaml_path, data, split, seed, test_fraction, report)
+    how: dict = {}
+    images = _split_images(root, yaml_path, data, split, seed, test_fraction, report, how)
     records, seen = [], set()
     for img in images:
         if img.stem in seen:
@@ -322,4 +360,5 @@ def load_yolo(path: Path, split: str, classes: list[str] | None, seed: int = 0,
         # no class names anywhere: the ids themselves, in numeric order
         names = {int(lab): lab for lab in sorted({lab for r in records for lab in r.labels}, key=int)}
     classes, records = finish_classes(records, classes if classes is not None else list(names.values()), report)
-    return DetectionDataset(root.name, classes, records, report)
+    return DetectionDataset(root.name, classes, records, report,
+                            source=f"{yaml_path or root} ({how.get('text', f'split {split}')})")

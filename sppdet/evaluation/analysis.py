@@ -221,6 +221,51 @@ def _plot_breakdowns(stats: dict, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def calibration_table(ranked: dict[str, list[dict]]) -> dict:
+    """How well scores read as probabilities: the reliability of every class's detections
+    together (hit = VOC's true positive; detections of difficult objects left out) and each
+    class's expected calibration error. Margins (runs before 0.4) are not probabilities."""
+    from ..calibration import reliability
+
+    entries = {c: [e for e in r if e["category"] != "ignored"] for c, r in ranked.items()}
+    scores = np.array([e["score"] for r in entries.values() for e in r], dtype=np.float64)
+    if len(scores) and (scores.min() < 0 or scores.max() > 1):
+        return {"available": False, "reason": "the scores are SVM margins, not probabilities (a run trained "
+                                              "before sppdet 0.4, without score calibration)"}
+    hits = np.array([e["category"] == "correct" for r in entries.values() for e in r])
+    out = {"available": True, **reliability(scores, hits), "ece_by_class": {}}
+    for c, r in entries.items():
+        out["ece_by_class"][c] = reliability(np.array([e["score"] for e in r]),
+                                             np.array([e["category"] == "correct" for e in r]))["ece"]
+    return out
+
+
+def _plot_reliability(cal: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(4.5, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    rows = [b for b in cal["bins"] if b["count"]]
+    ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", label="perfectly calibrated")
+    ax.bar([b["low"] for b in rows], [b["hit_rate"] for b in rows], width=0.1, align="edge", color="#4363d8",
+           edgecolor="white", label="fraction correct")
+    ax.plot([b["mean_score"] for b in rows], [b["hit_rate"] for b in rows], "o", color="#e6194b", ms=4,
+            label="at the bin's mean score")
+    ax.set(ylim=(0, 1), ylabel="fraction correct",
+           title=f"reliability (ECE {cal['ece']:.3f})" if cal["ece"] is not None else "reliability")
+    ax.legend(fontsize=7, loc="upper left")
+    ax2.bar([b["low"] for b in cal["bins"]], [b["count"] for b in cal["bins"]], width=0.1, align="edge",
+            color="#aaa", edgecolor="white")
+    ax2.set(xlim=(0, 1), xlabel="score", ylabel="detections")
+    ax2.set_yscale("symlog")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _thumbnail(record, focus: np.ndarray, red: list, green: list, out_path: Path, size: int = 160) -> Path | None:
     """The region around ``focus`` with ``red`` (detections) and ``green`` (ground truth) boxes
     painted by torchvision, as a small JPEG; None when the image cannot be read."""
@@ -319,12 +364,15 @@ def analyze(records, dets: list[dict], classes: Sequence[str], out_dir: str | Pa
     pr = plot_pr_curves(res, out_dir / "pr")
     gallery = _galleries(ranked, missed, gt, classes, out_dir / "gallery", max_gallery)
     tide = tide_breakdown(records, dets, classes)
+    calibration = calibration_table(ranked)
+    if calibration["available"] and calibration["detections"]:
+        calibration["plot"] = _plot_reliability(calibration, out_dir / "calibration.png").name
     result = {
         "metric": res["metric"], "mAP": res["mAP"], "AP": res["AP"],
         "breakdown_rule": "each class's top N detections, N = its number of non-difficult objects",
         "thresholds": {"hit_iou_above": 0.5, "overlap_iou_at_least": 0.1},
         "similar_groups": [list(g) for g in similar or []],
-        "classes": stats, "totals_top_n": totals, "tide": tide,
+        "classes": stats, "totals_top_n": totals, "tide": tide, "calibration": calibration,
         "files": {"report": "report.html", "breakdown_plots": {c: p.name for c, p in plots.items()},
                   "pr_curves": [p.relative_to(out_dir).as_posix() for p in pr], "gallery": gallery},
     }
@@ -359,6 +407,20 @@ def _html(result: dict, res: dict, title: str) -> str:
         tide_html = (f"<p>TIDE breakdown not computed ({e(tide.get('reason', ''))}). To add it: "
                      f"<code>{TIDE_INSTALL}</code> (not a plain <code>pip install tidecv</code>, which "
                      "replaces the OpenCV build that selective search needs).</p>")
+    cal = result["calibration"]
+    if not cal.get("available"):
+        cal_html = f"<p>Not shown: {e(cal.get('reason', ''))}.</p>"
+    elif not cal["detections"]:
+        cal_html = "<p>No detections to show.</p>"
+    else:
+        cal_html = ("<p>Scores are calibrated probabilities that a detection is correct (Platt's sigmoid per "
+                    "class, fitted on training images its SVM did not train on). Among detections scoring "
+                    "about <i>p</i>, a fraction <i>p</i> should be correct (VOC true positives): expected "
+                    f"calibration error <b>{cal['ece']:.3f}</b> over {cal['detections']} detections "
+                    "(10 bins). Low scores are kept for AP, so most detections sit in the first bin.</p>"
+                    + _img(cal["plot"], "reliability diagram") + "<table><tr><th>class</th><th>ECE</th></tr>"
+                    + "".join(f"<tr><td>{e(c)}</td><td>{fmt(v)}</td></tr>" for c, v in cal["ece_by_class"].items())
+                    + "</table>")
     per_class = []
     pr_by_name = {Path(p).stem: p for p in f["pr_curves"]}
     for c in result["classes"]:
@@ -397,6 +459,7 @@ object not yet matched), <i>localisation</i> (IoU 0.1&ndash;0.5 with an object o
 <pre>{e(format_table(res))}</pre>
 <h2>All classes</h2>{_img(f['breakdown_plots']['__all__'], 'breakdown of all classes')}
 <h2>TIDE</h2>{tide_html}
+<h2>Score calibration</h2>{cal_html}
 {''.join(per_class)}
 <p class="note">Written by sppdet; <code>analysis.json</code> holds every number shown here.</p>
 </body></html>

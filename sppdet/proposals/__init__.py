@@ -21,9 +21,27 @@ from .selective_search import SelectiveSearch, selective_search, selective_searc
 PROPOSERS: dict[str, type[Proposer]] = {"selective_search": SelectiveSearch, "external": External}
 
 
+def choose_method(cfg: ProposalConfig, n_objects: int, detector_method: str = "spp") -> tuple[str, str]:
+    """The method a training uses, and why: ``auto`` becomes ``rpn`` when the training split
+    has at least ``rpn_min_objects`` objects (a proposal network needs many examples: on
+    200-object sets it lost to selective search, on BCCD's 4,000 it won; README), else
+    ``selective_search``; R-CNN never gets ``rpn`` (it computes no map of the whole image)."""
+    if cfg.method != "auto":
+        return cfg.method, "configured"
+    if detector_method == "rcnn":
+        return "selective_search", "auto: method=rcnn computes no conv map of the whole image for a network to read"
+    if n_objects >= cfg.rpn_min_objects:
+        return "rpn", f"auto: {n_objects} training objects >= proposals.rpn_min_objects={cfg.rpn_min_objects}"
+    return "selective_search", (f"auto: {n_objects} training objects < proposals.rpn_min_objects="
+                                f"{cfg.rpn_min_objects}, too few to learn proposals from")
+
+
 def make_proposer(cfg: ProposalConfig, scales=None, model=None) -> Proposer:
     """The configured method; ``rpn`` needs its trained network (``model``) and the pyramid
-    ``scales`` of the maps it reads."""
+    ``scales`` of the maps it reads. ``auto`` before a training has chosen is selective search
+    (what ``sppdet proposals`` can measure without a run)."""
+    if cfg.method == "auto":
+        return SelectiveSearch(cfg)
     if cfg.method == "rpn":
         from .rpn import RPNProposer
 
@@ -37,6 +55,6 @@ def make_proposer(cfg: ProposalConfig, scales=None, model=None) -> Proposer:
     return PROPOSERS[cfg.method](cfg)
 
 
-__all__ = ["PROPOSERS", "External", "ProposalCache", "Proposer", "SelectiveSearch", "checked_boxes",
+__all__ = ["PROPOSERS", "choose_method", "External", "ProposalCache", "Proposer", "SelectiveSearch", "checked_boxes",
            "load_external", "load_rcnn_mat", "make_proposer", "selective_search", "selective_search_cfg",
            "whole_image"]

@@ -21,8 +21,14 @@ class ProposalCache:
     ``.npz`` per image)."""
 
     def __init__(self, root: str | Path, proposer: Proposer):
+        """``proposer``: the method (a ProposalConfig, as in sppdet 0.3, stands for the
+        pixel-based method it configures)."""
         self.root = ensure_writable_dir(root, "cache folder")
         remove_stale_temporaries(self.root)
+        if not isinstance(proposer, Proposer):
+            from . import make_proposer
+
+            proposer = make_proposer(proposer)
         self.proposer = proposer
         self.computed, self.busy_s = 0, 0.0  # windows computed here, and the proposer's seconds
 
@@ -48,6 +54,10 @@ class ProposalCache:
             log.warning("damaged proposal cache file %s (%s); recomputing", p, exc)
             return None
 
+    def compute(self, image_id: str, image_loader, maps_loader=None, size=None) -> np.ndarray:
+        """The proposer's windows for one image (uncached)."""
+        return self.proposer.propose(image_id, image_loader, maps_loader, size)
+
     def get(self, key: str, image_loader: Callable[[], np.ndarray], image_id: str | None = None,
             maps_loader: Callable | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
         """The boxes cached under ``key``, else computed by the proposer (from
@@ -58,7 +68,7 @@ class ProposalCache:
         if boxes is not None:
             return boxes
         t0 = time.perf_counter()
-        boxes = self.proposer.propose(image_id or key, image_loader, maps_loader, size)
+        boxes = self.compute(image_id or key, image_loader, maps_loader, size)
         self.busy_s += time.perf_counter() - t0
         self.computed += 1
         boxes = np.ascontiguousarray(boxes, dtype=np.float32)
