@@ -145,5 +145,8 @@ class DetectJournal:
         self.entries[image] = e
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # a full disk: the line being written is torn, which a resume ignores
+            pass
 
