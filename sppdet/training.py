@@ -1,6 +1,7 @@
 """Training an SPP-net detector end to end, stage by stage, with resumable disk caches:
 
-proposals → conv maps (once per image per scale) → [fc fine-tuning] → feature statistics,
+selective-search proposals and conv maps (once per image per scale), or conv maps → a
+proposal network trained on them → its windows → [fc fine-tuning] → feature statistics,
 positives and box-regression examples → SVMs with hard-negative mining → box regression.
 """
 from __future__ import annotations
