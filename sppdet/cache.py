@@ -245,7 +245,7 @@ class CachedData:
         n_cached = len([k for k in keys if k is not None]) - len(jobs)
         if n_cached:
             log.info(f"{what}: {n_cached} of {n_cached + len(jobs)} images read from the cache "
-                     f"{self.proposals.root.parent}" + ("" if jobs else ", nothing to compute"))
+                     f"{self.root}" + ("" if jobs else ", nothing to compute"))
         results = executor.map(cache_image_task, jobs.values(),
                                desc=what + (f" ({n_cached} more cached)" if n_cached else ""), unit="img",
                                label=lambda j: str(j.path))

@@ -324,3 +324,16 @@ def test_images_without_objects_and_a_single_tiny_box(caplog):
     with caplog.at_level(logging.WARNING):
         rpn_settings(ProposalConfig(method="rpn", rpn_anchor_sizes=[4.0]), Trunk, [320], 2000, tiny)
     assert "below half the trunk's stride" in caplog.text
+
+
+def test_a_second_training_on_a_warm_cache(rpn_run, tmp_path, caplog):
+    """The maps are cached by the first training; the second reads them (no proposals are
+    cached before its network exists) and says so."""
+    import logging
+
+    d, det = rpn_run
+    with caplog.at_level(logging.INFO, logger="sppdet"):
+        again = sppdet.train(d / "data", tmp_path / "run2", cache=d / "cache",
+                             backbone={"weights": str(d / "w.pth")}, **FAST)
+    assert "read from the cache" in caplog.text and str(d / "cache") in caplog.text
+    assert again.rpn.digest() == det.rpn.digest()  # same maps, same seed: the same network
