@@ -277,10 +277,14 @@ def test_damaged_runs_are_refused_with_a_reason(run_copy):
     Detector.load(run_copy)  # restored: loads again
 
 
-def test_a_run_that_cannot_be_written_is_saved_elsewhere(trained, tmp_path, monkeypatch):
+def test_a_run_that_cannot_be_written_is_saved_elsewhere(trained, tmp_path, tmp_path_factory, monkeypatch):
     import errno
+    import tempfile
 
     from sppdet import api
+
+    # the rescue goes to the system's temporary folder: a private one, so no run is left behind
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("systmp")))
 
     d, det = trained
     real_save = Detector.save
