@@ -606,11 +606,16 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
         for i, run in enumerate(runs):
             det = load(run)
             name = f"{det.cfg.proposals.method} ({Path(det.run_dir).name if det.run_dir else i})"
-            cache_data = det.cached_data(cache_dir(cache))
+            cache_data = det.cached_data(cache_dir(cache if cache is not None else _run_cache(det)))
             recs = cache_data.prepare(ds.records, ds.report, {}, executor=ex)
-            boxes = {id(r): cache_data.proposals_for(r) for r in recs}
-            pc = cache_data.proposals
-            per_image = pc.busy_s / pc.computed if pc.computed else None
+            if cache_data.proposals_from_maps:  # proposed here, after the maps: time the network alone
+                boxes = {id(r): cache_data.proposals_for(r, cache_data.maps(r)) for r in recs}
+                pc = cache_data.proposals
+                per_image = pc.busy_s / pc.computed if pc.computed else None
+            else:  # proposed by the caching tasks, from the pixels
+                boxes = {id(r): cache_data.proposals_for(r) for r in recs}
+                stats = cache_data.last_stats
+                per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None
             results[name] = evaluate_proposals(recs, lambda r: boxes[id(r)], ds.classes,
                                                out / f"run{i}_{Path(str(det.run_dir)).name}", seconds_per_image=per_image)
     if not runs:

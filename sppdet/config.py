@@ -274,8 +274,8 @@ class Config:
             rule.check(key, node)
         if self.proposals.method == "external" and not self.proposals.external_dir:
             raise UserError("config: proposals.method=external needs proposals.external_dir")
-        if self.proposals.method == "rpn":
-            if self.method == "rcnn":
+        if self.proposals.method in ("rpn", "auto"):
+            if self.method == "rcnn" and self.proposals.method == "rpn":
                 raise UserError("config: proposals.method=rpn reads SPP-net's conv map of the whole image, which "
                                 "method=rcnn never computes (it convolves each window): use method=spp, or "
                                 "selective_search/external proposals with rcnn")

@@ -69,5 +69,6 @@ def test_no_proposals_means_zero_recall():
 
 
 def test_window_grid():
-    assert window_grid(2000) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
-    assert window_grid(911) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 911]
+    # the 1-2-5 series plus the budgets methods are compared at (100, 300, 1,000, 2,000)
+    assert window_grid(2000) == [1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 2000]
+    assert window_grid(911) == [1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 911]

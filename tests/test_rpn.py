@@ -46,14 +46,10 @@ def test_derive_anchors_hand_worked():
 
 
 def test_box_frames_hand_worked():
-    # inclusive [0, 0, 9, 19] is the continuous [0, 0, 10, 20]; at factor 2 it is [0, 0, 20, 40],
-    # and with cell centres 7.5 px in (offset) the anchors' frame moves it by -7.5
-    t = _to_scaled(np.array([[0, 0, 9, 19]]), 2.0, 0.0)
+    # inclusive [0, 0, 9, 19] is the continuous [0, 0, 10, 20]; at factor 2 it is [0, 0, 20, 40]
+    t = _to_scaled(np.array([[0, 0, 9, 19]]), 2.0)
     assert t.tolist() == [[0.0, 0.0, 20.0, 40.0]]
-    t = _to_scaled(np.array([[0, 0, 9, 19]]), 2.0, 7.5)
-    assert t.tolist() == [[-7.5, -7.5, 12.5, 32.5]]
-    back = _to_original(t, 2.0, 7.5)
-    np.testing.assert_allclose(back, [[0, 0, 9, 19]], atol=1e-5)
+    np.testing.assert_allclose(_to_original(t, 2.0), [[0, 0, 9, 19]], atol=1e-5)
 
 
 def test_pick_scale():
@@ -65,10 +61,13 @@ def test_pick_scale():
         pick_scale([480], 688)
 
 
-def test_anchors_sit_on_the_trunk_stride_whatever_the_image_size():
+@pytest.mark.parametrize("offset", [0.0, 15.0])
+def test_anchors_sit_on_the_trunk_cells_whatever_the_image_size(offset):
     """AnchorGenerator infers the stride from the batch size; a 917-px-wide image with a 58-cell
-    map would give 917 // 58 = 15 px. The model must use the trunk's 16."""
-    s = RPNSettings(8, 16, 0.0, 688, [32.0], [1.0])
+    map would give 917 // 58 = 15 px. The model must use the trunk's 16, and centre anchors on
+    the cells (16 i + offset: alexnet's 15)."""
+    s = RPNSettings(8, 16, offset, 688, [32.0], [1.0])
+    torch.manual_seed(0)
     m = RPNModel(s).eval()
     captured = {}
     orig = m.rpn.anchor_generator.forward
@@ -83,7 +82,11 @@ def test_anchors_sit_on_the_trunk_stride_whatever_the_image_size():
         m(torch.zeros(8, 43, 58), (688, 917))
     a = captured["anchors"]
     centres = (a[:, 0] + a[:, 2]) / 2
-    assert a.shape[0] == 43 * 58 and float(centres.max()) == 57 * 16 and float(centres.min()) == 0
+    assert a.shape[0] == 43 * 58 and float(centres.max()) == 57 * 16 + offset and float(centres.min()) == offset
+    # proposals may start at the image's first pixel whatever the offset (clipping is in the image's frame)
+    with torch.no_grad():
+        boxes, _ = m(torch.randn(8, 43, 58), (688, 917))
+    assert float(boxes[0][:, :2].min()) == 0.0
 
 
 def _synthetic_items(n, seed, size=320, channels=8):

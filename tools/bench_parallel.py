@@ -34,7 +34,6 @@ VOC07 = {"trainval": 5011, "test": 4952, "classes": 20}
 # -- children: one configuration each, in a fresh process ------------------------------------
 def child_train(args) -> dict:
     import sppdet
-    from sppdet.cache import CachedData
     from sppdet.datasets import load_dataset
     from sppdet.detection import run_detection
     from sppdet.evaluation.voc import evaluate_voc
@@ -54,7 +53,7 @@ def child_train(args) -> dict:
     log, cfg = det.train_log, det.cfg
     with make_executor(workers=args.workers, ray=args.ray) as ex:
         test_timings: dict[str, float] = {}
-        data = CachedData(cfg, det.extractor, args.cache)
+        data = det.cached_data(args.cache)  # with the run's proposal network, when it has one
         recs = data.prepare(test.records, test.report, test_timings, executor=ex)
         test_stats = data.last_stats
         t0 = time.perf_counter()

@@ -100,6 +100,9 @@ def _run(args: argparse.Namespace) -> int:
                 if res.get("overrides") != overrides:
                     raise UserError(f"{run} was trained with {res.get('overrides')}, not {overrides}: "
                                     "give this setting another name or another --out")
+                if bool(res.get("resplit", False)) != args.resplit:
+                    raise UserError(f"{run} was trained {'with' if res.get('resplit') else 'without'} --resplit: "
+                                    "its split differs; use another --out")
                 results[name][seed] = res
                 continue
             start = time.time()
@@ -107,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
                                overwrite=True, workers=args.workers,
                                overrides=[*overrides, f"data.split_seed={seed}"])
             res = {"mAP": det.metrics["mAP"], "AP": det.metrics["AP"], "wall_s": round(time.time() - start, 1),
-                   "overrides": overrides}
+                   "overrides": overrides, "resplit": args.resplit}
             run.mkdir(parents=True, exist_ok=True)
             atomic_write_json(done, res)
             results[name][seed] = res

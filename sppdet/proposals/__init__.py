@@ -10,6 +10,8 @@ A new method is one new module with a Proposer subclass and one line in :data:`P
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import ProposalConfig
 from ..errors import UserError
 from .base import Proposer, whole_image
@@ -40,8 +42,8 @@ def make_proposer(cfg: ProposalConfig, scales=None, model=None) -> Proposer:
     """The configured method; ``rpn`` needs its trained network (``model``) and the pyramid
     ``scales`` of the maps it reads. ``auto`` before a training has chosen is selective search
     (what ``sppdet proposals`` can measure without a run)."""
-    if cfg.method == "auto":
-        return SelectiveSearch(cfg)
+    if cfg.method == "auto":  # keyed as selective_search: one cache folder for the same windows
+        return SelectiveSearch(dataclasses.replace(cfg, method="selective_search"))
     if cfg.method == "rpn":
         from .rpn import RPNProposer
 

@@ -7,10 +7,11 @@ layer, frozen, like SPP-net's conv5), so detection runs the trunk once and nothi
 trunk touches pixels. It is trained on the cached maps of the training images, at one scale
 of the pyramid (the configured scale nearest 688 px, or ``proposals.rpn_scale``).
 
-Coordinates: torchvision works in continuous pixels of the scaled image with anchor centres at
-``stride * i``; the trunk's cell ``i`` is centred at ``stride * i + offset`` (backbone registry),
-so boxes are shifted by ``offset`` on the way in and out, and converted to sppdet's 0-based
-inclusive pixels of the original image.
+Coordinates: torchvision works in continuous pixels of the scaled image and puts anchor centres
+at ``stride * i``; the trunk's cell ``i`` is centred near ``stride * i + offset`` (backbone
+registry), so the anchors are moved by ``offset`` (boxes stay in the image's own frame, and
+torchvision's clipping to the image is right at every edge). Boxes go to and from sppdet's
+0-based inclusive pixels of the original image through :mod:`sppdet.boxes`.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
+from ..boxes import clip, from_continuous, min_size_mask, to_continuous, widths_heights
 from ..config import ProposalConfig
 from ..errors import UserError
 from ..progress import progress
@@ -102,14 +104,24 @@ def derive_anchors(sides: np.ndarray, aspects: np.ndarray, stride: int) -> tuple
     return sizes, [round(r, 3) for r in ratios]
 
 
+class _CellAnchors(AnchorGenerator):
+    """torchvision's anchors, centred on the trunk's cells (``stride * i + offset``)."""
+
+    def __init__(self, sizes, ratios, offset: float):
+        super().__init__(sizes=sizes, aspect_ratios=ratios)
+        self.offset = float(offset)
+
+    def grid_anchors(self, grid_sizes, strides):
+        return [a + self.offset for a in super().grid_anchors(grid_sizes, strides)]
+
+
 class RPNModel(nn.Module):
     """torchvision's RPN on one conv map of one image."""
 
     def __init__(self, s: RPNSettings):
         super().__init__()
         self.settings = s
-        anchors = AnchorGenerator(sizes=(tuple(float(v) for v in s.sizes),),
-                                  aspect_ratios=(tuple(float(v) for v in s.ratios),))
+        anchors = _CellAnchors((tuple(float(v) for v in s.sizes),), (tuple(float(v) for v in s.ratios),), s.offset)
         head = RPNHead(s.channels, anchors.num_anchors_per_location()[0])
         # training needs the losses only: keep its proposal filtering (NMS) token-sized
         self.rpn = RegionProposalNetwork(anchors, head, s.fg_iou, s.bg_iou, 256, 0.5,
@@ -139,17 +151,20 @@ def _map_at(maps: Sequence, factors_scale: int, scales: Sequence[int]):
     return maps[list(scales).index(factors_scale)]
 
 
-def _to_scaled(boxes: np.ndarray, factor: float, offset: float) -> torch.Tensor:
-    """0-based inclusive boxes of the original image → continuous boxes of the scaled image,
-    in the anchors' frame (cell centres at ``stride * i``)."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) + np.array([0.0, 0.0, 1.0, 1.0])
-    return torch.as_tensor(b * factor - offset, dtype=torch.float32)
+def _scaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """``(height, width)`` of the image the trunk convolved at ``factor`` (as features.pyramid_sizes)."""
+    return max(1, int(round(height * factor))), max(1, int(round(width * factor)))
 
 
-def _to_original(boxes: torch.Tensor, factor: float, offset: float) -> np.ndarray:
+def _to_scaled(boxes: np.ndarray, factor: float) -> torch.Tensor:
+    """0-based inclusive boxes of the original image → continuous boxes of the scaled image."""
+    return torch.as_tensor(to_continuous(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)) * factor,
+                           dtype=torch.float32)
+
+
+def _to_original(boxes: torch.Tensor, factor: float) -> np.ndarray:
     """The inverse of :func:`_to_scaled`."""
-    b = (boxes.detach().cpu().double().numpy() + offset) / factor
-    return b - np.array([0.0, 0.0, 1.0, 1.0])
+    return from_continuous(boxes.detach().cpu().double().numpy() / factor)
 
 
 class RPNProposer(Proposer):
@@ -177,12 +192,9 @@ class RPNProposer(Proposer):
         width, height = int(size[0]), int(size[1])
         m = _map_at(maps(), s.scale, self.scales)
         f = float(m.factor)
-        scaled = (max(1, int(round(height * f))), max(1, int(round(width * f))))
-        boxes, _ = self.model(m.fmap.to(next(self.model.parameters()).device), scaled)
-        out = _to_original(boxes[0], f, s.offset)
-        out = np.clip(out, 0, [width - 1, height - 1, width - 1, height - 1])
-        keep = ((out[:, 2] - out[:, 0] + 1) >= s.min_size) & ((out[:, 3] - out[:, 1] + 1) >= s.min_size)
-        out = out[keep]
+        boxes, _ = self.model(m.fmap.to(next(self.model.parameters()).device), _scaled_size(height, width, f))
+        out = clip(_to_original(boxes[0], f), width, height)
+        out = out[min_size_mask(out, s.min_size)]
         return out.astype(np.float32) if len(out) else whole_image(width, height)
 
 
@@ -210,7 +222,8 @@ def rpn_settings(cfg: ProposalConfig, trunk, scales: Sequence[int], max_size: in
         if not len(b):
             continue
         f = scale_factors(it.height, it.width, [scale], max_size)[0]
-        w, h = (b[:, 2] - b[:, 0] + 1) * f, (b[:, 3] - b[:, 1] + 1) * f
+        w, h = widths_heights(b)
+        w, h = w * f, h * f
         sides.append(np.sqrt(w * h))
         aspects.append(h / w)
     derived_sizes, derived_ratios = derive_anchors(np.concatenate(sides) if sides else np.zeros(0),
@@ -255,9 +268,8 @@ def train_rpn(s: RPNSettings, items: Sequence[RPNTrainItem], scales: Sequence[in
         it = items[i]
         m = _map_at(it.maps(), s.scale, scales)
         f = float(m.factor)
-        scaled = (max(1, int(round(it.height * f))), max(1, int(round(it.width * f))))
-        target = [{"boxes": _to_scaled(it.boxes, f, s.offset).to(device)}]
-        _, losses = model(m.fmap.to(device), scaled, target)
+        target = [{"boxes": _to_scaled(it.boxes, f).to(device)}]
+        _, losses = model(m.fmap.to(device), _scaled_size(it.height, it.width, f), target)
         return losses["loss_objectness"] + losses["loss_rpn_box_reg"]
 
     for epoch in range(epochs):
