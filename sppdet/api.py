@@ -134,6 +134,8 @@ def _tidy_outs(fn):
     """On failure, remove the output folders the call created while they are still empty."""
     import functools
 
+    from .locking import LOCK_NAME
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _CREATED.append([])
@@ -144,6 +146,9 @@ def _tidy_outs(fn):
                 d = leaf
                 while True:
                     try:
+                        lock = d / LOCK_NAME  # this call's own lock file does not make a folder worth keeping
+                        if lock.is_file() and not lock.is_symlink() and [p.name for p in d.iterdir()] == [LOCK_NAME]:
+                            lock.unlink()
                         d.rmdir()  # only an empty folder goes
                     except OSError:
                         break
