@@ -15,17 +15,35 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def random_weights(tmp_path) -> Path:
-    """A seeded random MobileNetV2 state dict on disk: a run needs a weights file to record
-    and check, and the tests need no ImageNet download."""
+def _save_random_weights(path: Path) -> Path:
     import torch
     import torchvision
 
     torch.manual_seed(0)
-    path = tmp_path / "w.pth"
     torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
     return path
+
+
+@pytest.fixture
+def random_weights(tmp_path) -> Path:
+    """A seeded random MobileNetV2 state dict on disk: a run needs a weights file to record
+    and check, and the tests need no ImageNet download."""
+    return _save_random_weights(tmp_path / "w.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """``make(folder, images, seed=3)`` writes what a test that trains a tiny run starts from:
+    ``folder/w.pth`` (seeded random MobileNetV2 weights) and ``folder/data`` (the synthetic set);
+    returns the weights' path."""
+    def make(folder: Path, images: int, seed: int = 3) -> Path:
+        from sppdet.datasets.synth import write_synthetic
+
+        weights = _save_random_weights(folder / "w.pth")
+        write_synthetic(folder / "data", images, seed)
+        return weights
+
+    return make
 
 
 @pytest.fixture

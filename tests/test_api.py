@@ -21,15 +21,9 @@ FAST = {"proposals": {"max_boxes": 150, "work_size": 300}, "features": {"scales"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    import torchvision
-
-    from sppdet.datasets.synth import write_synthetic
-
+def trained(tmp_path_factory, tiny_data):
     d = tmp_path_factory.mktemp("api")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), d / "w.pth")
-    write_synthetic(d / "data", 12, 3)
+    tiny_data(d, 12)
     det = sppdet.train(d / "data", d / "run", cache=d / "cache", eval_split="test",
                        backbone={"weights": str(d / "w.pth")}, **FAST)
     return d, det

@@ -717,16 +717,11 @@ def _latin1_names_and_bom(root: Path, renames: dict[str, bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_data):
     import sppdet
-    import torchvision
-
-    from sppdet.datasets.synth import write_synthetic
 
     d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), d / "w.pth")
-    write_synthetic(d / "data", 10, 3)
+    tiny_data(d, 10)
     _latin1_names_and_bom(d / "data", {"000001": LATIN1, "000008": LATIN1 + b"-t"})
     det = sppdet.train(d / "data", d / "run", cache=d / "cache", workers=1,
                        backbone={"weights": str(d / "w.pth")}, **RUN_FAST)

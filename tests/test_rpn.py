@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import sppdet
-from sppdet.config import Config, config_from_dict
+from sppdet.config import config_from_dict
 from sppdet.errors import UserError
 from sppdet.features import ScaleMap
 from sppdet.proposals.rpn import (RPNModel, RPNProposer, RPNSettings, RPNTrainItem, _to_original, _to_scaled,
@@ -220,15 +220,9 @@ FAST = {"features": {"scales": [320]}, "svm": {"retrain_limit": 500},
 
 
 @pytest.fixture(scope="module")
-def rpn_run(tmp_path_factory):
-    import torchvision
-
-    from sppdet.datasets.synth import write_synthetic
-
+def rpn_run(tmp_path_factory, tiny_data):
     d = tmp_path_factory.mktemp("rpn")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), d / "w.pth")
-    write_synthetic(d / "data", 12, 3)
+    tiny_data(d, 12)
     det = sppdet.train(d / "data", d / "run", cache=d / "cache", eval_split="test",
                        backbone={"weights": str(d / "w.pth")}, **FAST)
     return d, det
