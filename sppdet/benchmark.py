@@ -137,7 +137,7 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
               "threads": torch.get_num_threads(), "methods": {}}
     for name, det in methods.items():
         k = n_r if name == "rcnn" else len(images)
-        own = det.proposer.needs_maps if det is run else False
+        own = det is run  # added above only when its network proposes from the maps
         result["methods"][name] = time_method(det, images[:k], [None] * k if own else proposals[:k],
                                               [0.0] * k if own else ptimes[:k], name)
         result["methods"][name]["images_timed"] = k

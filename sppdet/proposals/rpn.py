@@ -147,8 +147,9 @@ class RPNModel(nn.Module):
         return hsh.hexdigest()[:16]
 
 
-def _map_at(maps: Sequence, factors_scale: int, scales: Sequence[int]):
-    return maps[list(scales).index(factors_scale)]
+def _map_at(maps: Sequence, scale: int, scales: Sequence[int]):
+    """The map of the pyramid scale ``scale`` (``maps`` are in the order of ``scales``)."""
+    return maps[list(scales).index(scale)]
 
 
 def _scaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
