@@ -135,6 +135,8 @@ def read_run(run_dir: str | Path) -> RunFiles:
     if model_path.stat().st_size == 0:
         raise UserError(f"{model_path} is empty (0 bytes): the run was not saved completely; train it again")
     raw_cfg = read_run_config(run / CONFIG_FILE)  # one line naming config.yaml for any YAML problem
+    if isinstance(raw_cfg, dict) and "head" not in raw_cfg:  # runs before 0.5 scored with SVMs
+        raw_cfg["head"] = {"type": "svm"}
     try:
         cfg = config_from_dict(raw_cfg)
     except UserError as exc:

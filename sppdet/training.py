@@ -129,6 +129,11 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                       "windows_per_image": float(np.mean([len(p) for p in props])),
                       "parallel": {"executor": executor.kind, "workers": executor.workers,
                                    "cache": data.last_stats}})
+    if cfg.head.type == "upper":
+        det = train_upper(cfg, classes, extractor, records, windows, data, rpn, timings, train_log)
+        if dropped := [c for c in dataset.classes if c not in cidx]:
+            train_log["classes_without_objects"] = dropped
+        return det, train_log
     head = None
     if cfg.finetune.enabled:
         head = build_head(cfg, extractor, C)
@@ -221,6 +226,26 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     train_log["timings_s"] = dict(timings)
     train_log["peak_rss_mb"] = peak_rss_mb()
     return det, train_log
+
+
+def train_upper(cfg: Config, classes: list[str], extractor, records: list[ImageRecord],
+                windows: list[ImageWindows], data: CachedData, rpn, timings: dict[str, float],
+                train_log: dict) -> Detector:
+    """``head.type=upper``: the trunk's upper blocks fine-tuned on the windows of the cached maps
+    (:mod:`sppdet.upper_head`); they score and refine the windows themselves, so no SVM or ridge
+    stage runs."""
+    from .upper_head import HeadTrainItem, build_upper_head, train_upper_head
+
+    h = cfg.head
+    head = build_upper_head(h, cfg.backbone.name, cfg.backbone.weights, extractor.trunk, len(classes))
+    items = [HeadTrainItem(lambda r=r: data.maps(r), w.boxes[: w.n_gt + h.train_windows], w.n_gt, w.gt_classes)
+             for r, w in zip(records, windows)]
+    with stage("head fine-tuning", timings):
+        train_log["head"] = train_upper_head(head, items, h, cfg.seed, extractor.device)
+    det = Detector(cfg, classes, extractor, None, None, None, 1.0, None, 1.0, rpn=rpn, upper=head)
+    train_log["timings_s"] = dict(timings)
+    train_log["peak_rss_mb"] = peak_rss_mb()
+    return det
 
 
 def train_proposal_network(cfg: Config, extractor, records: list[ImageRecord], data: CachedData,
