@@ -14,6 +14,7 @@ from torchvision.ops import batched_nms
 
 from . import __version__
 from .backbones import build_trunk
+from .arguments import ANYTHING, BOOL, NUMBER, Takes, checked
 from .bbox_regression import BoxRegressor
 from .boxes import clip, to_continuous
 from .config import Config
@@ -71,6 +72,7 @@ class Detections:
         return [{"image": name, "label": lab, "score": float(s), "bbox": [float(v) for v in b], "margin": float(m)}
                 for b, s, lab, m in zip(self.boxes, self.scores, self.class_names, margins)]
 
+    @checked(min_score=NUMBER.or_none())
     def plot(self, min_score: float | None = None) -> np.ndarray:
         """The image with the detections painted on it (``[H, W, 3]`` uint8); with
         ``min_score``, only those scoring at least that (e.g. 0.5: the likelier right than
@@ -78,7 +80,7 @@ class Detections:
         from .viz import draw
 
         if self.image is None:
-            raise ValueError("these detections carry no image to paint on")
+            raise UserError("these detections carry no image to paint on (they were not made by detector(image))")
         keep = np.ones(len(self), bool) if min_score is None else self.scores >= min_score
         return draw(self.image, self.boxes[keep], [n for n, k in zip(self.class_names, keep) if k],
                     self.scores[keep], self.names)
@@ -235,6 +237,8 @@ class Detector:
         timings.update(proposals=(t1 - t0) + (t3 - t2), conv=t2 - t1)
         return self.detect_maps(maps, proposals, w, h, timings, threshold)
 
+    @checked(source=ANYTHING, proposals=Takes("an [N, 4] array of numbers", lambda p: check_proposals(p)).or_none(),
+             exif_transpose=BOOL, threshold=NUMBER.or_none())
     def __call__(self, source, proposals: np.ndarray | None = None, exif_transpose: bool = True,
                  threshold: float | None = None) -> "Detections | list[Detections]":
         """Detect objects in an image file path, a PIL image, an ``[H, W, 3]`` RGB uint8 array,
