@@ -363,6 +363,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         dets = run_detection(det, recs, cache_data, ds.report)
         timings["detection"] = time.perf_counter() - t0
         classes = det.classes
+        untrained = [c for c, u in zip(det.classes, det.untrained) if u]
     else:
         from .evaluation.detections import match_to_records, read_detections
 
@@ -371,6 +372,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         _out_dir(out_dir, "--out")
         ds = load_data(data, split)
         recs, classes = ds.records, ds.classes
+        untrained = []
         dets, stray = match_to_records(dets, recs)
         if stray:
             log.warning(f"{stray} detections are for images outside split {split!r}; ignored")
@@ -385,7 +387,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         unknown = sorted({c for group in similar for c in group} - set(classes))
         if unknown:
             raise UserError(f"--similar names classes the data set does not have: {', '.join(unknown)}")
-    res = evaluate_voc(recs, dets, classes, metric)
+    res = evaluate_voc(recs, dets, classes, metric, never_detected=untrained)
     coco_metrics = None
     if coco:
         from .evaluation.coco import evaluate_coco
@@ -394,6 +396,16 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     extra = {"data": ds.source, "split": str(split)}
     if run is not None and ds.report.unlisted:
         extra["not_in_model"] = dict(ds.report.unlisted)
+    if untrained:
+        import numpy as np
+
+        trained_ap = [a for c, a in res["AP"].items() if c not in untrained and a is not None]
+        extra["untrained"] = untrained
+        extra["mAP_trained"] = float(np.mean(trained_ap)) if trained_ap else None
+        log.warning(f"class{'es' if len(untrained) > 1 else ''} {', '.join(untrained)} had no training objects and "
+                    f"{'are' if len(untrained) > 1 else 'is'} never detected: AP 0, counted in the mAP as the VOC "
+                    "devkit counts a class without detections"
+                    + (f"; the mAP of the trained classes is {extra['mAP_trained']:.4f}" if trained_ap else ""))
     try:
         # metrics.json is written last and means "the rest is there": an old one must not outlive
         # a failed rewrite of the files it describes
