@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import TEST_TIME_KEYS, Config, load_config, override_config
-from .arguments import (ANYTHING, BOOL, CFG, CLASSES, CONFIG, DATA, DEVICE, EXECUTOR, INPUTS, METRIC, NUMBER,
+from .arguments import (BOOL, CFG, CLASSES, CONFIG, DATA, DEVICE, EXECUTOR, INPUTS, METRIC, NUMBER,
                         OVERRIDES, PATH, RAY, RUN, RUNS, SIMILAR, SPLIT, TIMINGS, WORKERS, checked, whole)
 from .errors import UserError
 from .parallel import make_executor as _make_executor
-from .run_dir import TRAIN_LOG_FILE, eval_dir, is_trained_run, optional_file, remove_evals, write_train_log
+from .run_dir import (EVAL_PREFIX, TRAIN_LOG_FILE, eval_dir, is_trained_run, optional_file, remove_evals,
+                      write_train_log)
 
 log = logging.getLogger("sppdet")
 
@@ -77,7 +78,7 @@ def make_config(config: str | Path | Config | dict | None = None, overrides: Seq
     return load_config(config, overrides, settings or None)
 
 
-@checked(run=PATH.named("run"), device=DEVICE.or_none(), weights=PATH.or_none())
+@checked(run=PATH, device=DEVICE.or_none(), weights=PATH.or_none())
 def load(run: str | Path, device: str | None = None, weights: str | Path | None = None):
     """A trained :class:`~sppdet.detector.Detector` from its run directory."""
     from .detector import Detector
@@ -104,14 +105,16 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
 
 
 _CREATED: list[list[tuple[Path, Path]]] = []  # per public call: (--out folder, its first new ancestor)
+_LOCKS: list[contextlib.ExitStack] = []  # per public call: the output folders' locks it holds
 
 
-def _out_dir(path: str | Path, what: str = "--out") -> Path:
+def _out_dir(path: str | Path, what: str = "--out", lock: bool = False) -> Path:
     """:func:`~sppdet.fileio.ensure_writable_dir`, remembering what it created so that a
-    command that fails leaves no empty folder behind (see :func:`_tidy_outs`)."""
-    import os
-
+    command that fails leaves no empty folder behind (see :func:`_tidy_outs`). With ``lock``,
+    the folder's lock (:func:`~sppdet.locking.folder_lock`) is held until the call returns:
+    a second command writing there is refused."""
     from .fileio import ensure_writable_dir
+    from .locking import folder_lock
 
     top, q = None, Path(os.path.abspath(path))
     while not q.exists() and q != q.parent:
@@ -119,11 +122,14 @@ def _out_dir(path: str | Path, what: str = "--out") -> Path:
     out = ensure_writable_dir(path, what)
     if top is not None and _CREATED:
         _CREATED[-1].append((Path(os.path.abspath(out)), top))
+    if lock and _LOCKS:
+        _LOCKS[-1].enter_context(folder_lock(out, what))
     return out
 
 
 def _tidy_outs(fn):
-    """On failure, remove the output folders the call created while they are still empty."""
+    """On failure, remove the output folders the call created while they are still empty;
+    release the folders' locks the call took (:func:`_out_dir`) when it returns."""
     import functools
 
     from .locking import LOCK_NAME
@@ -131,9 +137,11 @@ def _tidy_outs(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _CREATED.append([])
+        _LOCKS.append(contextlib.ExitStack())
         try:
             return fn(*args, **kwargs)
         except BaseException:
+            _LOCKS[-1].close()  # released first: an unused lock file is then tidied away too
             for leaf, top in reversed(_CREATED[-1]):
                 d = leaf
                 while True:
@@ -150,6 +158,7 @@ def _tidy_outs(fn):
             raise
         finally:
             _CREATED.pop()
+            _LOCKS.pop().close()
     return wrapper
 
 
@@ -231,7 +240,7 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
     returns.
     """
     from .fileio import describe_os_error
-    from .locking import folder_lock
+    from .locking import folder_lock, held_elsewhere
 
     cfg = make_config(config, overrides, **settings)
     if device:
@@ -246,6 +255,11 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
                         "to train again")
     _out_dir(out, "--out")
     with folder_lock(out, "--out"):
+        if overwrite:  # replacing the run removes its evaluations: none may be writing there
+            busy = [e for e in sorted(out.glob(f"{EVAL_PREFIX}*")) if e.is_dir() and held_elsewhere(e)]
+            if busy:
+                raise UserError(f"an evaluation is writing to {busy[0]} right now; wait for it to finish before "
+                                f"training into {out} again")
         det, train_log, out = _train_locked(data, out, cfg, split, eval_split, cache, overwrite, timings,
                                             workers, ray)
     det.train_log = train_log
@@ -351,7 +365,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
             out_dir = Path(det.run_dir) / eval_folder_name(_run_data(det), data, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
-        _out_dir(out_dir, "--out")
+        _out_dir(out_dir, "--out", lock=True)
         ds = load_data(data, split, det.cfg, classes=det.classes)
         if ds.report.unlisted:
             log.warning("objects of classes the model does not have (it had no training objects of them) are "
@@ -369,7 +383,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
         dets = read_detections(Path(detections))
         out_dir = Path(out) if out is not None else Path(detections).parent / "eval"
-        _out_dir(out_dir, "--out")
+        _out_dir(out_dir, "--out", lock=True)
         ds = load_data(data, split)
         recs, classes = ds.records, ds.classes
         untrained = []
@@ -590,7 +604,7 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
                         "(--run RUN), not proposals.method=rpn")
     if not runs and not configured:
         raise UserError("nothing to measure: give a run, or keep the configured proposals")
-    out = _out_dir(out, "--out")
+    out = _out_dir(out, "--out", lock=True)
     ds = load_data(data, split, cfg)
     results: dict[str, dict] = {}
     with make_executor(workers, ray) as ex:
@@ -718,7 +732,7 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
         det.cfg = cfg
     else:
         cfg = make_config(config, overrides)
-    out = _out_dir(out, "--out")
+    out = _out_dir(out, "--out", lock=True)
     ds = load_data(data, split, cfg, classes=det.classes if det else None)
     recs = ds.records[:images]
     with make_executor(workers, ray) as ex:

@@ -91,8 +91,8 @@ def _path(v: Any) -> Any:
 
 
 def _bool(v: Any) -> bool:
-    if isinstance(v, bool) or type(v).__name__ == "bool_":  # numpy's too
-        return bool(v)
+    if isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_")):
+        return bool(v)  # numpy's too
     raise Refused
 
 

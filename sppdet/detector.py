@@ -333,17 +333,23 @@ class Detector:
             from .proposals.rpn import load_rpn
 
             rpn = load_rpn(run / RPN_FILE)
-            if rpn.digest() != blob.get("rpn_digest"):
-                raise UserError(f"{run}: {RPN_FILE} is not the proposal network {model_path.name} was trained "
-                                "with (it comes from a different training); train the run again")
+            # what the network reads first (the most telling message for a file from another run)
             if rpn.settings.channels != trunk.channels or rpn.settings.stride != trunk.stride:
                 raise UserError(f"{run / RPN_FILE} reads a {rpn.settings.channels}-channel map at stride "
                                 f"{rpn.settings.stride}, but the run's {cfg.backbone.name} trunk gives "
-                                f"{trunk.channels} channels at stride {trunk.stride}")
+                                f"{trunk.channels} channels at stride {trunk.stride}: it comes from a run with "
+                                "another trunk")
             if rpn.settings.scale not in [int(v) for v in cfg.features.scales]:
                 raise UserError(f"{run / RPN_FILE} reads scale {rpn.settings.scale}, which features.scales "
                                 f"{cfg.features.scales} in {run / CONFIG_FILE} does not compute")
+            if rpn.digest() != blob.get("rpn_digest"):
+                raise UserError(f"{run}: {RPN_FILE} is not the proposal network {model_path.name} was trained "
+                                "with (it comes from a different training); train the run again")
             rpn.to(dev)
+        elif (run / RPN_FILE).exists():  # put there by hand: it was not part of this training
+            warnings.warn(f"{run} holds a {RPN_FILE}, but it was trained with proposals.method="
+                          f"{cfg.proposals.method}: the file is not used (a run of sppdet never leaves one there); "
+                          "remove it, or train with proposals.method=rpn", stacklevel=2)
         platt = blob.get("platt")  # runs before 0.4 have none: their scores stay SVM margins
         if platt is not None and tuple(platt.shape) != (n_cls, 2):
             raise UserError(f"{run}: score calibration has shape {tuple(platt.shape)}, expected ({n_cls}, 2)")
