@@ -23,19 +23,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import TEST_TIME_KEYS, Config, load_config, override_config
-from .arguments import (check_int as _check_int, check_number as _check_number, check_parallel as _check_parallel,
-                        check_split as _check_split, is_seq as _is_seq, overrides_list as _overrides,
-                        path_arg as _path_arg)
+from .arguments import (BOOL, CFG, CLASSES, CONFIG, DATA, DEVICE, EXECUTOR, INPUTS, METRIC, NUMBER,
+                        OVERRIDES, PATH, RAY, RUN, RUNS, SIMILAR, SPLIT, TIMINGS, WORKERS, checked, whole)
 from .errors import UserError
 from .parallel import make_executor as _make_executor
-from .run_dir import TRAIN_LOG_FILE, eval_dir, is_trained_run, optional_file, remove_evals, write_train_log
+from .run_dir import (EVAL_PREFIX, TRAIN_LOG_FILE, eval_dir, is_trained_run, optional_file, remove_evals,
+                      write_train_log)
 
 log = logging.getLogger("sppdet")
 
 
+@checked(workers=WORKERS.or_none(), ray=RAY.or_none())
 def make_executor(workers: Any = None, ray: Any = None):
     """:func:`sppdet.parallel.make_executor` after checking the arguments by name."""
-    _check_parallel(workers, ray)
     return _make_executor(workers, ray)
 
 
@@ -49,12 +49,13 @@ def shipped_configs() -> dict[str, Path]:
     return found
 
 
+@checked(config=CONFIG.or_none(), overrides=OVERRIDES)
 def make_config(config: str | Path | Config | dict | None = None, overrides: Sequence[str] = (),
                 **settings: Any) -> Config:
     """A validated :class:`~sppdet.config.Config`: defaults, then ``config`` (a YAML file, the
     name of a shipped config such as ``"custom_small"``, a nested ``dict`` or a ``Config``),
     then ``settings`` (``svm={"C": 0.01}``, ``seed=1``), then ``"key=value"`` ``overrides``."""
-    overrides = _overrides(overrides)
+    overrides = list(overrides)
     if isinstance(config, Config):
         if settings:
             raise UserError("give settings either in a Config object or as keyword arguments, not both")
@@ -67,9 +68,6 @@ def make_config(config: str | Path | Config | dict | None = None, overrides: Seq
             else:
                 tree[key] = value
         return load_config(None, overrides, tree)
-    if config is not None and not isinstance(config, (str, Path)):
-        raise UserError(f"config must be a YAML path, a shipped config's name, a dict or a Config, "
-                        f"not a {type(config).__name__}")
     if config is not None and not Path(config).exists():
         shipped = shipped_configs()
         name = Path(config).stem if Path(config).suffix in (".yaml", ".yml") else str(config)
@@ -80,16 +78,15 @@ def make_config(config: str | Path | Config | dict | None = None, overrides: Seq
     return load_config(config, overrides, settings or None)
 
 
+@checked(run=PATH, device=DEVICE.or_none(), weights=PATH.or_none())
 def load(run: str | Path, device: str | None = None, weights: str | Path | None = None):
     """A trained :class:`~sppdet.detector.Detector` from its run directory."""
     from .detector import Detector
 
-    if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise UserError(f"device must be auto, cpu or cuda, not {device!r}")
-    return Detector.load(_path_arg("run", run), device=device,
-                         weights=None if weights is None else str(_path_arg("weights", weights)))
+    return Detector.load(Path(run), device=device, weights=None if weights is None else str(weights))
 
 
+@checked(data=DATA, split=SPLIT, cfg=CFG.or_none(), classes=CLASSES.or_none())
 def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str] | None = None):
     """A data set in any supported layout (VOC devkit, labelImg folders, COCO JSON, YOLO), with
     its repairs summarised once on the ``sppdet`` logger. ``data`` may already be a data set."""
@@ -97,10 +94,6 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
 
     if isinstance(data, DetectionDataset):
         return data
-    _path_arg("data", data)
-    _check_split("split", split)
-    if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
-        raise UserError(f"classes must be a list of class names, not {classes!r}")
     cfg = cfg or Config()
     ds = load_dataset(data, split, classes=list(classes) if classes else cfg.data.classes,
                       seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction,
@@ -112,14 +105,16 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
 
 
 _CREATED: list[list[tuple[Path, Path]]] = []  # per public call: (--out folder, its first new ancestor)
+_LOCKS: list[contextlib.ExitStack] = []  # per public call: the output folders' locks it holds
 
 
-def _out_dir(path: str | Path, what: str = "--out") -> Path:
+def _out_dir(path: str | Path, what: str = "--out", lock: bool = False) -> Path:
     """:func:`~sppdet.fileio.ensure_writable_dir`, remembering what it created so that a
-    command that fails leaves no empty folder behind (see :func:`_tidy_outs`)."""
-    import os
-
+    command that fails leaves no empty folder behind (see :func:`_tidy_outs`). With ``lock``,
+    the folder's lock (:func:`~sppdet.locking.folder_lock`) is held until the call returns:
+    a second command writing there is refused."""
     from .fileio import ensure_writable_dir
+    from .locking import folder_lock
 
     top, q = None, Path(os.path.abspath(path))
     while not q.exists() and q != q.parent:
@@ -127,11 +122,14 @@ def _out_dir(path: str | Path, what: str = "--out") -> Path:
     out = ensure_writable_dir(path, what)
     if top is not None and _CREATED:
         _CREATED[-1].append((Path(os.path.abspath(out)), top))
+    if lock and _LOCKS:
+        _LOCKS[-1].enter_context(folder_lock(out, what))
     return out
 
 
 def _tidy_outs(fn):
-    """On failure, remove the output folders the call created while they are still empty."""
+    """On failure, remove the output folders the call created while they are still empty;
+    release the folders' locks the call took (:func:`_out_dir`) when it returns."""
     import functools
 
     from .locking import LOCK_NAME
@@ -139,9 +137,11 @@ def _tidy_outs(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _CREATED.append([])
+        _LOCKS.append(contextlib.ExitStack())
         try:
             return fn(*args, **kwargs)
         except BaseException:
+            _LOCKS[-1].close()  # released first: an unused lock file is then tidied away too
             for leaf, top in reversed(_CREATED[-1]):
                 d = leaf
                 while True:
@@ -158,6 +158,7 @@ def _tidy_outs(fn):
             raise
         finally:
             _CREATED.pop()
+            _LOCKS.pop().close()
     return wrapper
 
 
@@ -211,13 +212,17 @@ def default_cache() -> Path:
     return default_cache_root()
 
 
+@checked(cache=PATH.or_none())
 def cache_dir(cache: str | Path | None = None) -> Path:
     """The cache folder to use (``cache``, else :func:`default_cache`), created and checked writable."""
     from .fileio import ensure_writable_dir
 
-    return ensure_writable_dir(_path_arg("cache", cache) if cache is not None else default_cache(), "cache folder")
+    return ensure_writable_dir(cache if cache is not None else default_cache(), "cache folder")
 
 
+@checked(data=DATA, out=PATH, config=CONFIG.or_none(), split=SPLIT, eval_split=SPLIT.or_none(),
+         cache=PATH.or_none(), overwrite=BOOL, device=DEVICE.or_none(), overrides=OVERRIDES,
+         timings=TIMINGS.or_none(), workers=WORKERS.or_none(), ray=RAY.or_none())
 @_tidy_outs
 def train(data, out: str | Path, config: str | Path | Config | dict | None = None, *, split: str = "trainval",
           eval_split: str | None = None, cache: str | Path | None = None, overwrite: bool = False,
@@ -235,15 +240,12 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
     returns.
     """
     from .fileio import describe_os_error
-    from .locking import folder_lock
+    from .locking import folder_lock, held_elsewhere
 
-    _check_parallel(workers, ray)
     cfg = make_config(config, overrides, **settings)
     if device:
         cfg.device = device
-    out = _path_arg("out", out)
-    if eval_split is not None:
-        _check_split("eval_split", eval_split)
+    out = Path(out)
     if is_trained_run(out) and not overwrite:
         hint = ""
         if eval_split and not (eval_dir(out, eval_split) / "metrics.json").is_file():
@@ -253,6 +255,11 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
                         "to train again")
     _out_dir(out, "--out")
     with folder_lock(out, "--out"):
+        if overwrite:  # replacing the run removes its evaluations: none may be writing there
+            busy = [e for e in sorted(out.glob(f"{EVAL_PREFIX}*")) if e.is_dir() and held_elsewhere(e)]
+            if busy:
+                raise UserError(f"an evaluation is writing to {busy[0]} right now; wait for it to finish before "
+                                f"training into {out} again")
         det, train_log, out = _train_locked(data, out, cfg, split, eval_split, cache, overwrite, timings,
                                             workers, ray)
     det.train_log = train_log
@@ -305,6 +312,10 @@ def _train_locked(data, out: Path, cfg: Config, split: str, eval_split: str | No
     return det, train_log, out
 
 
+@checked(run=RUN.or_none(), data=DATA, split=SPLIT, detections=PATH.or_none(), out=PATH.or_none(), metric=METRIC,
+         coco=BOOL, plots=BOOL, analyze=BOOL, similar=SIMILAR.or_none(), gallery=whole(0), cache=PATH.or_none(),
+         device=DEVICE.or_none(), overrides=OVERRIDES, timings=TIMINGS.or_none(), workers=WORKERS.or_none(),
+         ray=RAY.or_none(), executor=EXECUTOR.or_none())
 @_tidy_outs
 def evaluate(run=None, *, data, split: str = "test", detections: str | Path | None = None,
              out: str | Path | None = None, metric: str = "voc07", coco: bool = False, plots: bool = False,
@@ -326,15 +337,6 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     """
     from .evaluation.report import write_results
     from .evaluation.voc import evaluate_voc
-    if metric not in ("voc07", "voc12"):
-        raise UserError(f"metric must be voc07 or voc12, not {metric!r}")
-    _check_int("gallery", gallery, 0)
-    _check_parallel(workers, ray)
-    _check_split("split", split)
-    overrides = _overrides(overrides)
-    if similar is not None and (not _is_seq(similar) or not all(
-            _is_seq(g) and all(isinstance(c, str) for c in g) for g in similar)):
-        raise UserError(f"similar must be a list of lists of class names, not {similar!r}")
     if (run is None) == (detections is None):
         raise UserError("give either a run (directory or detector) or a detections file")
     if detections is not None and overrides:
@@ -358,12 +360,12 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
             det = copy.copy(det)  # the caller's detector keeps its own settings
             det.cfg = override_config(det.cfg, overrides, allowed=TEST_TIME_KEYS)
         if out is not None:
-            out_dir = _path_arg("out", out)
+            out_dir = Path(out)
         elif det.run_dir is not None:
             out_dir = Path(det.run_dir) / eval_folder_name(_run_data(det), data, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
-        _out_dir(out_dir, "--out")
+        _out_dir(out_dir, "--out", lock=True)
         ds = load_data(data, split, det.cfg, classes=det.classes)
         if ds.report.unlisted:
             log.warning("objects of classes the model does not have (it had no training objects of them) are "
@@ -375,14 +377,16 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         dets = run_detection(det, recs, cache_data, ds.report)
         timings["detection"] = time.perf_counter() - t0
         classes = det.classes
+        untrained = [c for c, u in zip(det.classes, det.untrained) if u]
     else:
         from .evaluation.detections import match_to_records, read_detections
 
-        dets = read_detections(_path_arg("detections", detections))
-        out_dir = _path_arg("out", out) if out is not None else Path(detections).parent / "eval"
-        _out_dir(out_dir, "--out")
+        dets = read_detections(Path(detections))
+        out_dir = Path(out) if out is not None else Path(detections).parent / "eval"
+        _out_dir(out_dir, "--out", lock=True)
         ds = load_data(data, split)
         recs, classes = ds.records, ds.classes
+        untrained = []
         dets, stray = match_to_records(dets, recs)
         if stray:
             log.warning(f"{stray} detections are for images outside split {split!r}; ignored")
@@ -397,7 +401,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         unknown = sorted({c for group in similar for c in group} - set(classes))
         if unknown:
             raise UserError(f"--similar names classes the data set does not have: {', '.join(unknown)}")
-    res = evaluate_voc(recs, dets, classes, metric)
+    res = evaluate_voc(recs, dets, classes, metric, never_detected=untrained)
     coco_metrics = None
     if coco:
         from .evaluation.coco import evaluate_coco
@@ -406,6 +410,16 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     extra = {"data": ds.source, "split": str(split)}
     if run is not None and ds.report.unlisted:
         extra["not_in_model"] = dict(ds.report.unlisted)
+    if untrained:
+        import numpy as np
+
+        trained_ap = [a for c, a in res["AP"].items() if c not in untrained and a is not None]
+        extra["untrained"] = untrained
+        extra["mAP_trained"] = float(np.mean(trained_ap)) if trained_ap else None
+        log.warning(f"class{'es' if len(untrained) > 1 else ''} {', '.join(untrained)} had no training objects and "
+                    f"{'are' if len(untrained) > 1 else 'is'} never detected: AP 0, counted in the mAP as the VOC "
+                    "devkit counts a class without detections"
+                    + (f"; the mAP of the trained classes is {extra['mAP_trained']:.4f}" if trained_ap else ""))
     try:
         # metrics.json is written last and means "the rest is there": an old one must not outlive
         # a failed rewrite of the files it describes
@@ -431,6 +445,8 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
 
 # -- detection over files --------------------------------------------------------------------
+@checked(run=RUN, inputs=INPUTS, out=PATH, threshold=NUMBER.or_none(), paint=BOOL, exif_transpose=BOOL,
+         device=DEVICE.or_none(), overwrite=BOOL, workers=WORKERS.or_none(), ray=RAY.or_none(), overrides=OVERRIDES)
 @_tidy_outs
 def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, threshold: float | None = None,
            paint: bool = True, exif_transpose: bool = True, device: str | None = None,
@@ -450,17 +466,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     from .locking import folder_lock
 
     det = run if isinstance(run, Detector) else load(run, device=device)
-    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
-    try:
-        inputs = list(inputs)
-    except TypeError:
-        inputs = None
-    if inputs is None or not all(isinstance(i, (str, os.PathLike)) for i in inputs):
-        raise UserError("inputs must be a path or a list of paths (str or pathlib.Path)")
-    overrides = _overrides(overrides)
-    _check_parallel(workers, ray)
     if threshold is not None:
-        _check_number("threshold", threshold)
         if any(o.split("=", 1)[0].strip() == "test.score_thresh" for o in overrides):
             raise UserError("give the score threshold once: threshold (--threshold) or the override "
                             "test.score_thresh, not both")
@@ -468,7 +474,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     if extra:
         det = copy.copy(det)
         det.cfg = override_config(det.cfg, extra, allowed=TEST_TIME_KEYS)
-    out = _out_dir(_path_arg("out", out), "--out")
+    out = _out_dir(out, "--out")
     paths, skipped = expand_inputs(inputs)
     if not paths:
         raise UserError("no input images found" + (":\n  " + "\n  ".join(skipped) if skipped else ""))
@@ -567,6 +573,8 @@ class UserInterrupt(UserError):
     exit_code = 130
 
 
+@checked(data=DATA, split=SPLIT, out=PATH, config=CONFIG.or_none(), overrides=OVERRIDES, cache=PATH.or_none(),
+         workers=WORKERS.or_none(), ray=RAY.or_none(), runs=RUNS.or_none(), configured=BOOL)
 @_tidy_outs
 def proposal_recall(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
                     overrides: Sequence[str] = (), cache: str | Path | None = None, workers: int | None = None,
@@ -589,13 +597,14 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     from .cache import CachedData
     from .evaluation.proposals import compare_proposals, evaluate_proposals
 
+    runs = runs or []
     cfg = make_config(config, overrides, **settings)
     if cfg.proposals.method == "rpn" and configured:
         raise UserError("a proposal network is measured from the run it was trained in: give the run "
                         "(--run RUN), not proposals.method=rpn")
     if not runs and not configured:
         raise UserError("nothing to measure: give a run, or keep the configured proposals")
-    out = _out_dir(out, "--out")
+    out = _out_dir(out, "--out", lock=True)
     ds = load_data(data, split, cfg)
     results: dict[str, dict] = {}
     with make_executor(workers, ray) as ex:
@@ -696,6 +705,10 @@ def summarize_timings(timings: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+@checked(data=DATA, split=SPLIT, images=whole(1).named("images (--images)"),
+         rcnn_images=whole(1).named("rcnn_images (--rcnn-images)").or_none(), out=PATH, run=RUN.or_none(),
+         config=CONFIG.or_none(), overrides=OVERRIDES, cache=PATH.or_none(), device=DEVICE.or_none(),
+         workers=WORKERS.or_none(), ray=RAY.or_none())
 @_tidy_outs
 def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None = None, out: str | Path,
           run=None, config: str | Path | None = None, overrides: Sequence[str] = (),
@@ -708,21 +721,18 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     from .features import resolve_device
     from .fileio import atomic_write_json
 
-    _check_int("images (--images)", images, 1)
-    if rcnn_images is not None:
-        _check_int("rcnn_images (--rcnn-images)", rcnn_images, 1)
     det = None
     if run is not None:
         if config is not None:
             raise UserError("give either a run (its config is used) or --config, not both")
         det = run if isinstance(run, Detector) else load(run, device=device)
         # test-time keys and the proposals to time on; the model stays as trained
-        cfg = override_config(det.cfg, _overrides(overrides), allowed=TEST_TIME_KEYS + ("proposals.",))
+        cfg = override_config(det.cfg, overrides, allowed=TEST_TIME_KEYS + ("proposals.",))
         det = copy.copy(det)  # timed and scored with the same settings
         det.cfg = cfg
     else:
         cfg = make_config(config, overrides)
-    out = _out_dir(out, "--out")
+    out = _out_dir(out, "--out", lock=True)
     ds = load_data(data, split, cfg, classes=det.classes if det else None)
     recs = ds.records[:images]
     with make_executor(workers, ray) as ex:

@@ -14,6 +14,7 @@ from torchvision.ops import batched_nms
 
 from . import __version__
 from .backbones import build_trunk
+from .arguments import ANYTHING, BOOL, NUMBER, Takes, checked
 from .bbox_regression import BoxRegressor
 from .boxes import clip, to_continuous
 from .config import Config
@@ -71,6 +72,7 @@ class Detections:
         return [{"image": name, "label": lab, "score": float(s), "bbox": [float(v) for v in b], "margin": float(m)}
                 for b, s, lab, m in zip(self.boxes, self.scores, self.class_names, margins)]
 
+    @checked(min_score=NUMBER.or_none())
     def plot(self, min_score: float | None = None) -> np.ndarray:
         """The image with the detections painted on it (``[H, W, 3]`` uint8); with
         ``min_score``, only those scoring at least that (e.g. 0.5: the likelier right than
@@ -78,7 +80,7 @@ class Detections:
         from .viz import draw
 
         if self.image is None:
-            raise ValueError("these detections carry no image to paint on")
+            raise UserError("these detections carry no image to paint on (they were not made by detector(image))")
         keep = np.ones(len(self), bool) if min_score is None else self.scores >= min_score
         return draw(self.image, self.boxes[keep], [n for n, k in zip(self.class_names, keep) if k],
                     self.scores[keep], self.names)
@@ -271,6 +273,8 @@ class Detector:
         timings.update(proposals=(t1 - t0) + (t3 - t2), conv=t2 - t1)
         return self.detect_maps(maps, proposals, w, h, timings, threshold)
 
+    @checked(source=ANYTHING, proposals=Takes("an [N, 4] array of numbers", lambda p: check_proposals(p)).or_none(),
+             exif_transpose=BOOL, threshold=NUMBER.or_none())
     def __call__(self, source, proposals: np.ndarray | None = None, exif_transpose: bool = True,
                  threshold: float | None = None) -> "Detections | list[Detections]":
         """Detect objects in an image file path, a PIL image, an ``[H, W, 3]`` RGB uint8 array,
@@ -394,20 +398,26 @@ class Detector:
         """The run's proposal network (``rpn.pt``), checked against model.pt and the trunk; None
         for pixel-based proposals."""
         if cfg.proposals.method != "rpn":
+            if (run / RPN_FILE).exists():  # put there by hand: it was not part of this training
+                warnings.warn(f"{run} holds a {RPN_FILE}, but it was trained with proposals.method="
+                              f"{cfg.proposals.method}: the file is not used (a run of sppdet never leaves one "
+                              "there); remove it, or train with proposals.method=rpn", stacklevel=3)
             return None
         from .proposals.rpn import load_rpn
 
         rpn = load_rpn(run / RPN_FILE)
-        if rpn.digest() != blob.get("rpn_digest"):
-            raise UserError(f"{run}: {RPN_FILE} is not the proposal network {model_path.name} was trained "
-                            "with (it comes from a different training); train the run again")
+        # what the network reads first (the most telling message for a file from another run)
         if rpn.settings.channels != trunk.channels or rpn.settings.stride != trunk.stride:
             raise UserError(f"{run / RPN_FILE} reads a {rpn.settings.channels}-channel map at stride "
                             f"{rpn.settings.stride}, but the run's {cfg.backbone.name} trunk gives "
-                            f"{trunk.channels} channels at stride {trunk.stride}")
+                            f"{trunk.channels} channels at stride {trunk.stride}: it comes from a run with "
+                            "another trunk")
         if rpn.settings.scale not in [int(v) for v in cfg.features.scales]:
             raise UserError(f"{run / RPN_FILE} reads scale {rpn.settings.scale}, which features.scales "
                             f"{cfg.features.scales} in {run / CONFIG_FILE} does not compute")
+        if rpn.digest() != blob.get("rpn_digest"):
+            raise UserError(f"{run}: {RPN_FILE} is not the proposal network {model_path.name} was trained "
+                            "with (it comes from a different training); train the run again")
         rpn.to(dev)
         return rpn
 

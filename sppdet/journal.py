@@ -27,8 +27,8 @@ log = logging.getLogger("sppdet")
 
 def model_digest(det) -> str:
     """blake2b of everything a detector computes with: trunk weights id, classes, SVMs, fc head,
-    box regressors, scales and the proposal network (an in-memory detector has no file to hash;
-    this is the same)."""
+    box regressors, scales, the proposal network and the score calibration (an in-memory
+    detector has no file to hash; this is the same)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps([det.extractor.trunk.weights_id, det.classes, det.feat_scale, det.pool5_scale]).encode())
     arrays = [det.svm_W, det.svm_b]
@@ -38,6 +38,9 @@ def model_digest(det) -> str:
         arrays += [det.bbox.W, det.bbox.b, det.bbox.trained]
     if getattr(det, "rpn", None) is not None:  # a proposal network proposes the windows
         h.update(det.rpn.digest().encode())
+    if getattr(det, "platt", None) is not None:  # the scores are probabilities through these sigmoids
+        # (a run before 0.4, without them, scores the same windows with its margins: other results)
+        arrays.append(det.platt)
     for a in arrays:
         a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())

@@ -128,6 +128,11 @@ def read_run(run_dir: str | Path) -> RunFiles:
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"run directory not found: {run}")
+    from .locking import held_elsewhere
+
+    if held_elsewhere(run):
+        raise UserError(f"{run} is being written by another sppdet command right now (a training into it, or "
+                        "an evaluation writing there); wait for it to finish, then run this again")
     for f in REQUIRED_FILES:
         if not (run / f).is_file():
             raise UserError(f"{run} is not a complete sppdet run: {f} is missing (was training interrupted?)")

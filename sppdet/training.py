@@ -20,6 +20,7 @@ from .progress import progress
 
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
+from .calibration import fit_platt
 from .boxes import iou
 from .cache import CachedData, task_extractor
 from .config import Config
@@ -59,24 +60,33 @@ def image_windows(record: ImageRecord, class_index: dict[str, int], proposals: n
 
 
 def learnable_classes(dataset: DetectionDataset, named: list[str] | None) -> list[str]:
-    """The data set's classes that have training objects (non-difficult). A class without any
-    is left out of the model, with one warning naming it: an SVM without positives has no
-    evidence to score with. A class the user named (``data.classes``) must have objects."""
+    """The model's classes: the data set's classes that have training objects (non-difficult),
+    and those the user named (``data.classes``) even without any (the classes they will label
+    later, or one this split lacks). A named class without objects stays in the model with an
+    SVM that never trains (w = 0, b = 0, :attr:`Detector.untrained`): never detected, and
+    evaluated with AP 0 as the VOC devkit scores a class without detections. A class the data
+    merely lists (a COCO export's super-category) is left out. One warning names each kind."""
     counts = dict.fromkeys(dataset.classes, 0)
     for r in dataset.records:
         for lab, d in zip(r.labels, r.difficult):
             if not d and lab in counts:
                 counts[lab] += 1
     empty = [c for c, n in counts.items() if n == 0]
-    if named and (asked := [c for c in empty if c in named]):
-        raise UserError(f"data.classes names {', '.join(map(repr, asked))}, but the training split has no "
-                        f"(non-difficult) objects of {'it' if len(asked) == 1 else 'them'}: remove "
-                        f"{'it' if len(asked) == 1 else 'them'} from data.classes or add annotations")
-    if empty and len(empty) < len(counts):
-        log.warning(f"class{'es' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} "
-                    f"{'have' if len(empty) > 1 else 'has'} no training objects: left out of the model "
-                    "(it cannot detect what it never saw)")
-    return [c for c in dataset.classes if counts[c] > 0] or list(dataset.classes)
+    if len(empty) == len(counts):
+        return list(dataset.classes)  # nothing to learn: train_detector says so
+    kept = [c for c in empty if named and c in named]
+    dropped = [c for c in empty if c not in kept]
+    if kept:
+        them = "it" if len(kept) == 1 else "them"
+        log.warning(f"data.classes names {', '.join(map(repr, kept))}, but the training split has no (non-difficult) "
+                    f"objects of {them}: {them} will never be detected (detect and eval never report {them}; eval "
+                    f"lists {them} with AP 0); the other classes are trained. Label some objects of {them} and "
+                    f"train again to detect {them}")
+    if dropped:
+        log.warning(f"class{'es' if len(dropped) > 1 else ''} {', '.join(map(repr, dropped))} "
+                    f"{'have' if len(dropped) > 1 else 'has'} no training objects: left out of the model "
+                    "(it cannot detect what it never saw; name it in data.classes to keep it, never detected)")
+    return [c for c in dataset.classes if counts[c] > 0 or c in kept]
 
 
 def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Path,
@@ -193,14 +203,18 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                               "cpu" if per_class else str(extractor.device), extractor.trunk.weights_id,
                               feat_scale, orders,
                               None if head is None else {k: v.detach().cpu() for k, v in head.state_dict().items()})
+        # a class without positives (named in data.classes, no objects) keeps w = 0, b = 0: untrained
+        trainable = [c for c in range(C) if svms.positives[c]]
         if per_class:  # one task per class: each streams every image's maps
-            mined = list(executor.map(mine_class_task, [(c, svms.positives[c], svms.pos_images[c]) for c in range(C)],
+            mined = list(executor.map(mine_class_task, [(c, svms.positives[c], svms.pos_images[c]) for c in trainable],
                                       shared=inputs,
                                       desc="svm mining", unit="class", label=lambda item: f"class {classes[item[0]]}"))
         else:
-            mined = mine_classes(inputs, range(C), svms.positives, show_progress=True, positive_images=svms.pos_images)
+            mined = mine_classes(inputs, trainable, svms.positives, show_progress=True, positive_images=svms.pos_images)
         peaks = [0] * C
-        platt = np.zeros((C, 2))
+        platt = np.tile(fit_platt(np.zeros(0), np.zeros(0, bool)), (C, 1))  # an untrained class's: never used
+        for c in set(range(C)) - set(trainable):
+            train_log.setdefault("calibration", {})[classes[c]] = {"detections": 0, "hits": 0, "folds_refitted": 0}
         for m in mined:
             c = m["class"]
             peaks[c] = int(m["peak_negatives"])
@@ -208,12 +222,15 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
             train_log.setdefault("calibration", {})[classes[c]] = m["calibration"]
             svms.W[:, c], svms.b[c], svms.retrains[c] = m["W"], m["b"], m["retrains"]
             svms.neg[c] = np.zeros((m["negatives"], 0), dtype=np.float16)  # only the count is kept here
+    train_log["calibration"] = {c: train_log["calibration"][c] for c in classes}  # in class order
     train_log["svm_retrains"] = dict(zip(classes, svms.retrains))
     train_log["svm_cached_negatives"] = dict(zip(classes, [len(n) for n in svms.neg]))
     train_log["svm_peak_negatives"] = dict(zip(classes, peaks))
     train_log["positives"] = dict(zip(classes, [int(sum(len(p) for p in ps)) for ps in svms.positives]))
     if dropped := [c for c in dataset.classes if c not in cidx]:
         train_log["classes_without_objects"] = dropped
+    if untrained := [classes[c] for c in range(C) if c not in trainable]:
+        train_log["untrained_classes"] = untrained  # named in data.classes, no training objects
 
     bbox = None
     if cfg.bbox_reg.enabled:
