@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -91,8 +92,6 @@ class UpperHead(nn.Module):
         """Softmax scores ``[K, C]`` (background left out) and each class's refined box
         ``[K, C, 4]`` (inclusive pixels, clipped to the image), plus the seconds of the grid
         reads and of the blocks."""
-        import time
-
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         C = self.num_classes
         if not len(boxes):
