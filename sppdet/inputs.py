@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .images import is_image_file
+from .video import is_video_file
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 MAX_NAME_BYTES = 255  # the usual file-name limit (ext4, APFS, NTFS)
@@ -30,9 +31,10 @@ def _kind(p: Path) -> str | None:
     return "not a regular file (FIFO, socket or device)"
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
-    """Image paths from files, folders (their image files, not recursive) and ``.txt`` lists
-    (one path per line, relative to the list's folder); each file once, in the order given.
+def expand_inputs(inputs: Sequence[str | Path], videos: bool = False) -> tuple[list[Path], list[str]]:
+    """Image paths from files, folders (their image files, not recursive; with ``videos``,
+    their video files too) and ``.txt`` lists (one path per line, relative to the list's
+    folder); each file once, in the order given.
 
     Returns ``(paths, skipped)``: ``skipped`` has one ``"path: reason"`` line per entry that was
     named or found but cannot be read (missing, dangling or looping links, FIFOs).
@@ -58,7 +60,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
             skipped.append(f"{p}: {why}")
         elif p.is_dir():
             for q in sorted(p.iterdir()):
-                if is_image_file(q):
+                if is_image_file(q) or (videos and is_video_file(q)):
                     add(q)
                 elif not q.is_dir() and _kind(q) not in (None, "not found"):
                     skipped.append(f"{q}: {_kind(q)}")
