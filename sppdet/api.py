@@ -559,7 +559,8 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
         identity["tile"] = media.tiling.identity()
     journal = DetectJournal(out / "detections.jsonl", identity, det.classes, overwrite,
                             min_score=dict(zip(det.classes, media.thresholds.tolist())),
-                            max_rows=det.cfg.test.max_per_image)
+                            # tiles: the cap holds per pass, not per image
+                            max_rows=det.cfg.test.max_per_image if media.tiling is None else 1 << 62)
     keys = {p: content_key(p) for p in paths}
     todo = [p for p in images if journal.result(str(p), keys[p]) is None]
     video_settings = {"every": media.every, "max_frames": media.max_frames}

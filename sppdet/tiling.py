@@ -15,6 +15,7 @@ border (as SAHI can), since the overlap or the whole-image pass holds the whole 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -114,14 +115,17 @@ def crop(image: np.ndarray, win: Window) -> np.ndarray:
 
 def merge(det: Detector, parts: Sequence[tuple[Window, Detections]], width: int, height: int,
           tiling: Tiling) -> Detections:
-    """The passes' detections in the full image's pixels, merged by per-class NMS, best first,
-    at most ``test.max_per_image``."""
+    """The passes' detections in the full image's pixels, merged by per-class NMS, best first.
+    ``test.max_per_image`` caps each pass, not the merge: a 4000-px image cut into 100 tiles
+    can hold far more objects than one image at the training scale (36 BCCD images pasted into
+    one 4000-px canvas hold 443 to 502 objects)."""
     import torch
     from torchvision.ops import batched_nms
 
     from .boxes import to_continuous
-    from .detector import Detections
 
+    if not parts:
+        raise ValueError("nothing to merge: no pass was detected")
     boxes, scores, labels, margins = [], [], [], []
     full = (0, 0, width, height)
     for win, d in parts:
@@ -137,9 +141,11 @@ def merge(det: Detector, parts: Sequence[tuple[Window, Detections]], width: int,
     if len(s):
         keep = batched_nms(to_continuous(torch.from_numpy(b)).float(), torch.from_numpy(s).float(),
                            torch.from_numpy(c), det.cfg.test.nms).numpy()
-        keep = keep[np.lexsort((-m[keep], -s[keep]))][: det.cfg.test.max_per_image]
+        keep = keep[np.lexsort((-m[keep], -s[keep]))]
         b, s, c, m = b[keep], s[keep], c[keep], m[keep]
-    return Detections(b.reshape(-1, 4), s, c, names=det.classes, margins=m, calibrated=det.calibrated)
+    # a Detections like the passes' (this module does not import the detector's)
+    return dataclasses.replace(parts[0][1], boxes=b.reshape(-1, 4), scores=s, labels=c, margins=m, timings={},
+                               names=list(det.classes), image=None, path=None, calibrated=det.calibrated)
 
 
 def detect_tiled(det: Detector, image: np.ndarray, tiling: Tiling, threshold=None,
