@@ -436,7 +436,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *,
            threshold: float | dict[str, float] | None = None, paint: bool = True, exif_transpose: bool = True,
            device: str | None = None, overwrite: bool = False, workers: int | None = None, ray: str | None = None,
-           overrides: Sequence[str] = (), tile: int | None = None, overlap: float = 0.25, every: int = 1,
+           overrides: Sequence[str] = (), tile: int | None = None, overlap: float | None = None, every: int = 1,
            max_frames: int | None = None, sources: Sequence[str | int] = ()) -> dict:
     """Detect objects in image files, videos, folders of them and ``.txt`` lists of paths, and
     in ``sources`` (camera indices such as ``0``, or stream URLs and paths OpenCV opens).
@@ -456,7 +456,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *,
 
     ``threshold``: a number, or per class (``{"RBC": 0.4, "WBC": 0.2}``, the classes not named
     keeping the run's ``test.score_thresh``, or the dict's ``"*"``). ``tile``: detect on
-    overlapping ``tile``-pixel tiles (``overlap`` of a tile) and the whole image, merged
+    overlapping ``tile``-pixel tiles (``overlap`` of a tile, default 0.25) and the whole image, merged
     (:mod:`sppdet.tiling`), for images much larger than the training scale.
 
     Returns ``{"images", "detections", "skipped": [messages], "out", "videos": [summaries],
@@ -498,7 +498,9 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *,
         det = copy.copy(det)
         det.cfg = override_config(det.cfg, extra, allowed=TEST_TIME_KEYS)
     thresholds = det.thresholds(per_class or None)  # names and ranges checked before any work
-    tiling = det.tiling(tile, overlap)
+    if overlap is not None and tile is None:
+        raise UserError("overlap (--overlap) only applies to tiles: add tile (--tile SIZE), or leave it out")
+    tiling = det.tiling(tile, 0.25 if overlap is None else overlap)
     out = _out_dir(_path_arg("out", out), "--out")
     paths, skipped = expand_inputs(inputs, videos=True)
     if not paths and not sources:
@@ -510,7 +512,7 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *,
              + (f", {len(sources)} streams" if sources else "")
              + (f" from {', '.join(map(str, inputs[:3]))}" if inputs else "")
              + (f" and {len(inputs) - 3} more inputs" if len(inputs) > 3 else "")
-             + (f", on {tile}-px tiles overlapping by {overlap:g}" if tiling else ""))
+             + (f", on {tiling.size}-px tiles overlapping by {tiling.overlap:g}" if tiling else ""))
     with folder_lock(out, "--out"):
         return _detect_locked(det, paths, skipped, out, paint, exif_transpose, overwrite, workers, ray,
                               DetectMedia(thresholds, per_class, tiling, every, max_frames, sources))

@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also detect on overlapping SIZE-pixel tiles, each rescaled to the training scale, merged "
                         "with the whole image by per-class NMS: small objects in images much larger than the "
                         "training scale (e.g. --tile 800 on a 4000-px image)")
-    p.add_argument("--overlap", type=_finite, default=0.25, help="tiles' overlap, a fraction of a tile in [0, 1) "
+    p.add_argument("--overlap", type=_finite, default=None, help="tiles' overlap, a fraction of a tile in [0, 1) "
                                                                   "(default 0.25)")
     p.add_argument("--every", type=_positive("--every"), default=1, metavar="N",
                    help="videos and streams: detect every N-th frame (default 1: all)")

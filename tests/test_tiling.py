@@ -179,5 +179,8 @@ def test_the_real_detector_on_tiles(small_run, tmp_path):
     np.testing.assert_array_equal([row["score"] for row in rows], r.scores)
     with pytest.raises(UserError, match="stride"):
         det(big, tile=4)
+    with pytest.raises(UserError, match="only applies to tiles"):
+        sppdet.detect(det, [tmp_path / "big.png"], tmp_path / "p", overlap=0.5)
+    assert not (tmp_path / "p").exists()
     with pytest.raises(UserError, match="another detect command"):  # other tiles: another result
         sppdet.detect(det, [tmp_path / "big.png"], tmp_path / "o", threshold=0.0, tile=300, workers=1, paint=False)
