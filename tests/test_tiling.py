@@ -184,3 +184,21 @@ def test_the_real_detector_on_tiles(small_run, tmp_path):
     assert not (tmp_path / "p").exists()
     with pytest.raises(UserError, match="another detect command"):  # other tiles: another result
         sppdet.detect(det, [tmp_path / "big.png"], tmp_path / "o", threshold=0.0, tile=300, workers=1, paint=False)
+
+
+def test_the_benchmark_tool_canvases_and_recall(small_run, tmp_path, load_tool):
+    """tools/tiling_benchmark.py: pasted objects keep their count and shrink by the paste scale;
+    recall at a threshold counts the objects matched above it (hand-made case)."""
+    tool = load_tool("tiling_benchmark")
+    d, det, _ = small_run
+    ds = sppdet.load_data(d / "data", "trainval", det.cfg, classes=det.classes)
+    recs = ds.records[:5]
+    canv = sppdet.load_data(tool.build_canvases(recs, tmp_path / "c", 900, 0.5, 4), "test", classes=det.classes)
+    assert [r.width for r in canv.records] == [900, 900] and sum(len(r.boxes) for r in canv.records) == sum(
+        len(r.boxes) for r in recs)
+    widths = sorted(np.concatenate([r.boxes[:, 2] - r.boxes[:, 0] + 1 for r in recs]) * 0.5)
+    pasted = sorted(np.concatenate([r.boxes[:, 2] - r.boxes[:, 0] + 1 for r in canv.records]))
+    np.testing.assert_allclose(pasted, widths, atol=1.01)
+    gt = {"a": (np.array([[1.0, 1, 10, 10], [21, 21, 30, 30]]), np.array([False, False]))}
+    dets = [("a", 0.9, [1.0, 1, 10, 10]), ("a", 0.2, [21.0, 21, 30, 30]), ("a", 0.95, [50.0, 50, 60, 60])]
+    assert tool.recall_at(gt, dets, 0.5) == 0.5 and tool.recall_at(gt, dets, 0.0) == 1.0
