@@ -49,7 +49,7 @@ class Takes:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, whatever the repr (arrays span several)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -203,6 +203,27 @@ def _runs(v: Any) -> list:
     return [one(v)]  # one run
 
 
+def _threshold(v: Any) -> Any:
+    """A number, or per class: ``{"RBC": 0.4, "*": 0.2}`` or a ``[C]`` vector (names and
+    lengths are checked against the run)."""
+    if type(v).__name__ in ("ndarray", "Tensor") and getattr(v, "ndim", None) == 1:
+        return v
+    if isinstance(v, dict):
+        if all(isinstance(k, str) and k.strip() for k in v):
+            return {k: _number(x) for k, x in v.items()}
+        raise Refused
+    return _number(v)
+
+
+def _sources(v: Any) -> list:
+    if isinstance(v, (str, int)) and not isinstance(v, bool):
+        v = [v]
+    if isinstance(v, (list, tuple)) and all(isinstance(s, (str, int)) and not isinstance(s, bool)
+                                            and str(s).strip() for s in v):
+        return list(v)
+    raise Refused
+
+
 def _anything(v: Any) -> Any:
     return v
 
@@ -223,6 +244,8 @@ CLASSES = Takes("a list of class names (non-empty strings)", _strings)
 SIMILAR = Takes("a list of lists of class names", _similar)
 BOOL = Takes("True or False", _bool)
 NUMBER = Takes("a finite number", _number)
+THRESHOLD = Takes("a finite number or a dict of class name to number ('*': the others)", _threshold)
+SOURCES = Takes("a list of camera indices or stream URLs/paths (or one)", _sources)
 DEVICE = Takes("'auto', 'cpu', 'cuda' or 'cuda:N'", _device)
 WORKERS = Takes("a whole number of at least 1", _int_at_least(1))
 RAY = Takes("'auto', 'local' or a cluster address (host:port, ray://host:port)", _ray)

@@ -14,7 +14,7 @@ from torchvision.ops import batched_nms
 
 from . import __version__
 from .backbones import build_trunk
-from .arguments import ANYTHING, BOOL, NUMBER, Takes, checked
+from .arguments import ANYTHING, BOOL, NUMBER, THRESHOLD, Takes, checked, whole
 from .bbox_regression import BoxRegressor
 from .boxes import clip, to_continuous
 from .config import Config
@@ -167,22 +167,36 @@ class Detector:
 
         return sigmoid(margins, self.platt[classes, 0], self.platt[classes, 1])
 
+    def thresholds(self, threshold=None) -> np.ndarray:
+        """The least score kept per class, ``[C]``: ``threshold`` a number, a dict of class name →
+        number (classes not named keep ``test.score_thresh``; see :mod:`sppdet.thresholds`), a
+        ``[C]`` vector, or None (``test.score_thresh`` for every class)."""
+        from .thresholds import class_thresholds
+
+        if isinstance(threshold, (np.ndarray, torch.Tensor)) and np.ndim(threshold) == 1:
+            vec = np.asarray(threshold, dtype=np.float64)
+            if len(vec) != len(self.classes):
+                raise UserError(f"a threshold vector needs one value per class ({len(self.classes)}: "
+                                f"{', '.join(self.classes)}), got {len(vec)}")
+            threshold = dict(zip(self.classes, vec.tolist()))
+        return class_thresholds(threshold, self.classes, self.cfg.test.score_thresh, self.calibrated)
+
     def postprocess(self, proposals: np.ndarray, scores: np.ndarray, pool5: torch.Tensor | None,
-                    width: int, height: int, threshold: float | None = None) -> Detections:
-        """Box regression of every window scoring above the threshold, then per-class NMS, then
-        the per-image cap on the best. ``scores`` are the SVM margins ``[windows, classes]``;
-        ``threshold`` (default ``test.score_thresh``) is on the calibrated score, and windows
-        below the margin floor (-1) are never detections; a run without calibration
-        thresholds the margins themselves."""
+                    width: int, height: int, threshold=None) -> Detections:
+        """Box regression of every window scoring above its class's threshold, then per-class
+        NMS, then the per-image cap on the best. ``scores`` are the SVM margins ``[windows,
+        classes]``; ``threshold`` (see :meth:`thresholds`; default ``test.score_thresh``) is on
+        the calibrated score, and windows below the margin floor (-1) are never detections; a
+        run without calibration thresholds the margins themselves."""
         from .calibration import MARGIN_FLOOR
 
         t = self.cfg.test
-        thr = t.score_thresh if threshold is None else threshold
+        thr = self.thresholds(threshold)  # [C]
         if self.platt is None:
-            ks, cs = np.nonzero(scores > thr)
+            ks, cs = np.nonzero(scores > thr[None, :])
         else:
             ks, cs = np.nonzero(scores > MARGIN_FLOOR)
-            sel = self.probabilities(scores[ks, cs], cs) > thr
+            sel = self.probabilities(scores[ks, cs], cs) > thr[cs]
             ks, cs = ks[sel], cs[sel]
         if len(ks) == 0:
             return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), names=self.classes,
@@ -227,7 +241,7 @@ class Detector:
         return dets
 
     def detect_maps(self, maps: Sequence[ScaleMap], proposals: np.ndarray, width: int, height: int,
-                    timings: dict[str, float] | None = None, threshold: float | None = None) -> Detections:
+                    timings: dict[str, float] | None = None, threshold=None) -> Detections:
         timings = {} if timings is None else timings
         if self.upper is not None:
             windows = np.asarray(proposals, dtype=np.float64).reshape(-1, 4)[: self.cfg.head.test_windows]
@@ -251,10 +265,10 @@ class Detector:
         return dets
 
     def detect(self, image: np.ndarray, proposals: np.ndarray | None = None,
-               threshold: float | None = None) -> Detections:
+               threshold=None) -> Detections:
         """Detect objects in an RGB uint8 image: the run's proposal method (selective search on
         the pixels, or the proposal network on the conv map) unless ``proposals`` are given;
-        ``threshold``: the least score kept (default ``test.score_thresh``)."""
+        ``threshold``: the least score kept, a number or per class (see :meth:`thresholds`)."""
         h, w = image.shape[:2]
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -274,30 +288,56 @@ class Detector:
         return self.detect_maps(maps, proposals, w, h, timings, threshold)
 
     @checked(source=ANYTHING, proposals=Takes("an [N, 4] array of numbers", lambda p: check_proposals(p)).or_none(),
-             exif_transpose=BOOL, threshold=NUMBER.or_none())
+             exif_transpose=BOOL, threshold=THRESHOLD.or_none(), tile=whole(1).or_none(), overlap=NUMBER)
     def __call__(self, source, proposals: np.ndarray | None = None, exif_transpose: bool = True,
-                 threshold: float | None = None) -> "Detections | list[Detections]":
+                 threshold: "float | dict[str, float] | None" = None, tile: int | None = None,
+                 overlap: float = 0.25) -> "Detections | list[Detections]":
         """Detect objects in an image file path, a PIL image, an ``[H, W, 3]`` RGB uint8 array,
         a ``[3, H, W]`` tensor (uint8, or float in [0, 1]) — or a list of them (a list back).
 
         Files are read as a viewer shows them (EXIF orientation applied unless
         ``exif_transpose=False``), and the boxes are in that orientation. ``threshold``: the
         least score kept, default the run's ``test.score_thresh`` (0.25 of a probability for
-        calibrated runs, as ``sppdet detect`` uses).
+        calibrated runs, as ``sppdet detect`` uses); a dict (``{"RBC": 0.4, "WBC": 0.2}``) sets
+        it per class, the classes it does not name keeping the default. ``tile``: detect on
+        overlapping ``tile``-pixel tiles (``overlap`` of a tile in [0, 1)) and the whole image,
+        merged (:mod:`sppdet.tiling`), for images much larger than the training scale.
         """
         if isinstance(source, (list, tuple)):
             if proposals is not None:
                 raise UserError("proposals= belongs to one image; call the detector on each image of the list")
-            return [self(s, None, exif_transpose, threshold) for s in source]
+            return [self(s, None, exif_transpose, threshold, tile, overlap) for s in source]
+        thr = self.thresholds(threshold)  # checked before any image is read
+        tiling = self.tiling(tile, overlap)
+        if tiling is not None and proposals is not None:
+            raise UserError("proposals= and tile= do not go together: each tile proposes its own windows")
         path = None
         if isinstance(source, (str, Path)):
             path = str(source)
             image = read_image(source, exif_transpose=exif_transpose)
         else:
             image = to_rgb_array(source)
-        d = self.detect(image, proposals, threshold)
+        if tiling is not None:
+            from .tiling import detect_tiled
+
+            d = detect_tiled(self, image, tiling, thr)
+        else:
+            d = self.detect(image, proposals, thr)
         d.image, d.path = image, path
         return d
+
+    def tiling(self, tile, overlap: float = 0.25, **options):
+        """:class:`sppdet.tiling.Tiling` for ``tile`` pixels and ``overlap``, checked against this
+        detector's trunk (None when ``tile`` is None; a ``Tiling`` is checked and kept, e.g.
+        ``det.tiling(800, drop_border=False)`` made beforehand)."""
+        from .tiling import Tiling, make_tiling
+
+        if tile is None:
+            return None
+        if isinstance(tile, Tiling):
+            make_tiling(tile.size, tile.overlap, self.extractor.trunk.stride)
+            return tile
+        return make_tiling(tile, overlap, self.extractor.trunk.stride, **options)
 
     # -- persistence --------------------------------------------------------------------
     def save(self, run_dir: str | Path, train_log: dict | None = None) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .images import is_image_file
+from .video import is_video_file
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 MAX_NAME_BYTES = 255  # the usual file-name limit (ext4, APFS, NTFS)
@@ -84,9 +85,10 @@ def _listing(folders: list[Path], most: int = 6) -> str:
     return text + (f" and {len(folders) - most} more folders" if len(folders) > most else "")
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
-    """Image paths from files, folders (their image files, not recursive) and ``.txt`` lists
-    (one path per line, relative to the list's folder); each file once, in the order given.
+def expand_inputs(inputs: Sequence[str | Path], videos: bool = False) -> tuple[list[Path], list[str]]:
+    """Image paths from files, folders (their image files, not recursive; with ``videos``,
+    their video files too) and ``.txt`` lists (one path per line, relative to the list's
+    folder); each file once, in the order given.
 
     A folder with no images of its own that is a data set or a split (a YOLO split's
     ``images/``, a VOC devkit's ``JPEGImages/``) is read from its one image folder; when it has
@@ -118,7 +120,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
             skipped.append(f"{p}: {why}")
         elif p.is_dir():
             entries = sorted(p.iterdir())
-            if not any(is_image_file(q) for q in entries):
+            if not any(is_image_file(q) or (videos and is_video_file(q)) for q in entries):
                 folders = dataset_image_folders(p)
                 if len(folders) == 1:
                     log.info(f"{p} holds no images itself; reading the {_count_images(folders[0])} images "
@@ -133,7 +135,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
                         f" (folders are not searched recursively); {_listing(below)}: pass "
                         f"{'that folder' if len(below) == 1 else 'those folders'}" if below else ""))
             for q in entries:
-                if is_image_file(q):
+                if is_image_file(q) or (videos and is_video_file(q)):
                     add(q)
                 elif not q.is_dir() and _kind(q) not in (None, "not found"):
                     skipped.append(f"{q}: {_kind(q)}")

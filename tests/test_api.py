@@ -89,7 +89,7 @@ def test_eval_cli_analyze_and_coco_results(trained, tmp_path):
 def test_detector_call_accepts_every_image_form(trained):
     d, _ = trained
     det = sppdet.load(d / "run")
-    det.cfg.test.score_thresh = -5.0  # enough detections to compare
+    det.cfg.test.score_thresh = 0.0  # enough detections to compare
     path = sorted((d / "data" / "JPEGImages").glob("*.jpg"))[0]
     arr = np.array(Image.open(path).convert("RGB"))
     by_path = det(str(path))
@@ -110,7 +110,7 @@ def test_detector_call_accepts_every_image_form(trained):
 def test_results_to_dict_and_plot(trained):
     d, _ = trained
     det = sppdet.load(d / "run")
-    det.cfg.test.score_thresh = -5.0
+    det.cfg.test.score_thresh = 0.0
     r = det(sorted((d / "data" / "JPEGImages").glob("*.jpg"))[1])
     t = r.to_dict()
     assert set(t) == {"boxes", "scores", "labels"}
@@ -219,7 +219,7 @@ def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     a2 = tmp_path / "a" / "x.png"
     Image.open(src[1]).save(a2)
     out = tmp_path / "det"
-    res = sppdet.detect(d / "run", [a1, b1, a2], out, threshold=-5.0)
+    res = sppdet.detect(d / "run", [a1, b1, a2], out, threshold=0.0)
     assert res["images"] == 3 and not res["skipped"]
     assert {p.relative_to(out).as_posix() for p in out.rglob("*_det.jpg")} == {
         "a/x.jpg_det.jpg", "a/x.png_det.jpg", "b/x_det.jpg"}
@@ -232,7 +232,7 @@ def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     lines = (out / "detections.jsonl").read_text().splitlines()
     (out / "detections.jsonl").write_text("\n".join(lines[:2]) + '\n{"image": "torn')
     (out / "detections.json").unlink()
-    res2 = sppdet.detect(d / "run", [a1, b1, a2], out, threshold=-5.0)
+    res2 = sppdet.detect(d / "run", [a1, b1, a2], out, threshold=0.0)
     assert json.loads((out / "detections.json").read_text()) == rows and res2["detections"] == len(rows)
     # other settings are not mixed into those results
     with pytest.raises(UserError, match="another detect command"):
@@ -240,9 +240,9 @@ def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     sppdet.detect(d / "run", [a1], out, threshold=0.5, overwrite=True)
     # test-time overrides apply (a stricter NMS can only keep fewer boxes) and leave the run alone
     det = sppdet.load(d / "run")
-    loose = sppdet.detect(det, [a1], tmp_path / "loose", threshold=-5.0,
+    loose = sppdet.detect(det, [a1], tmp_path / "loose", threshold=0.0,
                           overrides=["test.max_per_image=100000"])["detections"]
-    strict = sppdet.detect(det, [a1], tmp_path / "strict", threshold=-5.0,
+    strict = sppdet.detect(det, [a1], tmp_path / "strict", threshold=0.0,
                            overrides=["test.max_per_image=100000", "test.nms=0.05"])
     assert strict["detections"] < loose and det.cfg.test.nms == 0.3
 
