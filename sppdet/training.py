@@ -7,6 +7,7 @@ positives and box-regression examples → SVMs with hard-negative mining → box
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -272,6 +273,10 @@ def train_proposal_network(cfg: Config, extractor, records: list[ImageRecord], d
     from .proposals.rpn import RPNTrainItem, rpn_settings, train_rpn
 
     p = cfg.proposals
+    stored = _stage_path(data.root, "rpn", cfg, records, extractor.device)
+    reused = _reuse_rpn(stored)
+    if reused is not None:
+        return reused
     items = [RPNTrainItem(lambda r=r: data.maps(r), r.boxes[~r.difficult], r.width, r.height) for r in records]
     # one thread, as every per-image task: small ops on two busy threads run ~10x slower, and
     # the weights are then the same bits on any machine
@@ -282,7 +287,51 @@ def train_proposal_network(cfg: Config, extractor, records: list[ImageRecord], d
                  f"{', '.join(f'{v:g}' for v in settings.ratios)}")
         model, fit = train_rpn(settings, items, cfg.features.scales, epochs=p.rpn_epochs, lr=p.rpn_lr,
                                val_fraction=p.rpn_val_fraction, seed=cfg.seed, device=extractor.device)
+    _keep_rpn(stored, model, {**note, **fit})
     return model, {**note, **fit}
+
+
+# -- finished stages kept in the cache ----------------------------------------------------------
+def _stage_path(cache_root: Path, stage_name: str, cfg: Config, records: list[ImageRecord], device) -> Path:
+    """Where a finished training stage is kept, keyed by everything that changes its result
+    (the settings it reads, the seed, the device kind, each image's content key), so that a
+    training interrupted later (Ctrl-C in fine-tuning, a full disk when saving) does not train
+    it again; any change of those trains it anew."""
+    from .cache import cache_key
+    from .config import config_digest
+
+    c = cfg.to_dict()
+    key = {"proposals": c["proposals"], "backbone": c["backbone"], "features": c["features"], "seed": cfg.seed,
+           "device": torch.device(device).type, "images": sorted(cache_key(r) for r in records),
+           "version": 1}
+    return Path(cache_root) / "stages" / f"{stage_name}-{config_digest(key)}.pt"
+
+
+def _reuse_rpn(path: Path):
+    from .proposals.rpn import load_rpn
+
+    if not path.is_file():
+        return None
+    try:
+        model = load_rpn(path)
+        fit = torch.load(path, map_location="cpu", weights_only=True).get("log") or {}
+    except (UserError, OSError, RuntimeError) as exc:  # damaged: train it again
+        log.warning(f"a kept proposal network {path} cannot be used ({exc}); training it again")
+        return None
+    log.info(f"rpn: the proposal network trained by an earlier run of this training is reused ({path})")
+    return model, {**fit, "reused_from": str(path)}
+
+
+def _keep_rpn(path: Path, model, fit: dict) -> None:
+    from .fileio import atomic_save
+    from .proposals.rpn import rpn_blob
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fit = json.loads(json.dumps(fit, default=float))  # plain types: read back with weights_only
+        atomic_save(path, lambda tmp: torch.save({**rpn_blob(model), "log": fit}, tmp))
+    except OSError as exc:  # only a shortcut for a rerun: the training goes on without it
+        log.warning(f"cannot keep the proposal network in the cache ({exc}); a rerun trains it again")
 
 
 @dataclass

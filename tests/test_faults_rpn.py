@@ -496,3 +496,38 @@ def test_an_evaluation_in_progress_holds_its_folder(run, tmp_path):
     with pytest.raises(UserError, match="symbolic link"):
         sppdet.evaluate(r, data=d / "data", split="test", cache=d / "cache")
     assert target.read_text() == "keep" and (ev / "metrics.json").read_text() == "{}"
+
+
+def test_a_trained_proposal_network_is_kept_for_a_rerun(run, monkeypatch, tmp_path):
+    """Ctrl-C or a full disk after the RPN stage: the same training again reuses the kept network
+    (train_rpn is not called) and gives the same model; a damaged kept file is trained again."""
+    import sppdet.proposals.rpn as rpn_module
+
+    d, det, n = run
+    kept = sorted((d / "cache" / "stages").glob("rpn-*.pt"))
+    assert len(kept) == 1
+    settings = dict(cache=d / "cache", workers=1, backbone={"weights": str(d / "w.pth")}, **FAST,
+                    overrides=[f"proposals.rpn_min_objects={n}", f"data.classes=[{', '.join(NAMED)}]"])
+
+    def no_training(*a, **k):
+        raise AssertionError("the kept proposal network was trained again")
+
+    with monkeypatch.context() as m, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.setattr(rpn_module, "train_rpn", no_training)
+        again = sppdet.train(d / "data", tmp_path / "again", **settings)
+    assert again.rpn.digest() == det.rpn.digest()
+    np.testing.assert_array_equal(again.svm_W, det.svm_W)
+
+    kept[0].write_bytes(kept[0].read_bytes()[:100])  # truncated
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        third = sppdet.train(d / "data", tmp_path / "third", **settings)
+    assert third.rpn.digest() == det.rpn.digest()  # trained again: the same bits
+    assert load_rpn_ok(kept[0])
+
+
+def load_rpn_ok(path: Path) -> bool:
+    from sppdet.proposals.rpn import load_rpn
+
+    return load_rpn(path) is not None
