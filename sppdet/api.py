@@ -355,7 +355,8 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     timings = {} if timings is None else timings
     if run is not None:
         from .cache import CachedData
-        from .detector import Detector, run_detection
+        from .detection import run_detection
+        from .detector import Detector
 
         det = run if isinstance(run, Detector) else load(run, device=device)
         if overrides:

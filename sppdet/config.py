@@ -6,6 +6,7 @@ these objects (or their fields) through constructors, never through a global.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -452,8 +453,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as exc:
-            from .run_checks import yaml_problem
-
             raise UserError(f"config file {p} is not valid YAML ({yaml_problem(exc)})") from None
         except UnicodeDecodeError:
             raise UserError(f"config file {p} is not UTF-8 text") from None
@@ -504,13 +503,19 @@ def override_config(cfg: Config, overrides: list[str],
     return _build(Config, tree, "").validate()
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what and where (PyYAML's own text spans several lines)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or "not valid YAML"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     return _build(Config, data, "").validate()
 
 
 def config_digest(obj: Any) -> str:
     """Short stable hash of a JSON-able object, used to name caches."""
-    import hashlib
-
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

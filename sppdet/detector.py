@@ -12,20 +12,19 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from . import __version__
+from .version import __version__
 from .backbones import build_trunk
 from .arguments import ANYTHING, BOOL, NUMBER, THRESHOLD, Takes, checked, whole
 from .bbox_regression import BoxRegressor
 from .boxes import clip, to_continuous
 from .config import Config
-from .detection import run_detection  # noqa: F401 - moved to detection.py; the old import still works
 from .errors import UserError
 from .extractors import make_extractor
 from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
 from .images import read_image, to_rgb_array
 from .proposals import make_proposer
-from .run_checks import config_digest
+from .run_checks import config_sha256
 from .run_dir import CONFIG_FILE, RPN_FILE, read_run, write_run
 
 
@@ -366,7 +365,7 @@ class Detector:
                 "weights_sha256": trunk.weights_id, "feature_dim": int(self.svm_W.shape[0]),
                 "fine_tuned": self.head is not None or self.upper is not None, "method": self.cfg.method,
                 "head": "upper" if self.upper is not None else "svm",
-                "config_sha256": config_digest(blob["config"])}
+                "config_sha256": config_sha256(blob["config"])}
         extra = {}
         if self.rpn is not None:  # its digest in model.pt ties the SVMs to this very network
             from .proposals.rpn import rpn_blob
