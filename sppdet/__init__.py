@@ -8,7 +8,7 @@
 ``sppdet.bench`` are what the ``sppdet`` command runs.
 """
 
-__version__ = "0.4.0"
+from .version import __version__  # noqa: E402
 
 from .api import bench, detect, evaluate, load, load_data, make_config, proposal_recall, train  # noqa: E402
 from .errors import UserError  # noqa: E402

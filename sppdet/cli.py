@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_opts(ap, False)
     common = _Parser(add_help=False)
     global_opts(common, argparse.SUPPRESS)
-    from . import __version__
+    from .version import __version__
 
     ap.add_argument("--version", action="version", version=f"sppdet {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

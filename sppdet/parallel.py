@@ -384,12 +384,3 @@ def make_executor(workers: int | None = None, ray: str | None = None) -> Executo
         raise UserError(f"--workers must be at least 1, got {workers}")
     return SerialExecutor() if n == 1 else PoolExecutor(n)
 
-
-def __getattr__(name: str):
-    """``proposal_task`` and ``detect_images`` moved to :mod:`sppdet.detection` (beside
-    ``run_detection``); the old names still resolve."""
-    if name in ("proposal_task", "detect_images"):
-        from . import detection
-
-        return getattr(detection, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

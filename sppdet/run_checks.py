@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .config import TEST_TIME_KEYS
+from .config import TEST_TIME_KEYS, yaml_problem
 from .errors import UserError
 
 log = logging.getLogger("sppdet")
@@ -24,14 +24,6 @@ log = logging.getLogger("sppdet")
 # May differ from the trained configuration: they change what a trained model does at test time
 # only, or name a file that may have moved (its content is checked by its sha256).
 EDITABLE = TEST_TIME_KEYS + ("device", "backbone.weights", "proposals.external_dir")
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error in one line: what and where (PyYAML's own text spans several lines)."""
-    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or "not valid YAML"
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return " ".join(f"{problem}{where}".split())
 
 
 def read_run_config(path: Path) -> dict:
@@ -59,8 +51,9 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def config_digest(tree: dict) -> str:
-    """sha256 of the configuration as canonical JSON (recorded in meta.json)."""
+def config_sha256(tree: dict) -> str:
+    """Full sha256 of the configuration as canonical JSON (meta.json's ``config_sha256``); not
+    :func:`sppdet.config.config_digest`, the short hash that names caches."""
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
@@ -70,7 +63,7 @@ def check_trained_config(run: Path, trained: Any, current: dict, recorded_digest
         return  # sppdet 0.3: no record
     if not isinstance(trained, dict):
         raise UserError(f"{run / 'model.pt'} is damaged: its record of the trained configuration is not a mapping")
-    if recorded_digest is not None and recorded_digest != config_digest(trained):
+    if recorded_digest is not None and recorded_digest != config_sha256(trained):
         raise UserError(f"{run}: model.pt and meta.json disagree on the configuration it was trained with "
                         "(config_sha256); the run directory was mixed up or altered")
     a, b = _flat(trained), _flat(current)

@@ -332,6 +332,6 @@ def test_a_run_that_cannot_be_written_is_saved_elsewhere(trained, tmp_path, tmp_
 
     monkeypatch.setattr(Detector, "save", full_disk)
     with pytest.raises(UserError, match="No space left on device") as exc:
-        api._save_run(det, tmp_path / "out", {"x": 1})
+        api.training._save_run(det, tmp_path / "out", {"x": 1})
     rescue = str(exc.value).split("it was saved to ")[1].split(" instead")[0]
     assert Detector.load(rescue).classes == det.classes

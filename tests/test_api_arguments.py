@@ -91,7 +91,10 @@ def no_work(monkeypatch):
     monkeypatch.setattr(sppdet.training, "train_detector", started)
     monkeypatch.setattr(sppdet.benchmark, "run_bench", started)
     monkeypatch.setattr("sppdet.datasets.load_dataset", started)
-    monkeypatch.setattr(sppdet.api, "_out_dir", started)
+    for command in (sppdet.api.training, sppdet.api.evaluation, sppdet.api.detection, sppdet.api.measure,
+                    sppdet.api.classifier):  # each names the shared helper where it imports it
+        if hasattr(command, "_out_dir"):
+            monkeypatch.setattr(command, "_out_dir", started)
 
 
 def _bare_detector():

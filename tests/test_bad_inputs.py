@@ -1086,12 +1086,12 @@ def test_full_disk_when_saving_a_run_keeps_it_somewhere_or_says_so(tiny_run, tmp
     monkeypatch.setattr(Detector, "save", save)
     cache = tmp_path / "cache"
     with pytest.raises(UserError, match="it was saved to") as exc:
-        api._save_run(det, tmp_path / "out", {"x": 1}, cache_dir=cache)
+        api.training._save_run(det, tmp_path / "out", {"x": 1}, cache_dir=cache)
     rescue = Path(str(exc.value).split("it was saved to ")[1].split(" instead")[0])
     assert rescue.is_relative_to(cache) and Detector.load(rescue).classes == det.classes
     full.append(cache)
     with pytest.raises(UserError, match="could not be saved anywhere.*Nothing of the model was kept"):
-        api._save_run(det, tmp_path / "out", {"x": 1}, cache_dir=cache)
+        api.training._save_run(det, tmp_path / "out", {"x": 1}, cache_dir=cache)
 
 
 @pytest.fixture
@@ -1146,7 +1146,7 @@ def test_ctrl_c_during_the_final_evaluation_says_how_to_finish(tiny_run, tmp_pat
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "evaluate", interrupted)
+    monkeypatch.setattr(api.training, "evaluate", interrupted)  # what train calls
     out = tmp_path / "run"
     train = lambda: sppdet.train(d / "data", out, cache=d / "cache", workers=1, eval_split="test",  # noqa: E731
                                  backbone={"weights": str(d / "w.pth")}, **RUN_FAST)

@@ -67,7 +67,7 @@ def train_and_eval(root, cfg, executor, cache_name, per_class=None):
     """Train on trainval and evaluate on test, every stage through ``executor``."""
     from sppdet.cache import CachedData
     from sppdet.datasets import load_dataset
-    from sppdet.detector import run_detection
+    from sppdet.detection import run_detection
     from sppdet.evaluation.voc import evaluate_voc
     from sppdet.training import train_detector
 
@@ -154,8 +154,9 @@ def test_detect_pipeline_matches_detection_from_the_cache(reference):
     detections with 1 or 2 workers, and the same as from the cached maps on one thread."""
     from sppdet.cache import CachedData
     from sppdet.datasets.common import LoadReport
-    from sppdet.detector import run_detection
-    from sppdet.parallel import detect_images, single_threaded
+    from sppdet.detection import run_detection
+    from sppdet.detection import detect_images
+    from sppdet.parallel import single_threaded
 
     import copy
 

@@ -204,7 +204,7 @@ def test_yolo_copy_trains_and_evaluates_like_its_voc_original(tmp_path, random_w
     from sppdet.cache import CachedData
     from sppdet.config import Config
     from sppdet.datasets.synth import write_synthetic
-    from sppdet.detector import run_detection
+    from sppdet.detection import run_detection
     from sppdet.evaluation.voc import evaluate_voc
     from sppdet.training import train_detector
 

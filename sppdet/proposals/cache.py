@@ -12,6 +12,7 @@ import numpy as np
 from ..fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
                       write_cache_file)
 from .base import Proposer
+from .registry import make_proposer
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ class ProposalCache:
         self.root = ensure_writable_dir(root, "cache folder")
         remove_stale_temporaries(self.root)
         if not isinstance(proposer, Proposer):
-            from . import make_proposer
-
             proposer = make_proposer(proposer)
         self.proposer = proposer
         self.computed, self.busy_s = 0, 0.0  # windows computed here, and the proposer's seconds
