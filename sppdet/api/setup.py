@@ -27,7 +27,7 @@ def make_executor(workers: Any = None, ray: Any = None):
 
 def shipped_configs() -> dict[str, Path]:
     """The configs that come with sppdet, by name (``custom_small`` → its YAML file)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the sppdet package (this module is in sppdet/api/)
     found: dict[str, Path] = {}
     for d in (here / "configs", here.parent / "configs"):
         for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
