@@ -308,13 +308,14 @@ def _stage_path(cache_root: Path, stage_name: str, cfg: Config, records: list[Im
 
 
 def _reuse_rpn(path: Path):
-    from .proposals.rpn import load_rpn
+    from .proposals.rpn import read_rpn_blob, rpn_from_blob
 
     if not path.is_file():
         return None
     try:
-        model = load_rpn(path)
-        fit = torch.load(path, map_location="cpu", weights_only=True).get("log") or {}
+        blob = read_rpn_blob(path)  # read once: the network and the log it was trained with
+        model = rpn_from_blob(blob, path)
+        fit = blob.get("log") or {}
     except (UserError, OSError, RuntimeError) as exc:  # damaged: train it again
         log.warning(f"a kept proposal network {path} cannot be used ({exc}); training it again")
         return None

@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -315,13 +315,23 @@ def rpn_blob(model: RPNModel) -> dict:
 
 def load_rpn(path: Path) -> RPNModel:
     """The proposal network of a run (``rpn.pt``), checked; any damage is a :class:`UserError`."""
+    return rpn_from_blob(read_rpn_blob(path), path)
+
+
+def read_rpn_blob(path: Path) -> Any:
+    """What a proposal-network file holds, unchecked (:func:`rpn_from_blob` checks it)."""
     if not path.is_file():
         raise UserError(f"{path.parent} was trained with proposals.method=rpn but its proposal network "
                         f"({path.name}) is missing; train the run again")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling or zip damage
         raise UserError(f"{path} is damaged and cannot be loaded ({type(exc).__name__}: {exc or 'no detail'})") from None
+
+
+def rpn_from_blob(blob: Any, path: Path) -> RPNModel:
+    """The network in ``blob`` (read from ``path``, named in the errors), checked: format,
+    settings, shapes, finite weights and the digest it was saved with."""
     if not isinstance(blob, dict) or blob.get("format") != RPN_FORMAT or not isinstance(blob.get("settings"), dict) \
             or not isinstance(blob.get("state"), dict):
         raise UserError(f"{path} is not an sppdet proposal-network file")
