@@ -46,6 +46,21 @@ def tiny_data():
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data):
+    """``make(folder, images, **settings)``: :func:`tiny_data` in ``folder``, then a run trained
+    on it into ``folder/run`` (cache ``folder/cache``, the random weights), ``settings`` passed
+    to :func:`sppdet.train`; returns the detector."""
+    def make(folder: Path, images: int, **settings):
+        import sppdet
+
+        tiny_data(folder, images)
+        return sppdet.train(folder / "data", folder / "run", cache=folder / "cache",
+                            backbone={"weights": str(folder / "w.pth")}, **settings)
+
+    return make
+
+
 @pytest.fixture
 def load_tool():
     """Import a script of tools/ as a module (tools/ is not a package)."""
@@ -62,14 +77,10 @@ def load_tool():
 
 
 @pytest.fixture(scope="session")
-def small_run(tmp_path_factory, tiny_data):
+def small_run(tmp_path_factory, tiny_run):
     """One tiny trained run (selective search, one 224-px scale) for the tests of detection's
     options (thresholds, tiles, videos): ``(folder, detector, test images)``."""
-    import sppdet
-
     d = tmp_path_factory.mktemp("small_run")
-    tiny_data(d, 10)
-    det = sppdet.train(d / "data", d / "run", cache=d / "cache", workers=1, backbone={"weights": str(d / "w.pth")},
-                       proposals={"max_boxes": 60, "work_size": 200}, features={"scales": [224]},
-                       svm={"retrain_limit": 300})
+    det = tiny_run(d, 10, workers=1, proposals={"max_boxes": 60, "work_size": 200}, features={"scales": [224]},
+                   svm={"retrain_limit": 300})
     return d, det, sorted((d / "data" / "JPEGImages").glob("*.jpg"))

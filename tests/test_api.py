@@ -21,12 +21,9 @@ FAST = {"proposals": {"max_boxes": 150, "work_size": 300}, "features": {"scales"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_data):
+def trained(tmp_path_factory, tiny_run):
     d = tmp_path_factory.mktemp("api")
-    tiny_data(d, 12)
-    det = sppdet.train(d / "data", d / "run", cache=d / "cache", eval_split="test",
-                       backbone={"weights": str(d / "w.pth")}, **FAST)
-    return d, det
+    return d, tiny_run(d, 12, eval_split="test", **FAST)
 
 
 def test_train_returns_the_saved_detector_with_its_metrics(trained):

@@ -256,13 +256,19 @@ def test_a_damaged_rpn_file_is_one_error_line(run, tmp_path, capsys, damage, mes
     assert after <= set(before) | {"rpn.pt"}  # the run folder got nothing new
 
 
+def _saved_as(det, to: Path, **changes) -> Path:
+    """The trained model saved as another run would have been (its attributes ``changes``d)."""
+    other = copy.copy(det)
+    for name, value in changes.items():
+        setattr(other, name, value)
+    other.save(to)
+    return to
+
+
 def _as_selective_search_run(det, to: Path) -> Path:
     """The trained model saved as a run whose proposals are selective search (as if trained so)."""
-    ss = copy.copy(det)
-    ss.cfg = dataclasses.replace(det.cfg, proposals=dataclasses.replace(det.cfg.proposals, method="selective_search"))
-    ss.rpn = None
-    ss.save(to)
-    return to
+    proposals = dataclasses.replace(det.cfg.proposals, method="selective_search")
+    return _saved_as(det, to, cfg=dataclasses.replace(det.cfg, proposals=proposals), rpn=None)
 
 
 def test_a_selective_search_run_with_a_stray_rpn_file_warns_and_ignores_it(run, tmp_path):
@@ -324,19 +330,11 @@ def test_a_named_class_without_objects_is_never_detected_and_scored_zero(run, tm
     assert res["images"] == 10 and rows and "unicorn" not in {r["label"] for r in rows}
 
 
-def _as_03_run(det, to: Path) -> Path:
-    """The same model saved as sppdet 0.3 saved runs: no score calibration."""
-    old = copy.copy(det)
-    old.platt = None
-    old.save(to)
-    return to
-
-
 def test_scores_of_a_run_without_calibration_beside_a_calibrated_one(run, tmp_path):
     from sppdet.calibration import sigmoid
 
     d, det, _ = run
-    old_dir = _as_03_run(det, tmp_path / "v03")
+    old_dir = _saved_as(det, tmp_path / "v03", platt=None)  # as sppdet 0.3 saved runs: no calibration
     with pytest.warns(UserWarning, match="before sppdet 0.4 and has no score calibration"):
         old = sppdet.load(old_dir)
     new = load_quietly(d / "run")

@@ -63,12 +63,9 @@ FAST = {"features": {"scales": [320]}, "head": {"type": "upper", "epochs": 1, "r
 
 
 @pytest.fixture(scope="module")
-def upper_run(tmp_path_factory, tiny_data):
+def upper_run(tmp_path_factory, tiny_run):
     d = tmp_path_factory.mktemp("upper")
-    tiny_data(d, 12)
-    det = sppdet.train(d / "data", d / "run", cache=d / "cache", eval_split="test",
-                       backbone={"weights": str(d / "w.pth")}, **FAST)
-    return d, det
+    return d, tiny_run(d, 12, eval_split="test", **FAST)
 
 
 def test_upper_run_trains_saves_loads_and_detects_the_same(upper_run):
