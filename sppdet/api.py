@@ -80,14 +80,62 @@ def make_config(config: str | Path | Config | dict | None = None, overrides: Seq
     return load_config(config, overrides, settings or None)
 
 
-def load(run: str | Path, device: str | None = None, weights: str | Path | None = None):
-    """A trained :class:`~sppdet.detector.Detector` from its run directory."""
+def load(run: str | Path, device: str | None = None, weights: str | Path | None = None, engine: str | None = None):
+    """A trained detector: a :class:`~sppdet.detector.Detector` from its run directory, or an
+    exported ``model.onnx`` run by onnxruntime (:class:`~sppdet.onnx_engine.OnnxDetector`).
+    Both are called the same way and return the same :class:`~sppdet.detector.Detections`.
+
+    ``engine``: ``"torch"`` or ``"onnxruntime"``; default torch for a run directory, onnxruntime
+    for a model file. A run directory with ``engine="onnxruntime"`` is exported in memory."""
     from .detector import Detector
 
     if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise UserError(f"device must be auto, cpu or cuda, not {device!r}")
-    return Detector.load(_path_arg("run", run), device=device,
-                         weights=None if weights is None else str(_path_arg("weights", weights)))
+    path = _path_arg("run", run)
+    engine = _engine(path, engine)
+    if engine == "onnxruntime":
+        from .onnx_engine import OnnxDetector, from_detector
+
+        if device not in (None, "auto", "cpu"):
+            raise UserError(f"the onnxruntime engine runs on the CPU; leave out device {device!r} (--device) or "
+                            "use the torch engine on the run folder")
+        if path.is_dir():
+            return from_detector(Detector.load(path, device="cpu",
+                                               weights=None if weights is None else str(_path_arg("weights", weights))))
+        if weights is not None:
+            raise UserError(f"{path} holds its trunk's weights; weights= (--weights) applies to run folders only")
+        return OnnxDetector(path)
+    return Detector.load(path, device=device, weights=None if weights is None else str(_path_arg("weights", weights)))
+
+
+def _engine(path: Path, engine: str | None) -> str:
+    """The engine for ``path``: a model file runs on onnxruntime, a run folder on torch unless told."""
+    from .onnx_engine import ENGINES
+
+    if engine is not None and engine not in ENGINES:
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if path.is_file() or (not path.exists() and path.suffix.lower() == ".onnx"):
+        if engine == "torch":
+            raise UserError(f"{path} is a file (an exported model?); the torch engine runs run folders: use "
+                            "--engine onnxruntime, or give the run folder")
+        return "onnxruntime"
+    return engine or "torch"
+
+
+def export(run, out: str | Path, *, format: str = "onnx", weights: str | Path | None = None) -> Path:
+    """Write a trained run (or :class:`~sppdet.detector.Detector`) as one ONNX graph, from the
+    resized image to the calibrated detections (:mod:`sppdet.onnx_export`; the input contract
+    is in the model's metadata and in ``sppdet export --help``). Returns the file's path."""
+    from .detector import Detector
+    from .onnx_export import export_onnx, require_onnx
+
+    if format != "onnx":
+        raise UserError(f"format must be onnx, not {format!r}")
+    require_onnx()
+    if not isinstance(run, Detector) and Path(_path_arg("run", run)).is_file():
+        raise UserError(f"{run} is a file; sppdet export takes a trained run folder")
+    det = run if isinstance(run, Detector) else load(run, device="cpu", weights=weights, engine="torch")
+    return export_onnx(det, _path_arg("out", out))
 
 
 def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str] | None = None):
@@ -435,8 +483,11 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, threshold: float | None = None,
            paint: bool = True, exif_transpose: bool = True, device: str | None = None,
            overwrite: bool = False, workers: int | None = None, ray: str | None = None,
-           overrides: Sequence[str] = ()) -> dict:
+           overrides: Sequence[str] = (), engine: str | None = None) -> dict:
     """Detect objects in image files, folders of images and ``.txt`` lists of paths.
+
+    ``run``: a run folder, an exported ``model.onnx``, or a loaded detector; ``engine`` as
+    :func:`load` takes it (``"onnxruntime"`` runs a run folder's graph, exported in memory).
 
     Results are appended to ``out/detections.jsonl`` image by image (so an interruption keeps
     every finished image, and running the same call again continues where it stopped); at the
@@ -448,8 +499,9 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, t
     from .detector import Detector
     from .inputs import expand_inputs
     from .locking import folder_lock
+    from .onnx_engine import OnnxDetector
 
-    det = run if isinstance(run, Detector) else load(run, device=device)
+    det = run if isinstance(run, (Detector, OnnxDetector)) else load(run, device=device, engine=engine)
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
     try:
         inputs = list(inputs)

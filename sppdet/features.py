@@ -44,6 +44,17 @@ def pyramid_sizes(height: int, width: int, scales: Sequence[int], max_size: int)
             for f in scale_factors(height, width, scales, max_size)]
 
 
+def resized_pyramid(image: np.ndarray, scales: Sequence[int], max_size: int) -> list[tuple[float, np.ndarray]]:
+    """``(factor, resized [h, w, 3] uint8)`` per scale: the images the trunk convolves (area
+    interpolation when shrinking, bilinear when enlarging), before any normalisation."""
+    h, w = image.shape[:2]
+    out = []
+    for f, nh, nw in pyramid_sizes(h, w, scales, max_size):
+        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+        out.append((f, cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image))
+    return out
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,11 +116,8 @@ class FeatureExtractor:
     def scaled_images(self, image: np.ndarray) -> list[tuple[float, torch.Tensor]]:
         """``image``: ``[H, W, 3]`` RGB uint8 → ``(factor, [1, 3, h, w] float in [0, 1])`` per
         configured scale: what the trunk convolves."""
-        h, w = image.shape[:2]
         out = []
-        for f, nh, nw in pyramid_sizes(h, w, self.scales, self.max_size):
-            interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-            resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image
+        for f, resized in resized_pyramid(image, self.scales, self.max_size):
             x = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
             out.append((f, x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)))
         return out
