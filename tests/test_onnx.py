@@ -1,0 +1,435 @@
+"""ONNX export and the onnxruntime engine: each piece of the graph against the numpy/torch code it
+replaces (the window→cell mapping and SPP layer against sppdet.ops, the RPN against
+RPNProposer, the NMS against torchvision, the sigmoid against calibration.sigmoid, box
+regression against bbox_regression), then whole exported runs against the torch detector, and
+the bad inputs (skipped where onnx/onnxruntime are not installed)."""
+import copy
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import sppdet  # noqa: E402
+from sppdet.cli import main  # noqa: E402
+from sppdet.detector import Detections  # noqa: E402
+from sppdet.errors import UserError  # noqa: E402
+from sppdet.onnx_engine import OnnxDetector, from_detector  # noqa: E402
+from sppdet.onnx_export import check_exportable, export_onnx, onnx_bytes  # noqa: E402
+from sppdet import onnx_graph as G  # noqa: E402
+
+SS_FAST = {"proposals": {"method": "selective_search", "max_boxes": 150, "work_size": 300},
+           "features": {"scales": [320]}, "svm": {"retrain_limit": 500}}
+RPN_FAST = {"features": {"scales": [320]}, "svm": {"retrain_limit": 500},
+            "proposals": {"method": "rpn", "rpn_epochs": 2, "rpn_max_boxes": 200}}
+
+
+def run_onnx(module, args, names, dynamic, feeds_list):
+    """Export ``module`` traced on ``args`` and run it on each feed dict: the outputs per feed."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "torch.tensor results are registered", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(module.eval(), tuple(args), buf, dynamo=False, opset_version=17, input_names=names,
+                          dynamic_axes=dynamic)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    return [s.run(None, f) for f in feeds_list]
+
+
+# -- the pieces ----------------------------------------------------------------------------------
+class _Pool(torch.nn.Module):
+    def __init__(self, levels, channels_last, stride, offset):
+        super().__init__()
+        self.levels, self.cl, self.stride, self.offset = levels, channels_last, stride, offset
+
+    def forward(self, fmap, windows, factor):
+        shape = torch._shape_as_tensor(fmap)
+        cells = G.window_cells(windows, factor, self.stride, self.offset, shape[2], shape[3])
+        return cells, G.spp_layer(fmap, cells, self.levels, self.cl)
+
+
+def _every_window(mh, mw, stride, factor, rng):
+    """Image boxes whose cells take every width and height the map allows (each start), plus
+    random, tiny (collapsing to one cell), fractional and out-of-image boxes."""
+    s = stride / factor
+    rows = [[x * s, y * s, (x + w) * s, (y + h) * s] for w in range(1, mw + 1) for h in (1, 2, mh // 2, mh)
+            for x in range(0, mw - w + 1, max(1, (mw - w) // 3 or 1)) for y in (0, mh - h)]
+    rows += [[x * s, y * s, (x + w) * s, (y + h) * s] for h in range(1, mh + 1) for w in (1, 2, mw)
+             for x in (0, mw - w) for y in range(0, mh - h + 1, max(1, (mh - h) // 3 or 1))]
+    r = rng.uniform(-20, max(mh, mw) * s + 20, (300, 4))
+    rows += np.stack([np.minimum(r[:, 0], r[:, 2]), np.minimum(r[:, 1], r[:, 3]),
+                      np.maximum(r[:, 0], r[:, 2]), np.maximum(r[:, 1], r[:, 3])], 1).tolist()
+    c = rng.uniform(0, mw * s, (50, 2))
+    rows += np.concatenate([c, c + rng.uniform(0, s, (50, 2))], 1).tolist()  # smaller than a cell
+    rows += [[7.5, 7.5, 7.5, 7.5], [0, 0, 0, 0], [s * 3 - 0.5, s * 2 + 0.25, s * 7 + 0.5, s * 5 - 0.25]]
+    return np.asarray(rows, dtype=np.float64)
+
+
+@pytest.mark.parametrize("levels,channels_last,offset", [((6, 3, 2, 1), True, 0.0), ((6, 3, 2, 1), False, 15.0),
+                                                         ((5, 3, 1), True, 7.5), ((4, 2), False, 0.0)])
+def test_graph_pooling_is_sppdets_window_mapping_and_spp_layer(levels, channels_last, offset):
+    from sppdet.ops import map_windows, spp_pool
+
+    rng = np.random.default_rng(0)
+    stride = 16
+    m = _Pool(list(levels), channels_last, stride, offset)
+    cases = []
+    for mh, mw, factor in ((23, 31, 0.6875), (9, 40, 1.37), (1, 1, 0.05), (41, 17, 0.333333)):
+        fmap = torch.randn(1, 6, mh, mw).half().float()  # distinct values: any wrong cell shows
+        wins = _every_window(mh, mw, stride, factor, rng)
+        cases.append((fmap, wins, factor))
+    f0 = cases[0]
+    outs = run_onnx(m, (f0[0], torch.from_numpy(f0[1][:5]), torch.tensor(f0[2], dtype=torch.float64)),
+                    ["fmap", "windows", "factor"], {"fmap": {2: "h", 3: "w"}, "windows": {0: "k"}},
+                    [{"fmap": c[0].numpy(), "windows": c[1], "factor": np.array(c[2])} for c in cases])
+    for (fmap, wins, factor), (cells, pooled) in zip(cases, outs):
+        ref_cells = map_windows(wins * factor, stride, offset, fmap.shape[2], fmap.shape[3])
+        np.testing.assert_array_equal(cells, ref_cells)
+        ref = spp_pool(fmap[0].half(), torch.from_numpy(ref_cells), levels, impl="table",
+                       channels_last=channels_last).numpy()
+        np.testing.assert_array_equal(pooled, ref)  # maxima: exact
+
+
+def test_class_nms_is_torchvisions_per_class_nms():
+    from torchvision.ops import batched_nms
+
+    class M(torch.nn.Module):
+        def forward(self, boxes, scores, classes, iou):
+            return G.class_nms(boxes, scores, classes, 4, iou)
+
+    rng = np.random.default_rng(1)
+    feeds, refs = [], []
+    for n, iou in ((60, 0.3), (300, 0.5), (1, 0.7), (0, 0.3)):
+        xy = rng.uniform(0, 200, (n, 2))
+        b = np.concatenate([xy, xy + rng.uniform(5, 60, (n, 2))], 1).astype(np.float32)
+        s = rng.normal(0, 1, n).astype(np.float32)
+        c = rng.integers(0, 4, n).astype(np.int64)
+        feeds.append({"boxes": b, "scores": s, "classes": c, "iou": np.array(iou, np.float32)})
+        refs.append(batched_nms(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(c), iou).numpy())
+    f = feeds[0]
+    outs = run_onnx(M(), [torch.from_numpy(f[k]) for k in ("boxes", "scores", "classes", "iou")],
+                    ["boxes", "scores", "classes", "iou"], {"boxes": {0: "n"}, "scores": {0: "n"}, "classes": {0: "n"}},
+                    feeds)
+    for (keep,), ref, f in zip(outs, refs, feeds):
+        assert sorted(keep.tolist()) == sorted(ref.tolist())
+        for c in range(4):  # within a class, by decreasing score
+            mine = [k for k in keep if f["classes"][k] == c]
+            assert mine == [k for k in ref if f["classes"][k] == c]
+        eager = G.class_nms(*(torch.from_numpy(f[k]) for k in ("boxes", "scores", "classes")), 4,
+                            torch.tensor(f["iou"])).numpy()
+        np.testing.assert_array_equal(eager, keep)
+
+
+def test_platt_and_box_deltas_are_calibrations_and_bbox_regressions():
+    from sppdet.bbox_regression import apply_deltas
+    from sppdet.calibration import sigmoid
+
+    class M(torch.nn.Module):
+        def forward(self, margins, ab, boxes, deltas):
+            return G.platt(margins, ab), G.apply_deltas(boxes, deltas)
+
+    rng = np.random.default_rng(2)
+    m = np.concatenate([rng.normal(0, 3, (50, 3)), [[40.0, 80.0, -1.0], [19.9, 90.0, 1e4]]]).astype(np.float32)
+    ab = np.array([[1.5, -0.5], [0.3, 2.0], [2.0, 0.0]])
+    xy = rng.uniform(0, 300, (52, 3, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 80, (52, 3, 2))], 2)
+    deltas = rng.normal(0, 1, (52, 3, 4)) * [0.2, 0.2, 3, 3]  # some beyond the ±4 log clip
+    (p, b), = run_onnx(M(), [torch.from_numpy(v) for v in (m, ab, boxes, deltas)], ["margins", "ab", "boxes", "deltas"],
+                       {}, [{"margins": m, "ab": ab, "boxes": boxes, "deltas": deltas}])
+    ref = np.stack([sigmoid(m[:, c], *ab[c]) for c in range(3)], 1)
+    np.testing.assert_allclose(p, ref, rtol=0, atol=1e-15)
+    assert (np.diff(p[-2:, 1]) > 0).all() and p.max() < 1  # the tail keeps order past float64's 1
+    ref_b = np.stack([apply_deltas(boxes[:, c], deltas[:, c]) for c in range(3)], 1)
+    np.testing.assert_allclose(b, ref_b, rtol=0, atol=1e-9)
+
+
+def _rpn_model(offset: float, min_size: int = 8):
+    from sppdet.proposals.rpn import RPNModel, RPNSettings
+
+    torch.manual_seed(4)
+    s = RPNSettings(channels=8, stride=16, offset=offset, scale=320, sizes=[24.0, 48.0, 96.0], ratios=[0.5, 1.0, 2.0],
+                    nms=0.7, pre_nms=400, max_boxes=60, min_size=min_size)
+    model = RPNModel(s).eval()
+    with torch.no_grad():  # random logits spread enough for NMS and top-k to matter
+        for p in model.parameters():
+            p.mul_(5)
+    return model
+
+
+class _RPNOnly(torch.nn.Module):
+    def __init__(self, model, scale):
+        super().__init__()
+        self.g, self.scale = G.RPNGraph(model), scale
+
+    def forward(self, fmap, scaled_hw, image_size):
+        f = G.scale_factor(image_size, self.scale, 2000)
+        return self.g(fmap, scaled_hw, image_size, f)
+
+
+@pytest.mark.parametrize("offset,min_size", [(0.0, 8), (15.0, 8), (0.0, 100000)])
+def test_rpn_graph_proposes_what_rpn_proposer_does(offset, min_size):
+    from sppdet.features import ScaleMap, pyramid_sizes
+    from sppdet.proposals.rpn import RPNProposer
+
+    model = _rpn_model(offset, min_size)
+    prop = RPNProposer(model, [320])
+    torch.manual_seed(5)
+    cases = []
+    for H, W in ((240, 320), (500, 375), (100, 900)):
+        (f, h, w), = pyramid_sizes(H, W, [320], 2000)
+        fmap = torch.randn(1, 8, -(-h // 16), -(-w // 16)).half()
+        ref = prop.propose("x", None, lambda: [ScaleMap(f, fmap[0])], (W, H))
+        cases.append((fmap.float(), np.array([h, w]), np.array([H, W]), ref))
+    mod = _RPNOnly(model, 320)
+    for fmap, hw, HW, ref in cases:  # eager: the same windows, in the same order
+        with torch.no_grad():
+            got = mod(fmap, torch.from_numpy(hw), torch.from_numpy(HW)).numpy()
+        np.testing.assert_array_equal(got, ref)
+    c0 = cases[0]
+    outs = run_onnx(mod, (c0[0], torch.from_numpy(c0[1]), torch.from_numpy(c0[2])), ["fmap", "hw", "size"],
+                    {"fmap": {2: "h", 3: "w"}}, [{"fmap": c[0].numpy(), "hw": c[1], "size": c[2]} for c in cases])
+    for (got,), (_, _, HW, ref) in zip(outs, cases):
+        assert got.shape == ref.shape and len(ref) >= 1
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3)  # exp of float32 may differ in its last bit
+        if min_size > 1000:  # nothing is left: the whole image, as the proposer gives it
+            np.testing.assert_array_equal(got, [[0, 0, HW[1] - 1, HW[0] - 1]])
+
+
+# -- whole runs ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_data):
+    """A selective-search and a proposal-network run on the tiny synthetic set (random trunk)."""
+    d = tmp_path_factory.mktemp("onnx")
+    tiny_data(d, 12)
+    w = {"weights": str(d / "w.pth")}
+    ss = sppdet.train(d / "data", d / "ss", cache=d / "cache", workers=1, backbone=w, **SS_FAST)
+    rpn = sppdet.train(d / "data", d / "rpn", cache=d / "cache", workers=1, backbone=w, **RPN_FAST)
+    imgs = sorted((d / "data" / "JPEGImages").glob("*.jpg"))
+    return d, {"ss": ss, "rpn": rpn}, imgs
+
+
+def _images(imgs):
+    """The set's images and three more sizes: enlarged (bilinear), very long (max_size caps it), tiny."""
+    arrs = [np.asarray(Image.open(p).convert("RGB")) for p in imgs[:6]]
+    a = arrs[0]
+    arrs.append(np.asarray(Image.fromarray(a).resize((150, 110))))  # scaled up to 320
+    arrs.append(np.ascontiguousarray(np.tile(a, (1, 8, 1))[:, :, :]))  # 1:8, the 2000-px cap applies
+    arrs.append(a[:20, :17].copy())
+    return arrs
+
+
+def _same(a: Detections, b: Detections):
+    assert len(a) == len(b)
+    oa = np.lexsort((a.boxes[:, 0], a.labels, -np.round(a.scores, 4)))
+    ob = np.lexsort((b.boxes[:, 0], b.labels, -np.round(b.scores, 4)))
+    np.testing.assert_array_equal(a.labels[oa], b.labels[ob])
+    np.testing.assert_allclose(a.boxes[oa], b.boxes[ob], rtol=0, atol=0.5)
+    np.testing.assert_allclose(a.scores[oa], b.scores[ob], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(a.margins[oa], b.margins[ob], rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("kind", ["ss", "rpn"])
+def test_exported_run_detects_what_the_torch_detector_does(runs, kind, tmp_path, load_tool):
+    d, dets, imgs = runs
+    det = dets[kind]
+    path = export_onnx(det, tmp_path / "model.onnx")
+    onnx_det = sppdet.load(path)
+    assert isinstance(onnx_det, OnnxDetector) and onnx_det.classes == det.classes
+    check = load_tool("onnx_check")
+    total = 0
+    for thr in (0.25, 0.0, -1.0):  # -1: every window above the margin floor, up to the cap
+        for img in _images(imgs):
+            a, b = det(img, threshold=thr), onnx_det(img, threshold=thr)
+            assert isinstance(b, Detections) and b.names == det.classes and b.calibrated
+            assert b.boxes.dtype == np.float64 and b.labels.dtype == np.int64
+            _same(a, b)
+            assert check.agrees(check.match(a, b), 0.5, 1e-3)
+            total += len(a)
+    assert total > 100  # the random trunk and low thresholds give plenty to compare
+    # files, and a list of them, through the same __call__
+    r = onnx_det([str(imgs[0]), str(imgs[1])])
+    assert [x.path for x in r] == [str(imgs[0]), str(imgs[1])] and r[0].image is not None
+    _same(det(str(imgs[0])), r[0])
+
+
+def test_test_time_settings_reach_the_graph(runs):
+    _, dets, imgs = runs
+    det = dets["rpn"]
+    onnx_det = from_detector(det)
+    img = np.asarray(Image.open(imgs[2]).convert("RGB"))
+    for over in (["test.nms=0.6"], ["test.max_per_image=3"], ["bbox_reg.enabled=false"], ["test.score_thresh=0.9"]):
+        from sppdet.config import override_config
+
+        a, b = copy.copy(det), copy.copy(onnx_det)
+        a.cfg = b.cfg = override_config(det.cfg, over + (["test.score_thresh=0"] if "score" not in over[0] else []))
+        _same(a(img), b(img))
+    few = copy.copy(onnx_det)
+    few.cfg = override_config(det.cfg, ["test.max_per_image=3", "test.score_thresh=0"])
+    assert len(few(img)) == 3
+    none = onnx_det(img, threshold=1.0)  # nothing passes: empty arrays of the right shapes
+    assert len(none) == 0 and none.boxes.shape == (0, 4)
+
+
+def test_selective_search_model_takes_given_windows(runs):
+    _, dets, imgs = runs
+    det = dets["ss"]
+    onnx_det = from_detector(det)
+    img = np.asarray(Image.open(imgs[3]).convert("RGB"))
+    wins = np.array([[0, 0, 100, 80], [10.5, 20.25, 200, 150], [50, 50, 50, 50], [-5, -5, 400, 400]])
+    _same(det(img, proposals=wins, threshold=0.0), onnx_det(img, proposals=wins, threshold=0.0))
+    rpn_onnx = from_detector(dets["rpn"])
+    with pytest.raises(UserError, match="inside its graph"):
+        rpn_onnx(img, proposals=wins)
+
+
+def test_metadata_holds_the_contract_and_the_runs_identity(runs, tmp_path):
+    import onnx
+
+    d, dets, _ = runs
+    path = export_onnx(dets["ss"], tmp_path / "m.onnx")
+    model = onnx.load(path)
+    meta = {p.key: p.value for p in model.metadata_props}
+    run_meta = json.loads((d / "ss" / "meta.json").read_text())
+    assert json.loads(meta["sppdet.classes"]) == run_meta["classes"]
+    assert meta["sppdet.config_sha256"] == run_meta["config_sha256"]
+    assert meta["sppdet.version"] == sppdet.__version__ and meta["sppdet.opset"] == "17"
+    assert "shorter side is 320 px" in meta["sppdet.input_contract"] and "windows" in meta["sppdet.input_contract"]
+    assert model.opset_import[0].version == 17
+    graph_inputs = [i.name for i in model.graph.input]
+    assert graph_inputs[:2] == ["image", "image_size"] and "windows" in graph_inputs
+    rpn_meta = {p.key: p.value for p in onnx.load_from_string(onnx_bytes(dets["rpn"])).metadata_props}
+    assert rpn_meta["sppdet.windows"] == "graph" and "windows:" not in rpn_meta["sppdet.input_contract"]
+
+
+def test_cli_export_and_detect_with_either_engine(runs, tmp_path, capsys):
+    d, dets, imgs = runs
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(d / "rpn"), "--format", "onnx", "--out", str(out)]) == 0
+    assert main(["detect", str(out), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "o"), "--no-images",
+                 "--threshold", "0"]) == 0
+    assert main(["detect", str(d / "rpn"), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "t"), "--no-images",
+                 "--threshold", "0"]) == 0
+    assert main(["detect", str(d / "rpn"), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "r"), "--no-images",
+                 "--threshold", "0", "--engine", "onnxruntime"]) == 0
+    rows = {k: json.loads((tmp_path / k / "detections.json").read_text()) for k in ("o", "t", "r")}
+    assert len(rows["o"]) == len(rows["t"]) == len(rows["r"]) > 0
+    key = lambda r: (r["image"], r["label"], round(r["score"], 4), round(r["bbox"][0]))  # noqa: E731
+    for a, b in zip(sorted(rows["t"], key=key), sorted(rows["o"], key=key)):
+        assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-3
+        assert np.abs(np.subtract(a["bbox"], b["bbox"])).max() < 0.5
+    assert rows["o"] == rows["r"]  # the file and the in-memory export are the same graph
+
+
+# -- bad inputs ------------------------------------------------------------------------------------
+def _one_error_line(capsys, rc):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("sppdet: error: "), err
+    return err[0]
+
+
+def test_bad_models_are_one_line(runs, tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    d, dets, imgs = runs
+    other = tmp_path / "other.onnx"  # a valid ONNX model from another tool
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(g), other)
+    good = export_onnx(dets["rpn"], tmp_path / "good.onnx")
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    img = str(imgs[0])
+    for model, msg in ((other, "sppdet did not export"), (cut, "not a readable ONNX model"),
+                       (empty, "not a readable ONNX model"), (tmp_path / "missing.onnx", "model file not found")):
+        line = _one_error_line(capsys, main(["detect", str(model), img, "--out", str(tmp_path / "o")]))
+        assert msg in line and str(model) in line
+        with pytest.raises(UserError, match=msg):
+            sppdet.load(model)
+    assert not (tmp_path / "o" / "detections.json").exists()
+    line = _one_error_line(capsys, main(["detect", str(good), img, "--out", str(tmp_path / "o"), "--engine", "torch"]))
+    assert "--engine onnxruntime" in line
+    line = _one_error_line(capsys, main(["detect", str(good), img, "--out", str(tmp_path / "o"), "--device", "cuda"]))
+    assert "runs on the CPU" in line
+    # the export's own --out
+    for out, msg in ((tmp_path, "is a folder"), (tmp_path / "m.pt", "*.onnx"), (tmp_path / "no" / "m.onnx", "does not exist")):
+        assert msg in _one_error_line(capsys, main(["export", str(d / "rpn"), "--out", str(out)]))
+    link = tmp_path / "link.onnx"
+    link.symlink_to(tmp_path / "elsewhere.onnx")
+    assert "symbolic link" in _one_error_line(capsys, main(["export", str(d / "rpn"), "--out", str(link)]))
+    assert not (tmp_path / "elsewhere.onnx").exists()
+    assert "takes a trained run folder" in _one_error_line(capsys, main(["export", str(good), "--out",
+                                                                         str(tmp_path / "x.onnx")]))
+
+
+def test_runs_that_cannot_be_exported_say_why(runs, tmp_path, capsys):
+    import shutil
+
+    d, dets, _ = runs
+    det = dets["ss"]
+    for change, msg in ((lambda x: setattr(x, "platt", None), "before sppdet 0.4"),
+                        (lambda x: setattr(x.extractor, "scales", [320, 480]), "single-scale runs only"),
+                        (lambda x: setattr(x, "head_kind", "other"), "no ONNX graph for a 'other' head")):
+        bad = copy.copy(det)
+        bad.extractor = copy.copy(det.extractor)
+        change(bad)
+        with pytest.raises(UserError, match=msg):
+            check_exportable(bad)
+    rcnn = copy.copy(det)
+    rcnn.cfg = copy.deepcopy(det.cfg)
+    rcnn.cfg.method = "rcnn"
+    with pytest.raises(UserError, match="only SPP-net runs"):
+        check_exportable(rcnn)
+    broken = tmp_path / "broken"
+    shutil.copytree(d / "ss", broken)
+    (broken / "model.pt").unlink()
+    line = _one_error_line(capsys, main(["export", str(broken), "--out", str(tmp_path / "m.onnx")]))
+    assert "model.pt is missing" in line and not (tmp_path / "m.onnx").exists()
+
+
+def test_without_onnxruntime_one_line_says_how_to_install(runs, tmp_path, capsys, monkeypatch):
+    import sys
+
+    d, _, imgs = runs
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    line = _one_error_line(capsys, main(["export", str(d / "rpn"), "--out", str(tmp_path / "m.onnx")]))
+    assert "pip install 'sppdet[onnx]'" in line
+    line = _one_error_line(capsys, main(["detect", str(d / "rpn"), str(imgs[0]), "--out", str(tmp_path / "o"),
+                                         "--engine", "onnxruntime"]))
+    assert "pip install 'sppdet[onnx]'" in line
+
+
+@pytest.mark.slow
+def test_bccd_run_matches_on_test_images(shared_data, tmp_path, load_tool):
+    """A small BCCD run with the proposal network (real ImageNet trunk), exported: on test images
+    the same detections as the torch detector within 0.5 px and 1e-3 (tools/onnx_check.py
+    checks a full run on all 72 test images the same way)."""
+    from sppdet.backbones import fetch_weights
+
+    try:
+        fetch_weights("mobilenet_v2", quiet=True)
+    except UserError as exc:
+        pytest.skip(f"ImageNet weights unavailable: {exc}")
+    root = shared_data / "bccd" / "BCCD"
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()[:40]
+    (tmp_path / "tr.txt").write_text("\n".join(ids))
+    det = sppdet.train(root, tmp_path / "run", split=str(tmp_path / "tr.txt"), cache=tmp_path / "cache", workers=1,
+                       proposals={"method": "rpn", "rpn_epochs": 4})
+    test_ids = (root / "ImageSets/Main/test.txt").read_text().split()[:12]
+    check = load_tool("onnx_check")
+    rep = check.compare(det, sppdet.load(export_onnx(det, tmp_path / "bccd.onnx")),
+                        [str(root / "JPEGImages" / f"{i}.jpg") for i in test_ids], [0.25, 0.0])
+    assert rep["agree"], rep["disagreeing"]
+    assert rep["detections"] > 100
