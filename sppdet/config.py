@@ -194,6 +194,34 @@ class FinetuneConfig:
 
 
 @dataclass
+class HeadConfig:
+    """What scores the windows. ``svm``: 0.4's recipe, per-class linear SVMs (Platt-calibrated)
+    on the SPP vectors of the frozen trunk (or on fc7 with ``finetune.enabled``) and ridge box
+    regression on pool5. ``upper``: the trunk's remaining ImageNet blocks (MobileNetV2 blocks
+    14-18, ResNet-50 layer4, VGG/AlexNet fc6/fc7) run on each window's RoI grid of the cached
+    map and are fine-tuned on the detection windows the Fast R-CNN way (softmax over classes +
+    background, smooth-L1 box deltas; BatchNorm frozen), scored by their softmax."""
+
+    type: str = ruled(Rule("choice", choices=("svm", "upper")), "svm")
+    # RoI grid side read from the map (roi_align), and whether the first upper block keeps its
+    # stride (MobileNetV2 block 14: 14x14 grid -> 7x7) or runs at stride 1 on the grid as it is
+    grid: int = ruled(Rule("int", "[1, 64]"), 7)
+    keep_stride: bool = ruled(Rule("bool"), False)
+    epochs: int = ruled(Rule("int", "[1, 10000]"), 4)
+    lr: float = ruled(Rule("float", "(0, inf)"), 0.005)  # SGD, momentum 0.9, cosine decay
+    weight_decay: float = ruled(Rule("float", "[0, inf)"), 0.0001)
+    images_per_batch: int = ruled(Rule("int", "[1, 1000]"), 2)
+    rois_per_image: int = ruled(Rule("int", "[1, 100000]"), 64)
+    fg_fraction: float = ruled(Rule("float", "(0, 1]"), 0.25)
+    fg_iou: float = ruled(Rule("float", "(0, 1]"), 0.5)
+    bg_iou: float = ruled(Rule("float", "(0, 1]"), 0.5)  # background: best IoU below this
+    val_fraction: float = ruled(Rule("float", "[0, 0.5]"), 0.1)  # held-out training images, for the best epoch
+    train_windows: int = ruled(Rule("int", "[1, 1000000]"), 2000)  # a training image's best proposals sampled from
+    test_windows: int = ruled(Rule("int", "[1, 1000000]"), 300)  # a test image's best proposals scored
+    dropout: float = ruled(Rule("float", "[0, 1)"), 0.0)  # before the classifier and box layers
+
+
+@dataclass
 class SVMConfig:
     C: float = ruled(Rule("float", _POS), 0.001)
     pos_weight: float = ruled(Rule("float", _POS), 2.0)
@@ -252,6 +280,7 @@ class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
     bbox_reg: BBoxRegConfig = field(default_factory=BBoxRegConfig)
     test: TestConfig = field(default_factory=TestConfig)
@@ -283,6 +312,13 @@ class Config:
             if self.proposals.rpn_scale and self.proposals.rpn_scale not in scales:
                 raise UserError(f"config: proposals.rpn_scale={self.proposals.rpn_scale} must be one of "
                                 f"features.scales {scales} (0: the one nearest 688)")
+        if self.head.type == "upper":
+            if self.method != "spp":
+                raise UserError("config: head.type=upper runs the trunk's upper blocks on windows of SPP-net's "
+                                "conv map, which method=rcnn never computes: use method=spp or head.type=svm")
+            if self.finetune.enabled:
+                raise UserError("config: finetune.enabled trains fc layers for head.type=svm; head.type=upper "
+                                "fine-tunes its own layers (head.*): set one of them")
         if self.finetune.bg_iou_low >= self.finetune.bg_iou_high:
             raise UserError(f"config: finetune.bg_iou_low ({self.finetune.bg_iou_low:g}) must be below "
                             f"finetune.bg_iou_high ({self.finetune.bg_iou_high:g})")

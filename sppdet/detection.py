@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .datasets.common import ImageRecord, LoadReport
     from .detector import Detector
     from .parallel import Executor
+    from .tiling import Tiling
 
 
 def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedData | None,
@@ -51,13 +52,14 @@ def run_detection(det: Detector, records: Sequence[ImageRecord], data: CachedDat
 def proposal_task(shared: tuple, path) -> dict:
     """Decode one image and compute its windows with a pixel-based proposal method, for
     ``detect`` to pipeline: ``executor.map(proposal_task, paths, shared=(proposer,
-    exif_transpose))`` yields, in order, ``{"path", "image", "boxes", "seconds",
+    exif_transpose, tiling))`` yields, in order, ``{"path", "image", "boxes", "seconds",
     "decode_seconds"}`` (``seconds``: the proposals alone; ``boxes`` None when ``proposer`` is
-    None: a method that reads the conv maps proposes in the driver), or ``{"path", "error"}``
+    None: a method that reads the conv maps proposes in the driver; with a ``tiling``, a list
+    of windows per pass of :meth:`sppdet.tiling.Tiling.passes`), or ``{"path", "error"}``
     for an unreadable file, while the driver runs the conv, SPP and the SVMs on the images before it."""
     from .images import ImageReadError, read_image
 
-    proposer, exif_transpose = shared
+    proposer, exif_transpose, tiling = shared if len(shared) == 3 else (*shared, None)
     t0 = time.perf_counter()
     try:
         image = read_image(path, exif_transpose=exif_transpose)
@@ -67,30 +69,45 @@ def proposal_task(shared: tuple, path) -> dict:
     boxes = None
     if proposer is not None:
         with single_threaded():
-            boxes = proposer.propose(str(path), lambda: image)
+            if tiling is None:
+                boxes = proposer.propose(str(path), lambda: image)
+            else:
+                from .tiling import crop
+
+                h, w = image.shape[:2]
+                boxes = [proposer.propose(f"{path}#{win}", lambda win=win: crop(image, win), None,
+                                          (win[2] - win[0], win[3] - win[1])) for win in tiling.passes(w, h)]
     return {"path": path, "image": image, "boxes": boxes, "seconds": time.perf_counter() - t1,
             "decode_seconds": t1 - t0}
 
 
 def detect_images(det, paths: Sequence, executor: Executor, desc: str = "detect",
-                  exif_transpose: bool = True) -> Iterator[dict]:
+                  exif_transpose: bool = True, threshold=None, tiling: Tiling | None = None) -> Iterator[dict]:
     """Detections for each image file, proposals in the executor's workers and the detector
-    (conv, SPP, fc, SVMs, box regression) in this process, overlapped.
+    (conv, SPP, fc, SVMs, box regression) in this process, overlapped. ``threshold``: see
+    :meth:`Detector.thresholds`; ``tiling``: detect on tiles and the whole image, merged
+    (:func:`sppdet.tiling.detect_tiled`), each tile's windows proposed in the workers.
 
     Yields, in input order, ``{"path", "image", "detections"}`` or ``{"path", "error"}``.
     On a CPU the detector runs on one thread: the workers have the other cores, and the fc
     and SVM products differ in the last bit between thread counts, so this keeps the result
     the same for any ``--workers`` (and the conv the same as the cache's maps).
     """
+    from .tiling import detect_tiled
+
     proposer = det.proposer  # the same one Detector.detect uses (warns once for external proposals)
-    shared = (None if proposer.needs_maps else proposer, exif_transpose)
+    shared = (None if proposer.needs_maps else proposer, exif_transpose, tiling)
+    thr = det.thresholds(threshold)
     for res in executor.map(proposal_task, paths, desc=desc, unit="img", shared=shared):
         if "error" in res:
             yield res
             continue
         image = res["image"]
         with single_threaded() if det.device.type == "cpu" else contextlib.nullcontext():
-            d = det.detect(image, res["boxes"])  # the network proposes here when boxes is None
+            if tiling is not None:
+                d = detect_tiled(det, image, tiling, thr, proposals=res["boxes"])
+            else:
+                d = det.detect(image, res["boxes"], threshold=thr)  # the network proposes here when boxes is None
             if res["boxes"] is not None:
                 d.timings["proposals"] = res["seconds"]
         yield {"path": res["path"], "image": image, "detections": d}

@@ -8,13 +8,14 @@ fails its schema, or whose image has changed since, is simply detected again.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -27,8 +28,9 @@ log = logging.getLogger("sppdet")
 
 def model_digest(det) -> str:
     """blake2b of everything a detector computes with: trunk weights id, classes, SVMs, fc head,
-    box regressors, scales and the proposal network (an in-memory detector has no file to hash;
-    this is the same). A detector on another engine names its own (``journal_digest``)."""
+    box regressors, scales, the proposal network and the score calibration (an in-memory
+    detector has no file to hash; this is the same). A detector on another engine names its own
+    (``journal_digest``)."""
     if hasattr(det, "journal_digest"):
         return det.journal_digest()
     h = hashlib.blake2b(digest_size=16)
@@ -40,6 +42,9 @@ def model_digest(det) -> str:
         arrays += [det.bbox.W, det.bbox.b, det.bbox.trained]
     if getattr(det, "rpn", None) is not None:  # a proposal network proposes the windows
         h.update(det.rpn.digest().encode())
+    if getattr(det, "platt", None) is not None:  # the scores are probabilities through these sigmoids
+        # (a run before 0.4, without them, scores the same windows with its margins: other results)
+        arrays.append(det.platt)
     for a in arrays:
         a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
@@ -66,18 +71,22 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _valid_entry(e: Any, classes: set[str], min_score: float, max_rows: int) -> bool:
+def _valid_entry(e: Any, classes: set[str], min_score: float | Mapping[str, float], max_rows: int) -> bool:
     """The schema an entry must meet to count as a finished image: rows this detector could
-    have given (known labels, finite boxes, scores above the threshold, at most the cap)."""
+    have given (known labels, finite boxes, scores above the threshold, per class when
+    ``min_score`` is a dict, at most the cap); a video's entry holds a ``video`` dict."""
     if not (isinstance(e, dict) and isinstance(e.get("image"), str) and isinstance(e.get("key"), str)
             and isinstance(e.get("detections"), list) and isinstance(e.get("error"), (str, type(None)))
             and isinstance(e.get("painted"), (str, type(None)))):
         return False
     if (e["error"] is not None and e["detections"]) or len(e["detections"]) > max_rows:
         return False
+    if not isinstance(e.get("video", {}), dict):
+        return False
+    least = min_score if isinstance(min_score, Mapping) else collections.defaultdict(lambda: min_score)
     for r in e["detections"]:
         if not (isinstance(r, dict) and r.get("image") == e["image"] and r.get("label") in classes
-                and _number(r.get("score")) and r["score"] >= min_score
+                and _number(r.get("score")) and r["score"] >= least[r["label"]]
                 and isinstance(r.get("bbox"), list) and len(r["bbox"]) == 4
                 and all(_number(v) for v in r["bbox"])):
             return False
@@ -88,7 +97,7 @@ class DetectJournal:
     """Open (or start) the journal at ``path`` for a detect with ``identity``; see the module."""
 
     def __init__(self, path: Path, identity: dict, classes: list[str], overwrite: bool,
-                 min_score: float = -math.inf, max_rows: int = 1 << 62):
+                 min_score: float | Mapping[str, float] = -math.inf, max_rows: int = 1 << 62):
         self.path = path
         check_plain_file(path, "--out")
         self.entries: dict[str, dict] = {}
@@ -141,8 +150,13 @@ class DetectJournal:
         self._f.write(json.dumps(obj) + "\n")
         self._f.flush()
 
-    def add(self, image: str, key: str, rows: list[dict], error: str | None, painted: str | None = None) -> None:
+    def add(self, image: str, key: str, rows: list[dict], error: str | None, painted: str | None = None,
+            video: dict | None = None) -> None:
+        """Record a finished input; a video's frames are in its own file, ``video`` says which
+        and with what settings (its ``rows`` stay empty)."""
         e = {"image": image, "key": key, "detections": rows, "error": error, "painted": painted}
+        if video is not None:
+            e["video"] = video
         self._write(e)
         self.entries[image] = e
 

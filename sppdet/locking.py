@@ -1,11 +1,17 @@
-"""One writer per output folder: ``detect --out`` and a run folder being trained into.
+"""One writer per output folder: ``detect --out``, an evaluation's folder and a run folder
+being trained into.
 
 An OS lock (``flock`` through the ``filelock`` package) on ``FOLDER/.sppdet.lock``: the kernel
-drops it when its process dies, so a killed command never blocks the next one.
+drops it when its process dies, so a killed command (or a lock file it left) never blocks the
+next one. Readers of a run (``sppdet.load``) ask :func:`held_elsewhere` so that they never read
+a run another command is training into.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -47,3 +53,29 @@ def folder_lock(folder: str | Path, what: str = "--out") -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def held_elsewhere(folder: str | Path) -> bool:
+    """Whether a command holds ``folder``'s lock now (another process writing there, or
+    another holder in this one). Only reads: the lock file is opened read-only (so a read-only
+    folder is fine), never created, never followed through a link; a lock file a killed
+    process left is not held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Unix: nothing to ask
+        return False
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+    except OSError:
+        return False  # none (no command ever wrote there), a link, or unreadable
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

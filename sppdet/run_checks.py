@@ -74,7 +74,9 @@ def check_trained_config(run: Path, trained: Any, current: dict, recorded_digest
         raise UserError(f"{run}: model.pt and meta.json disagree on the configuration it was trained with "
                         "(config_sha256); the run directory was mixed up or altered")
     a, b = _flat(trained), _flat(current)
-    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    # a key the record lacks did not exist when the run was trained (read_run gives it the value
+    # that run behaved with)
+    changed = sorted(k for k in a if a.get(k) != b.get(k))
     hard = [k for k in changed if not k.startswith(EDITABLE)]
     show = ", ".join(f"{k} {a.get(k)!r} → {b.get(k)!r}" for k in (hard or changed)[:4])
     if hard:
@@ -93,6 +95,9 @@ def check_finite(model_path: Path, blob: dict) -> None:
 
     items = [(k, blob.get(k)) for k in ("svm_W", "svm_b", "bbox_W", "bbox_b", "feat_scale", "pool5_scale")]
     items += [(f"head.{k}", v) for k, v in (blob.get("head") or {}).items()]
+    upper = blob.get("upper_head")
+    if isinstance(upper, dict) and isinstance(upper.get("state"), dict):
+        items += [(f"upper_head.{k}", v) for k, v in upper["state"].items()]
     for name, v in items:
         if isinstance(v, torch.Tensor):
             ok = v.is_floating_point() is False or bool(torch.isfinite(v).all())

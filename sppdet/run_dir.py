@@ -128,6 +128,11 @@ def read_run(run_dir: str | Path) -> RunFiles:
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"run directory not found: {run}")
+    from .locking import held_elsewhere
+
+    if held_elsewhere(run):
+        raise UserError(f"{run} is being written by another sppdet command right now (a training into it, or "
+                        "an evaluation writing there); wait for it to finish, then run this again")
     for f in REQUIRED_FILES:
         if not (run / f).is_file():
             raise UserError(f"{run} is not a complete sppdet run: {f} is missing (was training interrupted?)")
@@ -135,6 +140,8 @@ def read_run(run_dir: str | Path) -> RunFiles:
     if model_path.stat().st_size == 0:
         raise UserError(f"{model_path} is empty (0 bytes): the run was not saved completely; train it again")
     raw_cfg = read_run_config(run / CONFIG_FILE)  # one line naming config.yaml for any YAML problem
+    if isinstance(raw_cfg, dict) and "head" not in raw_cfg:  # runs before 0.5 scored with SVMs
+        raw_cfg["head"] = {"type": "svm"}
     try:
         cfg = config_from_dict(raw_cfg)
     except UserError as exc:

@@ -7,6 +7,7 @@ positives and box-regression examples → SVMs with hard-negative mining → box
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from .progress import progress
 
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor, ExampleReservoir, box_targets
+from .calibration import fit_platt
 from .boxes import iou
 from .cache import CachedData, task_extractor
 from .config import Config
@@ -59,24 +61,33 @@ def image_windows(record: ImageRecord, class_index: dict[str, int], proposals: n
 
 
 def learnable_classes(dataset: DetectionDataset, named: list[str] | None) -> list[str]:
-    """The data set's classes that have training objects (non-difficult). A class without any
-    is left out of the model, with one warning naming it: an SVM without positives has no
-    evidence to score with. A class the user named (``data.classes``) must have objects."""
+    """The model's classes: the data set's classes that have training objects (non-difficult),
+    and those the user named (``data.classes``) even without any (the classes they will label
+    later, or one this split lacks). A named class without objects stays in the model with an
+    SVM that never trains (w = 0, b = 0, :attr:`Detector.untrained`): never detected, and
+    evaluated with AP 0 as the VOC devkit scores a class without detections. A class the data
+    merely lists (a COCO export's super-category) is left out. One warning names each kind."""
     counts = dict.fromkeys(dataset.classes, 0)
     for r in dataset.records:
         for lab, d in zip(r.labels, r.difficult):
             if not d and lab in counts:
                 counts[lab] += 1
     empty = [c for c, n in counts.items() if n == 0]
-    if named and (asked := [c for c in empty if c in named]):
-        raise UserError(f"data.classes names {', '.join(map(repr, asked))}, but the training split has no "
-                        f"(non-difficult) objects of {'it' if len(asked) == 1 else 'them'}: remove "
-                        f"{'it' if len(asked) == 1 else 'them'} from data.classes or add annotations")
-    if empty and len(empty) < len(counts):
-        log.warning(f"class{'es' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} "
-                    f"{'have' if len(empty) > 1 else 'has'} no training objects: left out of the model "
-                    "(it cannot detect what it never saw)")
-    return [c for c in dataset.classes if counts[c] > 0] or list(dataset.classes)
+    if len(empty) == len(counts):
+        return list(dataset.classes)  # nothing to learn: train_detector says so
+    kept = [c for c in empty if named and c in named]
+    dropped = [c for c in empty if c not in kept]
+    if kept:
+        them = "it" if len(kept) == 1 else "them"
+        log.warning(f"data.classes names {', '.join(map(repr, kept))}, but the training split has no (non-difficult) "
+                    f"objects of {them}: {them} will never be detected (detect and eval never report {them}; eval "
+                    f"lists {them} with AP 0); the other classes are trained. Label some objects of {them} and "
+                    f"train again to detect {them}")
+    if dropped:
+        log.warning(f"class{'es' if len(dropped) > 1 else ''} {', '.join(map(repr, dropped))} "
+                    f"{'have' if len(dropped) > 1 else 'has'} no training objects: left out of the model "
+                    "(it cannot detect what it never saw; name it in data.classes to keep it, never detected)")
+    return [c for c in dataset.classes if counts[c] > 0 or c in kept]
 
 
 def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Path,
@@ -129,6 +140,11 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                       "windows_per_image": float(np.mean([len(p) for p in props])),
                       "parallel": {"executor": executor.kind, "workers": executor.workers,
                                    "cache": data.last_stats}})
+    if cfg.head.type == "upper":
+        det = train_upper(cfg, classes, extractor, records, windows, data, rpn, timings, train_log)
+        if dropped := [c for c in dataset.classes if c not in cidx]:
+            train_log["classes_without_objects"] = dropped
+        return det, train_log
     head = None
     if cfg.finetune.enabled:
         head = build_head(cfg, extractor, C)
@@ -188,14 +204,18 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
                               "cpu" if per_class else str(extractor.device), extractor.trunk.weights_id,
                               feat_scale, orders,
                               None if head is None else {k: v.detach().cpu() for k, v in head.state_dict().items()})
+        # a class without positives (named in data.classes, no objects) keeps w = 0, b = 0: untrained
+        trainable = [c for c in range(C) if svms.positives[c]]
         if per_class:  # one task per class: each streams every image's maps
-            mined = list(executor.map(mine_class_task, [(c, svms.positives[c], svms.pos_images[c]) for c in range(C)],
+            mined = list(executor.map(mine_class_task, [(c, svms.positives[c], svms.pos_images[c]) for c in trainable],
                                       shared=inputs,
                                       desc="svm mining", unit="class", label=lambda item: f"class {classes[item[0]]}"))
         else:
-            mined = mine_classes(inputs, range(C), svms.positives, show_progress=True, positive_images=svms.pos_images)
+            mined = mine_classes(inputs, trainable, svms.positives, show_progress=True, positive_images=svms.pos_images)
         peaks = [0] * C
-        platt = np.zeros((C, 2))
+        platt = np.tile(fit_platt(np.zeros(0), np.zeros(0, bool)), (C, 1))  # an untrained class's: never used
+        for c in set(range(C)) - set(trainable):
+            train_log.setdefault("calibration", {})[classes[c]] = {"detections": 0, "hits": 0, "folds_refitted": 0}
         for m in mined:
             c = m["class"]
             peaks[c] = int(m["peak_negatives"])
@@ -203,12 +223,15 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
             train_log.setdefault("calibration", {})[classes[c]] = m["calibration"]
             svms.W[:, c], svms.b[c], svms.retrains[c] = m["W"], m["b"], m["retrains"]
             svms.neg[c] = np.zeros((m["negatives"], 0), dtype=np.float16)  # only the count is kept here
+    train_log["calibration"] = {c: train_log["calibration"][c] for c in classes}  # in class order
     train_log["svm_retrains"] = dict(zip(classes, svms.retrains))
     train_log["svm_cached_negatives"] = dict(zip(classes, [len(n) for n in svms.neg]))
     train_log["svm_peak_negatives"] = dict(zip(classes, peaks))
     train_log["positives"] = dict(zip(classes, [int(sum(len(p) for p in ps)) for ps in svms.positives]))
     if dropped := [c for c in dataset.classes if c not in cidx]:
         train_log["classes_without_objects"] = dropped
+    if untrained := [classes[c] for c in range(C) if c not in trainable]:
+        train_log["untrained_classes"] = untrained  # named in data.classes, no training objects
 
     bbox = None
     if cfg.bbox_reg.enabled:
@@ -223,6 +246,26 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
     return det, train_log
 
 
+def train_upper(cfg: Config, classes: list[str], extractor, records: list[ImageRecord],
+                windows: list[ImageWindows], data: CachedData, rpn, timings: dict[str, float],
+                train_log: dict) -> Detector:
+    """``head.type=upper``: the trunk's upper blocks fine-tuned on the windows of the cached maps
+    (:mod:`sppdet.upper_head`); they score and refine the windows themselves, so no SVM or ridge
+    stage runs."""
+    from .upper_head import HeadTrainItem, build_upper_head, train_upper_head
+
+    h = cfg.head
+    head = build_upper_head(h, cfg.backbone.name, cfg.backbone.weights, extractor.trunk, len(classes))
+    items = [HeadTrainItem(lambda r=r: data.maps(r), w.boxes[: w.n_gt + h.train_windows], w.n_gt, w.gt_classes)
+             for r, w in zip(records, windows)]
+    with stage("head fine-tuning", timings):
+        train_log["head"] = train_upper_head(head, items, h, cfg.seed, extractor.device)
+    det = Detector(cfg, classes, extractor, None, None, None, 1.0, None, 1.0, rpn=rpn, upper=head)
+    train_log["timings_s"] = dict(timings)
+    train_log["peak_rss_mb"] = peak_rss_mb()
+    return det
+
+
 def train_proposal_network(cfg: Config, extractor, records: list[ImageRecord], data: CachedData,
                            timings: dict[str, float]):
     """Train ``proposals.method=rpn``'s network on the records' cached conv maps and their
@@ -230,6 +273,10 @@ def train_proposal_network(cfg: Config, extractor, records: list[ImageRecord], d
     from .proposals.rpn import RPNTrainItem, rpn_settings, train_rpn
 
     p = cfg.proposals
+    stored = _stage_path(data.root, "rpn", cfg, records, extractor.device)
+    reused = _reuse_rpn(stored)
+    if reused is not None:
+        return reused
     items = [RPNTrainItem(lambda r=r: data.maps(r), r.boxes[~r.difficult], r.width, r.height) for r in records]
     # one thread, as every per-image task: small ops on two busy threads run ~10x slower, and
     # the weights are then the same bits on any machine
@@ -240,7 +287,51 @@ def train_proposal_network(cfg: Config, extractor, records: list[ImageRecord], d
                  f"{', '.join(f'{v:g}' for v in settings.ratios)}")
         model, fit = train_rpn(settings, items, cfg.features.scales, epochs=p.rpn_epochs, lr=p.rpn_lr,
                                val_fraction=p.rpn_val_fraction, seed=cfg.seed, device=extractor.device)
+    _keep_rpn(stored, model, {**note, **fit})
     return model, {**note, **fit}
+
+
+# -- finished stages kept in the cache ----------------------------------------------------------
+def _stage_path(cache_root: Path, stage_name: str, cfg: Config, records: list[ImageRecord], device) -> Path:
+    """Where a finished training stage is kept, keyed by everything that changes its result
+    (the settings it reads, the seed, the device kind, each image's content key), so that a
+    training interrupted later (Ctrl-C in fine-tuning, a full disk when saving) does not train
+    it again; any change of those trains it anew."""
+    from .cache import cache_key
+    from .config import config_digest
+
+    c = cfg.to_dict()
+    key = {"proposals": c["proposals"], "backbone": c["backbone"], "features": c["features"], "seed": cfg.seed,
+           "device": torch.device(device).type, "images": sorted(cache_key(r) for r in records),
+           "version": 1}
+    return Path(cache_root) / "stages" / f"{stage_name}-{config_digest(key)}.pt"
+
+
+def _reuse_rpn(path: Path):
+    from .proposals.rpn import load_rpn
+
+    if not path.is_file():
+        return None
+    try:
+        model = load_rpn(path)
+        fit = torch.load(path, map_location="cpu", weights_only=True).get("log") or {}
+    except (UserError, OSError, RuntimeError) as exc:  # damaged: train it again
+        log.warning(f"a kept proposal network {path} cannot be used ({exc}); training it again")
+        return None
+    log.info(f"rpn: the proposal network trained by an earlier run of this training is reused ({path})")
+    return model, {**fit, "reused_from": str(path)}
+
+
+def _keep_rpn(path: Path, model, fit: dict) -> None:
+    from .fileio import atomic_save
+    from .proposals.rpn import rpn_blob
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fit = json.loads(json.dumps(fit, default=float))  # plain types: read back with weights_only
+        atomic_save(path, lambda tmp: torch.save({**rpn_blob(model), "log": fit}, tmp))
+    except OSError as exc:  # only a shortcut for a rerun: the training goes on without it
+        log.warning(f"cannot keep the proposal network in the cache ({exc}); a rerun trains it again")
 
 
 @dataclass

@@ -59,3 +59,17 @@ def load_tool():
         return mod
 
     return load
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, tiny_data):
+    """One tiny trained run (selective search, one 224-px scale) for the tests of detection's
+    options (thresholds, tiles, videos): ``(folder, detector, test images)``."""
+    import sppdet
+
+    d = tmp_path_factory.mktemp("small_run")
+    tiny_data(d, 10)
+    det = sppdet.train(d / "data", d / "run", cache=d / "cache", workers=1, backbone={"weights": str(d / "w.pth")},
+                       proposals={"max_boxes": 60, "work_size": 200}, features={"scales": [224]},
+                       svm={"retrain_limit": 300})
+    return d, det, sorted((d / "data" / "JPEGImages").glob("*.jpg"))

@@ -89,7 +89,7 @@ def test_eval_cli_analyze_and_coco_results(trained, tmp_path):
 def test_detector_call_accepts_every_image_form(trained):
     d, _ = trained
     det = sppdet.load(d / "run")
-    det.cfg.test.score_thresh = -5.0  # enough detections to compare
+    det.cfg.test.score_thresh = 0.0  # enough detections to compare
     path = sorted((d / "data" / "JPEGImages").glob("*.jpg"))[0]
     arr = np.array(Image.open(path).convert("RGB"))
     by_path = det(str(path))
@@ -110,7 +110,7 @@ def test_detector_call_accepts_every_image_form(trained):
 def test_results_to_dict_and_plot(trained):
     d, _ = trained
     det = sppdet.load(d / "run")
-    det.cfg.test.score_thresh = -5.0
+    det.cfg.test.score_thresh = 0.0
     r = det(sorted((d / "data" / "JPEGImages").glob("*.jpg"))[1])
     t = r.to_dict()
     assert set(t) == {"boxes", "scores", "labels"}
@@ -167,6 +167,48 @@ def test_expand_inputs_lists_what_it_skips(tmp_path):
     assert len(skipped) == 4
 
 
+def test_a_folder_that_is_a_data_set_finds_or_names_its_images(tmp_path):
+    """A YOLO split folder (test/images, test/labels) or a VOC devkit holds no images itself:
+    its one image folder is read. An export root (train/valid/test) is ambiguous: skipped, with
+    a line naming each split's image folder and its count; so are images only in subfolders."""
+    exp = tmp_path / "export"
+    made = {s: _images(exp / s / "images", [f"{s}{i}.jpg" for i in range(n)]) for s, n in
+            (("train", 3), ("valid", 2), ("test", 4))}
+    for s in made:
+        (exp / s / "labels").mkdir()
+        (exp / s / "labels" / f"{s}0.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert expand_inputs([exp / "test"]) == (made["test"], [])
+    paths, skipped = expand_inputs([exp, made["train"][0]])
+    assert paths == [made["train"][0]] and len(skipped) == 1  # what could be read still is
+    assert skipped[0].startswith(f"{exp}: no images of its own")
+    for s, n in (("train", 3), ("valid", 2), ("test", 4)):
+        assert f"{exp / s / 'images'}: {n} images" in skipped[0]
+    voc = _images(tmp_path / "VOCdevkit" / "VOC2007" / "JPEGImages", ["a.jpg", "b.jpg"])
+    (tmp_path / "VOCdevkit" / "VOC2007" / "Annotations").mkdir()
+    (tmp_path / "VOCdevkit" / "VOC2007" / "SegmentationClass").mkdir()
+    _images(tmp_path / "VOCdevkit" / "VOC2007" / "SegmentationClass", ["a.png"])  # not what is detected
+    assert expand_inputs([tmp_path / "VOCdevkit"]) == (voc, []) == expand_inputs([tmp_path / "VOCdevkit" / "VOC2007"])
+    _images(tmp_path / "nested" / "2021" / "jan", ["x.jpg"])
+    (tmp_path / "empty").mkdir()
+    paths, skipped = expand_inputs([tmp_path / "nested", tmp_path / "empty"])
+    assert paths == [] and skipped == [
+        f"{tmp_path / 'nested'}: no images in this folder (folders are not searched recursively); "
+        f"{tmp_path / 'nested' / '2021' / 'jan'}: 1 image: pass that folder",
+        f"{tmp_path / 'empty'}: no images in this folder"]
+
+
+def test_detect_takes_one_override_string_as_one_override(trained, tmp_path):
+    d, _ = trained
+    img = sorted((d / "data" / "JPEGImages").glob("*.jpg"))[0]
+    one = sppdet.detect(d / "run", img, tmp_path / "a", overrides="test.nms=0.4", paint=False, workers=1)
+    listed = sppdet.detect(d / "run", [img], tmp_path / "b", overrides=["test.nms=0.4"], paint=False, workers=1)
+    assert one["images"] == listed["images"] == 1
+    assert (tmp_path / "a" / "detections.json").read_text() == (tmp_path / "b" / "detections.json").read_text()
+    with pytest.raises(UserError, match="paint must be True or False, not 'no'"):
+        sppdet.detect(d / "run", img, tmp_path / "c", paint="no")
+    assert not (tmp_path / "c").exists()
+
+
 def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     d, _ = trained
     src = sorted((d / "data" / "JPEGImages").glob("*.jpg"))[:2]
@@ -177,7 +219,7 @@ def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     a2 = tmp_path / "a" / "x.png"
     Image.open(src[1]).save(a2)
     out = tmp_path / "det"
-    res = sppdet.detect(d / "run", [a1, b1, a2], out, threshold=-5.0)
+    res = sppdet.detect(d / "run", [a1, b1, a2], out, threshold=0.0)
     assert res["images"] == 3 and not res["skipped"]
     assert {p.relative_to(out).as_posix() for p in out.rglob("*_det.jpg")} == {
         "a/x.jpg_det.jpg", "a/x.png_det.jpg", "b/x_det.jpg"}
@@ -190,7 +232,7 @@ def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     lines = (out / "detections.jsonl").read_text().splitlines()
     (out / "detections.jsonl").write_text("\n".join(lines[:2]) + '\n{"image": "torn')
     (out / "detections.json").unlink()
-    res2 = sppdet.detect(d / "run", [a1, b1, a2], out, threshold=-5.0)
+    res2 = sppdet.detect(d / "run", [a1, b1, a2], out, threshold=0.0)
     assert json.loads((out / "detections.json").read_text()) == rows and res2["detections"] == len(rows)
     # other settings are not mixed into those results
     with pytest.raises(UserError, match="another detect command"):
@@ -198,9 +240,9 @@ def test_detect_keeps_inputs_apart_and_resumes(trained, tmp_path):
     sppdet.detect(d / "run", [a1], out, threshold=0.5, overwrite=True)
     # test-time overrides apply (a stricter NMS can only keep fewer boxes) and leave the run alone
     det = sppdet.load(d / "run")
-    loose = sppdet.detect(det, [a1], tmp_path / "loose", threshold=-5.0,
+    loose = sppdet.detect(det, [a1], tmp_path / "loose", threshold=0.0,
                           overrides=["test.max_per_image=100000"])["detections"]
-    strict = sppdet.detect(det, [a1], tmp_path / "strict", threshold=-5.0,
+    strict = sppdet.detect(det, [a1], tmp_path / "strict", threshold=0.0,
                            overrides=["test.max_per_image=100000", "test.nms=0.05"])
     assert strict["detections"] < loose and det.cfg.test.nms == 0.3
 

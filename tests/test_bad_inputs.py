@@ -732,7 +732,7 @@ def tiny_run(tmp_path_factory, tiny_data):
 def _detect(run, inputs, out, **kw):
     import sppdet
 
-    kw.setdefault("threshold", -5.0)
+    kw.setdefault("threshold", 0.0)
     return sppdet.detect(run, inputs, out, workers=1, **kw)
 
 
@@ -878,10 +878,10 @@ def test_detect_threshold_precedence_and_eval_set(tiny_run, tmp_path):
 
     d, det, imgs = tiny_run
     # --set test.score_thresh is not overridden by --threshold's default; both at once are refused
-    low = _detect(det, [imgs[0]], tmp_path / "a", threshold=None, overrides=["test.score_thresh=-5"])
-    assert low["detections"] == _detect(det, [imgs[0]], tmp_path / "b", threshold=-5.0)["detections"] > 0
+    low = _detect(det, [imgs[0]], tmp_path / "a", threshold=None, overrides=["test.score_thresh=0"])
+    assert low["detections"] == _detect(det, [imgs[0]], tmp_path / "b", threshold=0.0)["detections"] > 0
     with pytest.raises(UserError, match="threshold once"):
-        _detect(det, [imgs[0]], tmp_path / "c", threshold=0.0, overrides=["test.score_thresh=-5"])
+        _detect(det, [imgs[0]], tmp_path / "c", threshold=0.0, overrides=["test.score_thresh=0"])
     args = build_parser().parse_args(["detect", "RUN", "x.jpg", "--out", "o", "--set", "test.score_thresh=-5"])
     assert args.threshold is None
     # eval of a detections file: --set has no effect there, so it is refused (valid or not)
@@ -1206,7 +1206,7 @@ def test_non_utf8_names_through_eval_and_detect_cli(tiny_run, tmp_path):
     latin = [p for p in imgs if os.fsencode(p.name).startswith(LATIN1)]
     r = subprocess.run([sys.executable, "-m", "sppdet", "detect", str(d / "run"), *map(str, latin),
                         str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o"), "--workers", "1",
-                        "--threshold", "-5"], capture_output=True, env=env)
+                        "--threshold", "0"], capture_output=True, env=env)
     assert r.returncode == 2 and b"Traceback" not in r.stderr and b"nope.jpg" in r.stderr, r.stderr[-2000:]
     painted = {os.fsencode(p.name) for p in (tmp_path / "o").glob("*_det.jpg")}
     assert painted == {LATIN1 + b"_det.jpg", LATIN1 + b"-t_det.jpg"}

@@ -44,7 +44,7 @@ def test_train_detect_eval(world, tmp_path):
     d, _ = world
     metrics = json.loads((d / "run" / "eval_test" / "metrics.json").read_text())
     assert metrics["metric"] == "voc07" and set(metrics["AP"]) == {"disc", "triangle", "star", "cross", "ring"}
-    r = run_cli("detect", d / "run", d / "data" / "JPEGImages", "--out", tmp_path / "det", "--threshold", "-5")
+    r = run_cli("detect", d / "run", d / "data" / "JPEGImages", "--out", tmp_path / "det", "--threshold", "0")
     assert r.returncode == 0, r.stderr
     dets = json.loads((tmp_path / "det" / "detections.json").read_text())
     assert dets and {"image", "label", "score", "bbox"} <= dets[0].keys()
@@ -61,7 +61,7 @@ def test_train_detect_eval(world, tmp_path):
 def test_detect_handles_the_bad_input_corpus(world, tmp_path):
     d, _ = world
     files = make_corpus(tmp_path / "corpus")
-    r = run_cli("detect", d / "run", *files.values(), "--out", tmp_path / "det", "--threshold", "-5")
+    r = run_cli("detect", d / "run", *files.values(), "--out", tmp_path / "det", "--threshold", "0")
     assert r.returncode == 2  # one input was not an image
     assert "Traceback" not in r.stderr
     assert "not_an_image.jpg" in r.stderr

@@ -85,12 +85,21 @@ def test_class_without_objects_is_left_out_with_one_warning(coco_export, weights
     scores = det.score(det.window_features(det.extractor.pool(data.maps(recs[0]), data.boxes(recs[0]))))
     assert all(np.ptp(scores[:, c]) > 0 for c in range(len(det.classes)))
 
-    # a class asked for by name without objects is an error, before any long work
+    # a class named in data.classes without objects stays in the model, untrained (never detected),
+    # with one warning; the others train as before
     cfg.data.classes = ["disc", "ring"]
-    with pytest.raises(UserError, match="'ring'"):
-        train_detector(cfg, load_dataset(coco_export / "train" / "_annotations.coco.json", "all",
-                                         classes=cfg.data.classes), tmp_path / "cache2")
-    assert not (tmp_path / "cache2").exists() or not any((tmp_path / "cache2").rglob("*.npy"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sppdet"):
+        named, named_log = train_detector(cfg, load_dataset(coco_export / "train" / "_annotations.coco.json", "all",
+                                                            classes=cfg.data.classes), tmp_path / "cache")
+    assert named.classes == ["disc", "ring"] and named.untrained.tolist() == [False, True]
+    assert not named.svm_W[:, 1].any() and named.svm_b[1] == 0 and named.svm_W[:, 0].any()
+    assert named_log["untrained_classes"] == ["ring"] and named_log["positives"] == {"disc": log["positives"]["disc"],
+                                                                                       "ring": 0}
+    warned = [r.getMessage() for r in caplog.records if "never be detected" in r.getMessage()]
+    assert len(warned) == 1 and "'ring'" in warned[0]
+    d = named.detect_maps(data.maps(recs[0]), data.boxes(recs[0]), recs[0].width, recs[0].height, threshold=0.0)
+    assert 1 not in set(d.labels.tolist())
 
     # a 0.3 run kept such a class with w = 0, b = 0: it must never be emitted
     from sppdet.detector import Detector

@@ -117,14 +117,21 @@ def detections_by_class(detections: Iterable[dict], classes: Sequence[str],
 
 
 def evaluate_voc(records, detections: list[dict], classes: Sequence[str], metric: str = "voc07",
-                 iou_thresh: float = 0.5) -> dict:
-    """Per-class AP and mAP. Returns ``{"metric", "mAP", "AP", "npos", "curves"}``."""
+                 iou_thresh: float = 0.5, never_detected: Sequence[str] = ()) -> dict:
+    """Per-class AP and mAP. Returns ``{"metric", "mAP", "AP", "npos", "curves"}``.
+
+    ``never_detected``: classes the model cannot detect (their SVM never trained). Without
+    ground truth in the split they get AP 0, not None, and count in the mAP: that is what the
+    devkit computes for a class without detections (no division by zero then), and the mAP
+    says how the model does on every class it lists."""
     use_07 = metric == "voc07"
     gt = ground_truth_by_class(records, classes)
     dets = detections_by_class(detections, classes, record_index(records))
     ap, npos, curves = {}, {}, {}
     for c in classes:
         rec, prec, a, n = eval_class(gt[c], dets[c], iou_thresh, use_07)
+        if a is None and c in never_detected and not dets[c]:
+            a = 0.0
         ap[c], npos[c], curves[c] = a, n, (rec, prec)
     valid = [a for a in ap.values() if a is not None]
     return {"metric": metric, "mAP": float(np.mean(valid)) if valid else None, "AP": ap,
@@ -167,7 +174,8 @@ def write_comp4(detections: list[dict], classes: Sequence[str], split: str, out_
 def format_table(result: dict) -> str:
     lines = [f"{'class':>20s}  {'AP':>7s}  {'#gt':>6s}"]
     for c, a in result["AP"].items():
-        lines.append(f"{c:>20s}  {'n/a' if a is None else f'{a:.4f}':>7s}  {result['npos'][c]:6d}")
+        lines.append(f"{c:>20s}  {'n/a' if a is None else f'{a:.4f}':>7s}  {result['npos'][c]:6d}"
+                     + ("  never trained (no training objects)" if c in result.get("untrained", ()) else ""))
     m = result["mAP"]
     lines.append(f"{'mAP (' + result['metric'] + ')':>20s}  {'n/a' if m is None else f'{m:.4f}':>7s}")
     return "\n".join(lines)
