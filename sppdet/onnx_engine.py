@@ -120,7 +120,20 @@ class OnnxDetector:
         engine's (its numbers differ from torch's in the last digits)."""
         return f"onnxruntime:{self._digest}"
 
-    def detect(self, image: np.ndarray, proposals: np.ndarray | None = None, threshold: float | None = None):
+    def thresholds(self, threshold=None) -> np.ndarray:
+        """As :meth:`Detector.thresholds`: the least score kept per class, ``[C]``."""
+        from .detector import Detector
+
+        return Detector.thresholds(self, threshold)
+
+    def tiling(self, tile, overlap: float = 0.25, **options):
+        """Tiles are not run on this engine yet (the graph takes one whole image)."""
+        if tile is None:
+            return None
+        raise UserError("tile= (--tile) runs on the torch engine only; leave it out or use the run folder "
+                        "with --engine torch")
+
+    def detect(self, image: np.ndarray, proposals: np.ndarray | None = None, threshold=None):
         """As :meth:`Detector.detect`: an RGB uint8 ``[H, W, 3]`` image → :class:`Detections`."""
         from .detector import Detections, check_proposals
         from .features import resized_pyramid
@@ -129,6 +142,7 @@ class OnnxDetector:
 
         h, w = image.shape[:2]
         t = self.cfg.test
+        thr = self.thresholds(threshold)  # [C]: the graph keeps the lowest, the others are applied after it
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         feeds = {}
@@ -143,7 +157,7 @@ class OnnxDetector:
         (_, resized), = resized_pyramid(image, self.cfg.features.scales, self.cfg.features.max_size)
         feeds.update({IMAGE: np.ascontiguousarray(resized, dtype=np.uint8),
                       IMAGE_SIZE: np.array([h, w], dtype=np.int64),
-                      SCORE_THRESHOLD: np.array(t.score_thresh if threshold is None else threshold, dtype=np.float64),
+                      SCORE_THRESHOLD: np.array(float(np.min(thr)), dtype=np.float64),
                       NMS_THRESHOLD: np.array(t.nms, dtype=np.float32),
                       MAX_DETECTIONS: np.array(t.max_per_image, dtype=np.int64),
                       BOX_REGRESSION: np.array(bool(self.cfg.bbox_reg.enabled), dtype=np.bool_)})
@@ -151,13 +165,16 @@ class OnnxDetector:
         boxes, scores, labels, margins = self.session.run(None, feeds)
         t3 = time.perf_counter()
         timings.update(proposals=t1 - t0, resize=t2 - t1, graph=t3 - t2)
-        return Detections(boxes.reshape(-1, 4), scores, labels.astype(np.int64), timings=timings,
-                          names=self.classes, margins=margins, calibrated=True)
+        boxes, labels = boxes.reshape(-1, 4), labels.astype(np.int64)
+        keep = scores > thr[labels]
+        return Detections(boxes[keep], scores[keep], labels[keep], timings=timings,
+                          names=self.classes, margins=margins[keep], calibrated=True)
 
-    def __call__(self, source, proposals=None, exif_transpose: bool = True, threshold: float | None = None):
+    def __call__(self, source, proposals=None, exif_transpose: bool = True, threshold=None, tile=None,
+                 overlap: float = 0.25):
         from .detector import Detector
 
-        return Detector.__call__(self, source, proposals, exif_transpose, threshold)
+        return Detector.__call__(self, source, proposals, exif_transpose, threshold, tile, overlap)
 
     __call__.__doc__ = "As :meth:`Detector.__call__` (files, PIL images, arrays, tensors or a list of them)."
 
