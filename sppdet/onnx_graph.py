@@ -89,8 +89,10 @@ def scale_factor(image_size: torch.Tensor, scale: int, max_size: int) -> torch.T
     original ``(height, width)`` (int64)."""
     hw = image_size.to(torch.float64)
     short, long_ = torch.min(hw), torch.max(hw)
-    return torch.minimum(torch.tensor(float(scale), dtype=torch.float64) / short,
-                         torch.tensor(float(max_size), dtype=torch.float64) / long_)
+    # on a [2] tensor: the exporter divides 0-d tensors in float32, and a factor rounded to
+    # float32 moves windows that end exactly on a cell boundary onto the next cell
+    ratios = torch.tensor([float(scale), float(max_size)], dtype=torch.float64) / torch.stack([short, long_])
+    return torch.min(ratios)
 
 
 def window_cells(windows: torch.Tensor, factor: torch.Tensor, stride: int, offset: float,
@@ -307,8 +309,13 @@ class Postprocess(nn.Module):
                          torch.minimum(torch.maximum(b[:, 2], zero), W - 1),
                          torch.minimum(torch.maximum(b[:, 3], zero), H - 1)], 1)
         m, s = margins[ks, cs], scores[ks, cs]
+        # ranked by margin, equal margins (windows on the same cells) in window order as the
+        # detector ranks them: NMS sees each candidate's position in that order (ONNX TopK is stable)
+        _, rank = m.topk(_count(m))
+        ks, cs, b, m, s = ks[rank], cs[rank], b[rank], m[rank], s[rank]
         cont = (b + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)).to(torch.float32)
-        keep = class_nms(cont, m, cs, self.n_classes, nms_iou.to(torch.float32))
+        position = -torch.arange(_count(m), dtype=torch.int64).to(torch.float32)
+        keep = class_nms(cont, position, cs, self.n_classes, nms_iou.to(torch.float32))
         # lexsort((-margin, -score)): by margin, then (ties in order) by score
         _, o = m[keep].topk(_count(keep))
         keep = keep[o]
