@@ -29,6 +29,20 @@ from .run_checks import config_digest
 from .run_dir import CONFIG_FILE, RPN_FILE, read_run, write_run
 
 
+def class_by_class_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
+                       iou: float) -> torch.Tensor:
+    """Per-class NMS, one class at a time, as ONNX's ``NonMaxSuppression`` computes it (the
+    exported graph's): ``batched_nms`` on under 1000 boxes shifts each class's boxes by a class
+    offset in float32, which rounds their IoUs differently and flips decisions near the cut.
+    Indices kept, by decreasing score."""
+    from torchvision.ops import nms
+
+    keep = [torch.nonzero(classes == c).flatten() for c in torch.unique(classes)]
+    keep = torch.cat([idx[nms(boxes[idx], scores[idx], iou)] for idx in keep]) if keep else \
+        torch.zeros(0, dtype=torch.int64)
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
 @dataclass
 class Detections:
     """One image's detections (what ``detector(image)`` returns).
@@ -216,8 +230,11 @@ class Detector:
         ``scores_of(kept)``: calibrated scores compare across classes, margins do not."""
         t = self.cfg.test
         b = to_continuous(torch.from_numpy(boxes))
-        # per-class NMS on the margins (within a class the calibrated order is the same)
-        keep = batched_nms(b.float(), torch.from_numpy(s).float(), torch.from_numpy(cs), t.nms).numpy()
+        # per-class NMS on the margins (within a class the calibrated order is the same), equal
+        # margins (windows on the same cells) in window order: NMS ranks by position in that order
+        rank = np.argsort(-s, kind="stable")
+        keep = rank[class_by_class_nms(b[rank].float(), -torch.arange(len(s), dtype=torch.float32),
+                                       torch.from_numpy(cs[rank]), t.nms).numpy()]
         out = scores_of(keep)
         order = np.lexsort((-s[keep], -out))[: t.max_per_image]
         keep = keep[order]
