@@ -10,7 +10,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
 from . import __version__
 from .backbones import build_trunk
