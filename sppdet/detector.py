@@ -272,7 +272,9 @@ class Detector:
         t1 = time.perf_counter()
         feats = self.window_features(pool5)
         t2 = time.perf_counter()
-        scores = self.score(feats)
+        # twins (windows on the same cells) take one score, so that NMS ranks them by window
+        # order in any engine rather than by how a matrix product rounded two equal rows
+        scores = self.score(feats)[self.extractor.twins(maps, proposals)]
         t3 = time.perf_counter()
         dets = self.postprocess(proposals, scores, pool5, width, height, threshold)
         t4 = time.perf_counter()

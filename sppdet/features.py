@@ -19,7 +19,7 @@ from .backbones import Trunk
 from .config import ProposalConfig, config_digest
 from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
                      write_cache_file)
-from .ops import best_scale, map_windows, spp_pool
+from .ops import best_scale, first_twins, map_windows, spp_pool
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,11 @@ class FeatureExtractor:
                 _, mh, mw = m.fmap.shape
                 cells[sel] = map_windows(boxes[sel] * m.factor, self.trunk.stride, self.trunk.offset, mh, mw)
         return which, cells
+
+    def twins(self, maps: Sequence[ScaleMap], boxes: np.ndarray) -> np.ndarray:
+        """Each window's first twin: the first window pooled from the same scale and cells
+        (:func:`sppdet.ops.first_twins`)."""
+        return first_twins(*self.feature_boxes(maps, boxes))
 
     def pool(self, maps: Sequence[ScaleMap], boxes: np.ndarray, reuse_buffer: bool = False) -> torch.Tensor:
         """Pool each original-image box at its best scale → ``[K, dim]`` float32.

@@ -65,6 +65,31 @@ class _ClassNMS(torch.autograd.Function):
         return g.op("NonMaxSuppression", boxes, scores, big, iou1, low)
 
 
+class _FirstTwin(torch.autograd.Function):
+    """``keys`` ``[K]`` int64 → ``[K]``: for each, the index of the first equal key (ONNX
+    ``Unique``'s first-occurrence indices, gathered by its inverse), as
+    :func:`sppdet.ops.first_twins` finds them."""
+
+    @staticmethod
+    def forward(ctx, keys):  # noqa: D401 - autograd API
+        _, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+        n = keys.shape[0]
+        first = torch.full((n,), n, dtype=torch.int64).scatter_reduce(0, inverse, torch.arange(n), "amin")
+        return first[inverse]
+
+    @staticmethod
+    def symbolic(g, keys):
+        _, first, inverse, _ = g.op("Unique", keys, sorted_i=1, outputs=4)
+        return g.op("Gather", first, inverse, axis_i=0)
+
+
+def first_twin(cells: torch.Tensor, map_h: torch.Tensor, map_w: torch.Tensor) -> torch.Tensor:
+    """Windows on the same cells of one map (``[K, 4]`` int64 ``x1, y1, x2, y2``): each one's
+    first twin. The cells as one number: ``((x1·H + y1)·W + x2)·H + y2``."""
+    h, w = map_h.to(torch.int64), map_w.to(torch.int64)
+    return _FirstTwin.apply(((cells[:, 0] * h + cells[:, 1]) * w + cells[:, 2]) * h + cells[:, 3])
+
+
 def class_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, n_classes: int,
               iou: torch.Tensor) -> torch.Tensor:
     """Indices of the boxes per-class NMS keeps (``[M]``, class by class): boxes ``[N, 4]``
@@ -199,9 +224,12 @@ class SVMHead(WindowHead):
             self.register_buffer("trained", torch.as_tensor(det.bbox.trained, dtype=torch.bool))
 
     def forward(self, fmap, windows, factor, box_regression):
-        pool5 = spp_layer(fmap, self.cells(fmap, windows, factor), self.levels, self.channels_last)
+        cells = self.cells(fmap, windows, factor)
+        pool5 = spp_layer(fmap, cells, self.levels, self.channels_last)
         feats = (self.fc(pool5) if self.fc is not None else pool5) * self.feat_scale
         margins = torch.where(self.untrained, torch.tensor(float("-inf")), feats @ self.W + self.b)
+        shape = torch._shape_as_tensor(fmap)
+        margins = margins[first_twin(cells, shape[2], shape[3])]  # twins take one score, as in Detector
         scores = torch.where(margins > MARGIN_FLOOR, platt(margins, self.ab), torch.tensor(float("-inf"),
                                                                                             dtype=torch.float64))
         n = self.W.shape[1]
@@ -272,7 +300,9 @@ class RPNGraph(nn.Module):
         bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         keep = torch.nonzero((bw >= self.box_min) & (bh >= self.box_min) & (prob >= self.score_thresh)).flatten()
         boxes, prob = boxes[keep], prob[keep]
-        keep = class_nms(boxes, prob, torch.zeros_like(keep), 1, torch.tensor(self.nms))
+        # ranked by objectness, equal ones by anchor index (ONNX TopK is stable), as _StableRPN ranks them
+        position = -torch.arange(_count(prob), dtype=torch.int64).to(torch.float32)
+        keep = class_nms(boxes, position, torch.zeros_like(keep), 1, torch.tensor(self.nms))
         keep = keep[:_topk_count(_count(keep), self.post_nms)]
         out = boxes[keep].to(torch.float64) / factor - torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
         H, W = image_size[0].to(torch.float64), image_size[1].to(torch.float64)

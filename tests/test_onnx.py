@@ -24,10 +24,11 @@ from sppdet.onnx_engine import OnnxDetector, from_detector  # noqa: E402
 from sppdet.onnx_export import check_exportable, export_onnx, onnx_bytes  # noqa: E402
 from sppdet import onnx_graph as G  # noqa: E402
 
+
 SS_FAST = {"proposals": {"method": "selective_search", "max_boxes": 150, "work_size": 300},
            "features": {"scales": [320]}, "svm": {"retrain_limit": 500}}
 RPN_FAST = {"features": {"scales": [320]}, "svm": {"retrain_limit": 500},
-            "proposals": {"method": "rpn", "rpn_epochs": 2, "rpn_max_boxes": 200,
+            "proposals": {"method": "rpn", "rpn_epochs": 2, "rpn_max_boxes": 200, "rpn_pre_nms": 100000,
                           # at the default rate two epochs leave the objectness almost flat: its
                           # sigmoids tie in float32, and the order of ties is defined by neither
                           # engine (torchvision's sorts are not stable)
@@ -209,11 +210,35 @@ def test_rpn_graph_proposes_what_rpn_proposer_does(offset, min_size):
 
 
 # -- whole runs ----------------------------------------------------------------------------------
+def _calibrated_weights(path, images) -> None:
+    """Random MobileNetV2 weights whose BatchNorm statistics are those of ``images`` (one pass in
+    training mode, cumulative averages): seeded random weights with the default statistics blow
+    up through the blocks and saturate ReLU6, a map where float32 rounding in the convolutions
+    (oneDNN's or onnxruntime's) moves a fair part of the fp16-rounded values by a step. With
+    statistics that fit, the map is as well conditioned as a trained trunk's."""
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.mobilenet_v2()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = None
+    m.train()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        for p in images:
+            x = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+            m.features((x - mean) / std)
+    torch.save(m.state_dict(), path)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_data):
     """A selective-search and a proposal-network run on the tiny synthetic set (random trunk)."""
     d = tmp_path_factory.mktemp("onnx")
     tiny_data(d, 12)
+    _calibrated_weights(d / "w.pth", sorted((d / "data" / "JPEGImages").glob("*.jpg")))
     w = {"weights": str(d / "w.pth")}
     ss = sppdet.train(d / "data", d / "ss", cache=d / "cache", workers=1, backbone=w, **SS_FAST)
     rpn = sppdet.train(d / "data", d / "rpn", cache=d / "cache", workers=1, backbone=w, **RPN_FAST)
@@ -235,20 +260,65 @@ def _images(imgs):
     return [np.clip(x.astype(np.int16) + rng.integers(-8, 9, x.shape), 0, 255).astype(np.uint8) for x in arrs]
 
 
-def _same(a: Detections, b: Detections):
-    assert len(a) == len(b)
-    oa = np.lexsort((a.boxes[:, 0], a.labels, -np.round(a.scores, 4)))
-    ob = np.lexsort((b.boxes[:, 0], b.labels, -np.round(b.scores, 4)))
-    np.testing.assert_array_equal(a.labels[oa], b.labels[ob])
-    np.testing.assert_allclose(a.boxes[oa], b.boxes[ob], rtol=0, atol=0.5)
-    np.testing.assert_allclose(a.scores[oa], b.scores[ob], rtol=0, atol=1e-3)
-    np.testing.assert_allclose(a.margins[oa], b.margins[ob], rtol=0, atol=1e-2)
+def _same(a: Detections, b: Detections, check):
+    """The same detections within the issue's tolerances (0.5 px, 1e-3): paired class by class,
+    best first, each with the nearest box (tools/onnx_check.py's matching, so that scores equal
+    to rounding do not have to sort the same way)."""
+    m = check.match(a, b)
+    assert len(a) == len(b) and check.agrees(m, 0.5, 1e-3), m
+
+
+def _decisive(det, image: np.ndarray, seed: int = 0):
+    """A copy of ``det`` whose SVMs, Platt sigmoids and box regressors are seeded random (the graph
+    must compute the same function for any weights). The tiny run's own SVMs learn nothing from a
+    random trunk: every margin sits within 1e-3 of the -1 floor, so which of those near-ties a
+    threshold or NMS keeps is float32 rounding, in either engine. These margins spread over
+    several units (scaled on ``image``'s windows), so scores are well apart and many pass 0.25."""
+    rng = np.random.default_rng(seed)
+    seen = []
+    probe = copy.copy(det)
+    probe.score = lambda feats: seen.append(feats) or det.score(feats)
+    probe(image, None if det.proposer.needs_maps else det.propose(image, None, image.shape[1], image.shape[0]))
+    feats = torch.cat(seen).double().numpy()
+    n = len(det.classes)
+    mu = feats.mean(0)
+    W = rng.standard_normal((feats.shape[1], n))
+    W -= np.outer(mu, mu @ W) / (mu @ mu)  # no large common offset to cancel in float32
+    W *= 2.0 / (feats @ W).std(0)
+    out = copy.copy(det)
+    out.svm_W = torch.as_tensor(W, dtype=torch.float32)
+    out.svm_b = torch.as_tensor(np.full(n, -0.5), dtype=torch.float32)
+    out.untrained = np.zeros(n, dtype=bool)
+    out.platt = np.stack([rng.uniform(1.0, 2.0, n), rng.uniform(-0.5, 0.5, n)], 1)
+    if det.bbox is not None:
+        bbox = copy.deepcopy(det.bbox)
+        x = feats / det.feat_scale * det.pool5_scale  # what the regressors see (no fc head here)
+        bbox.W = (rng.standard_normal(bbox.W.shape) * 0.1 / np.sqrt((x ** 2).sum(1).mean())).astype(np.float32)
+        bbox.b = rng.normal(0, 0.05, bbox.b.shape).astype(np.float32)
+        bbox.trained = np.ones(n, dtype=bool)
+        out.bbox = bbox
+    if det.rpn is not None:  # objectness spread the same way: the top-k and NMS see no near-ties
+        rpn = copy.deepcopy(det.rpn)
+        head = rpn.rpn.head
+        fmap = det.extractor.compute(image)[0].fmap.float()[None]
+        with torch.no_grad():
+            t = head.conv(fmap)
+            w = torch.as_tensor(rng.standard_normal(head.cls_logits.weight.shape), dtype=torch.float32)
+            head.cls_logits.weight.copy_(w)
+            head.cls_logits.bias.zero_()
+            z = head.cls_logits(t)
+            head.cls_logits.weight.mul_(3.0 / z.std())
+            head.cls_logits.bias.copy_(-z.mean() * 3.0 / z.std())
+        out.rpn = rpn
+        out._proposer = None
+    return out
 
 
 @pytest.mark.parametrize("kind", ["ss", "rpn"])
 def test_exported_run_detects_what_the_torch_detector_does(runs, kind, tmp_path, load_tool):
     d, dets, imgs = runs
-    det = dets[kind]
+    assert dets[kind].head is None
+    det = _decisive(dets[kind], np.asarray(Image.open(imgs[0]).convert("RGB")))
     path = export_onnx(det, tmp_path / "model.onnx")
     onnx_det = sppdet.load(path)
     assert isinstance(onnx_det, OnnxDetector) and onnx_det.classes == det.classes
@@ -256,20 +326,24 @@ def test_exported_run_detects_what_the_torch_detector_does(runs, kind, tmp_path,
     total = 0
     for thr in (0.25, 0.0):  # 0: every window above the margin floor, up to the cap
         for img in _images(imgs):
-            a, b = det(img, threshold=thr), onnx_det(img, threshold=thr)
+            # selective search runs once for both: OpenCV's does not always give the same windows
+            # twice for the same image (tools/onnx_check.py does the same)
+            wins = None if det.proposer.needs_maps else det.propose(img, None, img.shape[1], img.shape[0])
+            a, b = det(img, wins, threshold=thr), onnx_det(img, wins, threshold=thr)
             assert isinstance(b, Detections) and b.names == det.classes and b.calibrated
             assert b.boxes.dtype == np.float64 and b.labels.dtype == np.int64
-            _same(a, b)
-            assert check.agrees(check.match(a, b), 0.5, 1e-3)
+            _same(a, b, check)
             total += len(a)
-    assert total > 100  # the random trunk and low thresholds give plenty to compare
+    assert total > 500  # the decisive weights give plenty to compare
     # files, and a list of them, through the same __call__
     r = onnx_det([str(imgs[0]), str(imgs[1])])
     assert [x.path for x in r] == [str(imgs[0]), str(imgs[1])] and r[0].image is not None
-    _same(det(str(imgs[0])), r[0])
+    if det.proposer.needs_maps:  # (selective search would run twice)
+        _same(det(str(imgs[0])), r[0], check)
 
 
-def test_test_time_settings_reach_the_graph(runs):
+def test_test_time_settings_reach_the_graph(runs, load_tool):
+    check = load_tool("onnx_check")
     _, dets, imgs = runs
     det = dets["rpn"]
     onnx_det = from_detector(det)
@@ -279,7 +353,7 @@ def test_test_time_settings_reach_the_graph(runs):
 
         a, b = copy.copy(det), copy.copy(onnx_det)
         a.cfg = b.cfg = override_config(det.cfg, over + (["test.score_thresh=0"] if "score" not in over[0] else []))
-        _same(a(img), b(img))
+        _same(a(img), b(img), check)
     few = copy.copy(onnx_det)
     few.cfg = override_config(det.cfg, ["test.max_per_image=3", "test.score_thresh=0"])
     assert len(few(img)) == 3
@@ -287,13 +361,14 @@ def test_test_time_settings_reach_the_graph(runs):
     assert len(none) == 0 and none.boxes.shape == (0, 4)
 
 
-def test_selective_search_model_takes_given_windows(runs):
+def test_selective_search_model_takes_given_windows(runs, load_tool):
+    check = load_tool("onnx_check")
     _, dets, imgs = runs
     det = dets["ss"]
     onnx_det = from_detector(det)
     img = np.asarray(Image.open(imgs[3]).convert("RGB"))
     wins = np.array([[0, 0, 100, 80], [10.5, 20.25, 200, 150], [50, 50, 50, 50], [-5, -5, 400, 400]])
-    _same(det(img, proposals=wins, threshold=0.0), onnx_det(img, proposals=wins, threshold=0.0))
+    _same(det(img, proposals=wins, threshold=0.0), onnx_det(img, proposals=wins, threshold=0.0), check)
     rpn_onnx = from_detector(dets["rpn"])
     with pytest.raises(UserError, match="inside its graph"):
         rpn_onnx(img, proposals=wins)
@@ -318,22 +393,30 @@ def test_metadata_holds_the_contract_and_the_runs_identity(runs, tmp_path):
     assert rpn_meta["sppdet.windows"] == "graph" and "windows:" not in rpn_meta["sppdet.input_contract"]
 
 
-def test_cli_export_and_detect_with_either_engine(runs, tmp_path, capsys):
+def test_cli_export_and_detect_with_either_engine(runs, tmp_path, capsys, load_tool):
     d, dets, imgs = runs
+    check = load_tool("onnx_check")
+    run = tmp_path / "run"
+    _decisive(dets["rpn"], np.asarray(Image.open(imgs[0]).convert("RGB"))).save(run)
     out = tmp_path / "model.onnx"
-    assert main(["export", str(d / "rpn"), "--format", "onnx", "--out", str(out)]) == 0
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
     assert main(["detect", str(out), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "o"), "--no-images",
                  "--threshold", "0"]) == 0
-    assert main(["detect", str(d / "rpn"), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "t"), "--no-images",
+    assert main(["detect", str(run), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "t"), "--no-images",
                  "--threshold", "0"]) == 0
-    assert main(["detect", str(d / "rpn"), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "r"), "--no-images",
+    assert main(["detect", str(run), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "r"), "--no-images",
                  "--threshold", "0", "--engine", "onnxruntime"]) == 0
     rows = {k: json.loads((tmp_path / k / "detections.json").read_text()) for k in ("o", "t", "r")}
-    assert len(rows["o"]) == len(rows["t"]) == len(rows["r"]) > 0
-    key = lambda r: (r["image"], r["label"], round(r["score"], 4), round(r["bbox"][0]))  # noqa: E731
-    for a, b in zip(sorted(rows["t"], key=key), sorted(rows["o"], key=key)):
-        assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-3
-        assert np.abs(np.subtract(a["bbox"], b["bbox"])).max() < 0.5
+    assert len(rows["o"]) == len(rows["t"]) == len(rows["r"]) > 100
+    classes = dets["rpn"].classes
+
+    def of(rows, image):
+        mine = [r for r in rows if r["image"] == image]
+        return Detections(np.array([r["bbox"] for r in mine]).reshape(-1, 4), np.array([r["score"] for r in mine]),
+                          np.array([classes.index(r["label"]) for r in mine]), names=classes)
+
+    for image in (str(imgs[0]), str(imgs[1])):
+        _same(of(rows["t"], image), of(rows["o"], image), check)
     assert rows["o"] == rows["r"]  # the file and the in-memory export are the same graph
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torchvision.models.detection.image_list import ImageList
 
 import sppdet
 from sppdet.config import config_from_dict
@@ -334,3 +335,30 @@ def test_a_second_training_on_a_warm_cache(rpn_run, tmp_path, caplog):
                              backbone={"weights": str(d / "w.pth")}, **FAST)
     assert "read from the cache" in caplog.text and str(d / "cache") in caplog.text
     assert again.rpn.digest() == det.rpn.digest()  # same maps, same seed: the same network
+
+
+def test_equal_objectness_is_ranked_by_anchor_index():
+    """A flat map gives every anchor the same objectness: inference must rank the ties by anchor
+    index (what the exported graph's stable TopK does), so the survivors of NMS are those of
+    greedy NMS over the anchors in index order, worked out here without torchvision."""
+    s = RPNSettings(8, 16, 0.0, 320, [40.0], [1.0], nms=0.3, pre_nms=10000, max_boxes=1000, min_size=1)
+    m = RPNModel(s).eval()
+    with torch.no_grad():
+        for p in m.rpn.head.parameters():
+            p.zero_()  # objectness 0 everywhere, box deltas 0: the proposals are the anchors
+        boxes, _ = m(torch.zeros(8, 5, 7), (80, 112))
+        a = m.rpn.anchor_generator(ImageList(torch.zeros(1, 8, 80, 112), [(80, 112)]), [torch.zeros(1, 8, 5, 7)])[0]
+    a[:, 0::2] = a[:, 0::2].clamp(0, 112)
+    a[:, 1::2] = a[:, 1::2].clamp(0, 80)
+
+    def iou(p, q):
+        iw = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
+        ih = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
+        inter = iw * ih
+        return inter / ((p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter)
+
+    kept = []
+    for i in range(len(a)):
+        if all(iou(a[i].tolist(), a[j].tolist()) <= 0.3 for j in kept):
+            kept.append(i)
+    torch.testing.assert_close(boxes[0], a[kept])
