@@ -224,6 +224,16 @@ def _sources(v: Any) -> list:
     raise Refused
 
 
+def _loaded_onnx(v: Any) -> Any:
+    """An onnxruntime detector (its module is loaded if one exists: no import of onnxruntime here)."""
+    import sys
+
+    mod = sys.modules.get(f"{__package__}.onnx_engine")
+    if mod is not None and isinstance(v, mod.OnnxDetector):
+        return v
+    raise Refused
+
+
 def _anything(v: Any) -> Any:
     return v
 
@@ -233,7 +243,7 @@ PATH = Takes("a path (a non-empty str or pathlib.Path)", _path)
 DATA = Takes("a path (a non-empty str or pathlib.Path) or a loaded data set",
              _either(_path, _instance(".datasets", "DetectionDataset")))
 RUN = Takes("a run directory (a non-empty str or pathlib.Path) or a Detector",
-            _either(_path, _instance(".detector", "Detector")))
+            _either(_path, _instance(".detector", "Detector"), _loaded_onnx))
 RUNS = Takes("a list of run directories or Detectors (or one)", _runs)
 SPLIT = Takes("a split name or a list file (a non-empty str or pathlib.Path)", _path)
 CONFIG = Takes("a YAML path, a shipped config's name, a dict or a Config", _config)
@@ -251,6 +261,8 @@ WORKERS = Takes("a whole number of at least 1", _int_at_least(1))
 RAY = Takes("'auto', 'local' or a cluster address (host:port, ray://host:port)", _ray)
 TIMINGS = Takes("a dict (filled in with each stage's seconds)", _dict)
 EXECUTOR = Takes("an executor of sppdet.parallel (make_executor)", _instance(".parallel", "Executor"))
+ENGINE = Takes("'torch' or 'onnxruntime'", _choice("torch", "onnxruntime"))
+FORMAT = Takes("'onnx'", _choice("onnx"))
 METRIC = Takes("'voc07' or 'voc12'", _choice("voc07", "voc12"))
 ANYTHING = Takes("anything", _anything)  # checked where it is used, with its own message
 

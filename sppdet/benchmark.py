@@ -2,6 +2,7 @@
 proposals, with the same trunk, fc head, SVMs and box regression; stage by stage."""
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from .backbones import build_trunk
 from .bbox_regression import BoxRegressor
 from .config import Config
+from .errors import UserError
 from .detector import Detector
 from .features import FeatureExtractor
 from .heads import FCHead
@@ -24,7 +26,8 @@ from .parallel import Executor, SerialExecutor
 from .proposals import SelectiveSearch
 from .rcnn import RCNNExtractor
 
-STAGES = ["proposals", "conv", "pooling", "fc", "svm", "bbox_nms"]
+log = logging.getLogger(__name__)
+STAGES = ["proposals", "conv", "pooling", "fc", "svm", "bbox_nms", "graph"]  # graph: onnxruntime's one step
 FIVE_SCALES = [480, 576, 688, 864, 1200]
 
 
@@ -96,6 +99,40 @@ def time_method(det: Detector, images: list[np.ndarray], proposals: list[np.ndar
     return stats
 
 
+def time_engine(det, images: list[np.ndarray], proposals: list[np.ndarray | None],
+                proposal_times: list[float], desc: str) -> dict:
+    """:func:`time_method` for the onnxruntime engine (:class:`sppdet.onnx_engine.OnnxDetector`):
+    per image the resize and the one graph ("graph"; a proposal network runs inside it), the
+    selective-search windows given as the torch rows get them."""
+    det.detect(images[0], proposals[0])  # warm-up
+    per_image = []
+    for img, props, tp in progress(list(zip(images, proposals, proposal_times)), desc=desc, unit="img"):
+        r = det.detect(img, props)
+        t = dict.fromkeys(STAGES, 0.0)
+        t.update(proposals=tp, graph=r.timings["resize"] + r.timings["graph"])
+        per_image.append(t)
+    totals = [t["graph"] for t in per_image]
+    stats = {"seconds_per_image": {k: statistics.median(t[k] for t in per_image) for k in STAGES}}
+    stats["seconds_per_image"]["total"] = statistics.median(totals)
+    stats["seconds_per_image"]["total_with_proposals"] = statistics.median(
+        tot + t["proposals"] for tot, t in zip(totals, per_image))
+    stats["total_min_median_max"] = [min(totals), statistics.median(totals), max(totals)]
+    return stats
+
+
+def _onnx_engine(run: Detector):
+    """The run's graph on onnxruntime for bench's row, or why there is none (a line)."""
+    try:
+        from .onnx_engine import from_detector
+        from .onnx_export import check_exportable, require_onnx
+
+        require_onnx()
+        check_exportable(run)
+    except UserError as exc:
+        return str(exc)
+    return from_detector(run)
+
+
 def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, out_dir: Path,
               run: Detector | None = None, rcnn_images: int | None = None, seed: int = 0,
               executor: Executor | None = None, exif_transpose: bool = False) -> dict:
@@ -130,19 +167,37 @@ def run_bench(cfg: Config, image_paths: Sequence[Path], device: torch.device, ou
         "spp-1scale": make(FeatureExtractor(trunk, [688], f.max_size, f.levels, device)),
         "spp-5scale": make(FeatureExtractor(trunk, FIVE_SCALES, f.max_size, f.levels, device)),
     }
-    if run is not None and run.proposer.needs_maps:  # the run as trained: its network proposes
-        methods[f"spp-{len(run.extractor.scales)}scale-{run.cfg.proposals.method}"] = run
+    own_name = None
+    if run is not None and run.cfg.method == "spp":  # the run as trained (its network proposes, if it has one)
+        own_name = f"spp-{len(run.extractor.scales)}scale-{run.cfg.proposals.method}"
+        methods[own_name] = run
     n_r = len(images) if rcnn_images is None else max(1, min(rcnn_images, len(images)))
     result = {"images": [str(p) for p in image_paths], "device": str(device),
               "threads": torch.get_num_threads(), "methods": {}}
     for name, det in methods.items():
         k = n_r if name == "rcnn" else len(images)
-        own = det is run  # added above only when its network proposes from the maps
+        own = det is run and run.proposer.needs_maps  # its network proposes from the maps
         result["methods"][name] = time_method(det, images[:k], [None] * k if own else proposals[:k],
                                               [0.0] * k if own else ptimes[:k], name)
         result["methods"][name]["images_timed"] = k
         result["methods"][name]["proposals"] = (f"{det.cfg.proposals.method} on the conv map" if own else
                                                 f"selective search ({cfg.proposals.mode})")
+    if own_name is not None:  # the same run on onnxruntime: same images, windows and threads
+        engine = _onnx_engine(run)
+        if isinstance(engine, str):
+            result["onnxruntime"] = f"no onnxruntime row: {engine}"
+            log.info(f"bench: {result['onnxruntime']}")
+        else:
+            own = run.proposer.needs_maps
+            k = len(images)
+            row = time_engine(engine, images, [None] * k if own else proposals, [0.0] * k if own else ptimes,
+                              "onnxruntime")
+            row.update(images_timed=k, proposals=result["methods"][own_name]["proposals"],
+                       windows_per_image=result["methods"][own_name]["windows_per_image"],
+                       conv_pixels_per_image=result["methods"][own_name]["conv_pixels_per_image"])
+            result["methods"]["onnxruntime"] = row
+            ts, to = (result["methods"][n]["seconds_per_image"]["total_with_proposals"] for n in (own_name, "onnxruntime"))
+            result["onnxruntime"] = {"vs": own_name, "threads": engine.threads, "speedup_all_in": ts / to}
     r = result["methods"]["rcnn"]["seconds_per_image"]["total"]
     result["speedup_vs_rcnn"] = {m: r / result["methods"][m]["seconds_per_image"]["total"]
                                  for m in result["methods"] if m != "rcnn"}
@@ -190,6 +245,12 @@ def markdown_table(result: dict) -> str:
         sp = result.get("speedup_all_in_vs_rcnn", {}).get(name)
         lines.append(f"| {name} | {m.get('proposals', '')} | {s['proposals']:.3f} | {s['total_with_proposals']:.3f} | "
                      f"{'1.0×' if sp is None else f'{sp:.1f}×'} |")
+    onnx = result.get("onnxruntime")
+    if isinstance(onnx, dict):
+        lines += ["", f"onnxruntime ({onnx['threads']} threads) against the torch detector on the same run "
+                  f"({onnx['vs']}), all in: {onnx['speedup_all_in']:.2f}× faster."]
+    elif onnx:
+        lines += ["", onnx + "."]
     return "\n".join(lines) + "\n"
 
 

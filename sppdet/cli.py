@@ -5,6 +5,7 @@ import argparse
 import logging
 import math
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def cmd_detect(args) -> int:
     if not args.inputs and not args.source:
         raise UserError("give images, videos or folders to detect in, or a camera or stream with --source")
     res = detect(args.run, args.inputs, args.out, threshold=args.threshold, paint=not args.no_images,
-                 overrides=args.set,
+                 overrides=args.set, engine=args.engine,
                  exif_transpose=not args.no_exif, device=args.device, overwrite=args.overwrite,
                  workers=args.workers, ray=args.ray, tile=args.tile, overlap=args.overlap, every=args.every,
                  max_frames=args.max_frames, sources=args.source)
@@ -118,6 +119,15 @@ def cmd_detect(args) -> int:
         print(f"sppdet: error: skipped {len(res['skipped'])} inputs:\n  " + "\n  ".join(res["skipped"]),
               file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .api import export
+
+    path = export(args.run, args.out, format=args.format, weights=args.weights)
+    print(f"{path} written ({path.stat().st_size / 1e6:.1f} MB); run it with `sppdet detect {path} IMAGES --out DIR` "
+          "or sppdet.load(path)", file=sys.stderr)
     return 0
 
 
@@ -289,9 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("detect", cmd_detect, "detect objects in images, videos and streams; writes painted images and videos, "
                                   "detections.json and per-video JSON lines",
             "interrupted")  # the API's message says what was kept
-    p.add_argument("run", help="trained run directory")
+    p.add_argument("run", help="trained run directory, or a model.onnx that sppdet export wrote")
     p.add_argument("inputs", nargs="*", help="images, videos (.mp4, .avi, .mov, .mkv, ...), folders of them, or .txt "
                                              "lists of paths")
+    p.add_argument("--engine", choices=["torch", "onnxruntime"], default=None,
+                   help="what runs the detector (default: torch for a run directory, onnxruntime for a .onnx "
+                        "file; onnxruntime on a run directory exports its graph in memory; pip install "
+                        "'sppdet[onnx]')")
     p.add_argument("--out", required=True)
     p.add_argument("--threshold", type=_threshold, default=None, metavar="T|CLASS=T,...",
                    help="least score to report, a probability in [0, 1]: one number, or per class (RBC=0.4,WBC=0.2; "
@@ -321,6 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start again instead of continuing the results already in --out")
     device_opt(p)
+
+    from .onnx_export import HELP_CONTRACT, OPSET
+
+    p = add("export", cmd_export, "write a trained run as one ONNX graph (image to calibrated detections) for "
+                                  "onnxruntime or any ONNX runtime (pip install 'sppdet[onnx]')",
+            "interrupted: no model was written")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = ("The graph's input contract (also in the model's metadata, sppdet.input_contract, with the run's "
+                "numbers: S = its features.scales, M = features.max_size):\n\n"
+                + "\n".join(textwrap.fill(line, 100, initial_indent="  ", subsequent_indent="      ")
+                            for line in HELP_CONTRACT.splitlines())
+                + "\n\nSingle-scale SPP-net runs trained with sppdet 0.4 or later (calibrated scores) export; "
+                  f"ONNX opset {OPSET}.")
+    p.add_argument("run", help="trained run directory")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the format (default: onnx)")
+    p.add_argument("--out", required=True, help="the model file to write, e.g. model.onnx")
+    p.add_argument("--weights", help="the run's trunk weights file, if it has moved since training")
 
     p = add("eval", cmd_eval, "evaluate a run (or a detections.json) with VOC AP and optionally COCO metrics",
             f"interrupted: no metrics were written; {RESUME}")

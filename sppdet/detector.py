@@ -9,7 +9,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
 from .version import __version__
 from .backbones import build_trunk
@@ -26,6 +25,20 @@ from .images import read_image, to_rgb_array
 from .proposals import make_proposer
 from .run_checks import config_sha256
 from .run_dir import CONFIG_FILE, RPN_FILE, read_run, write_run
+
+
+def class_by_class_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
+                       iou: float) -> torch.Tensor:
+    """Per-class NMS, one class at a time, as ONNX's ``NonMaxSuppression`` computes it (the
+    exported graph's): ``batched_nms`` on under 1000 boxes shifts each class's boxes by a class
+    offset in float32, which rounds their IoUs differently and flips decisions near the cut.
+    Indices kept, by decreasing score."""
+    from torchvision.ops import nms
+
+    keep = [torch.nonzero(classes == c).flatten() for c in torch.unique(classes)]
+    keep = torch.cat([idx[nms(boxes[idx], scores[idx], iou)] for idx in keep]) if keep else \
+        torch.zeros(0, dtype=torch.int64)
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
 
 
 class Detector:
@@ -132,7 +145,6 @@ class Detector:
         run without calibration thresholds the margins themselves."""
         from .calibration import MARGIN_FLOOR
 
-        t = self.cfg.test
         thr = self.thresholds(threshold)  # [C]
         if self.platt is None:
             ks, cs = np.nonzero(scores > thr[None, :])
@@ -158,8 +170,11 @@ class Detector:
         ``scores_of(kept)``: calibrated scores compare across classes, margins do not."""
         t = self.cfg.test
         b = to_continuous(torch.from_numpy(boxes))
-        # per-class NMS on the margins (within a class the calibrated order is the same)
-        keep = batched_nms(b.float(), torch.from_numpy(s).float(), torch.from_numpy(cs), t.nms).numpy()
+        # per-class NMS on the margins (within a class the calibrated order is the same), equal
+        # margins (windows on the same cells) in window order: NMS ranks by position in that order
+        rank = np.argsort(-s, kind="stable")
+        keep = rank[class_by_class_nms(b[rank].float(), -torch.arange(len(s), dtype=torch.float32),
+                                       torch.from_numpy(cs[rank]), t.nms).numpy()]
         out = scores_of(keep)
         order = np.lexsort((-s[keep], -out))[: t.max_per_image]
         keep = keep[order]
@@ -198,7 +213,9 @@ class Detector:
         t1 = time.perf_counter()
         feats = self.window_features(pool5)
         t2 = time.perf_counter()
-        scores = self.score(feats)
+        # twins (windows on the same cells) take one score, so that NMS ranks them by window
+        # order in any engine rather than by how a matrix product rounded two equal rows
+        scores = self.score(feats)[self.extractor.twins(maps, proposals)]
         t3 = time.perf_counter()
         dets = self.postprocess(proposals, scores, pool5, width, height, threshold)
         t4 = time.perf_counter()

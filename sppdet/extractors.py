@@ -38,6 +38,10 @@ class Extractor(Protocol):
     def pool(self, maps: Any, boxes: np.ndarray, reuse_buffer: bool = False) -> torch.Tensor:
         """``[K, dim]`` float32 vectors of ``boxes`` from what :meth:`compute` (or the cache) gave."""
 
+    def twins(self, maps: Any, boxes: np.ndarray) -> np.ndarray:
+        """``[K]``: for each window, the first window whose vector is the same by construction
+        (the detector gives twins one score)."""
+
     def cache_folder(self, root: Path, proposals: ProposalConfig) -> Path:
         """Its per-image cache's folder under the cache root, named by what the entries depend on."""
 

@@ -19,7 +19,7 @@ from .backbones import Trunk
 from .config import ProposalConfig, config_digest
 from .fileio import (CheckedFileError, ensure_writable_dir, load_checked_arrays, remove_stale_temporaries,
                      write_cache_file)
-from .ops import best_scale, map_windows, spp_pool
+from .ops import best_scale, first_twins, map_windows, spp_pool
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,17 @@ def pyramid_sizes(height: int, width: int, scales: Sequence[int], max_size: int)
     """``(factor, height, width)`` of each scaled image: what the trunk convolves per scale."""
     return [(f, max(1, int(round(height * f))), max(1, int(round(width * f))))
             for f in scale_factors(height, width, scales, max_size)]
+
+
+def resized_pyramid(image: np.ndarray, scales: Sequence[int], max_size: int) -> list[tuple[float, np.ndarray]]:
+    """``(factor, resized [h, w, 3] uint8)`` per scale: the images the trunk convolves (area
+    interpolation when shrinking, bilinear when enlarging), before any normalisation."""
+    h, w = image.shape[:2]
+    out = []
+    for f, nh, nw in pyramid_sizes(h, w, scales, max_size):
+        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+        out.append((f, cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image))
+    return out
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -105,11 +116,8 @@ class FeatureExtractor:
     def scaled_images(self, image: np.ndarray) -> list[tuple[float, torch.Tensor]]:
         """``image``: ``[H, W, 3]`` RGB uint8 → ``(factor, [1, 3, h, w] float in [0, 1])`` per
         configured scale: what the trunk convolves."""
-        h, w = image.shape[:2]
         out = []
-        for f, nh, nw in pyramid_sizes(h, w, self.scales, self.max_size):
-            interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-            resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image
+        for f, resized in resized_pyramid(image, self.scales, self.max_size):
             x = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
             out.append((f, x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)))
         return out
@@ -132,6 +140,11 @@ class FeatureExtractor:
                 _, mh, mw = m.fmap.shape
                 cells[sel] = map_windows(boxes[sel] * m.factor, self.trunk.stride, self.trunk.offset, mh, mw)
         return which, cells
+
+    def twins(self, maps: Sequence[ScaleMap], boxes: np.ndarray) -> np.ndarray:
+        """Each window's first twin: the first window pooled from the same scale and cells
+        (:func:`sppdet.ops.first_twins`)."""
+        return first_twins(*self.feature_boxes(maps, boxes))
 
     def pool(self, maps: Sequence[ScaleMap], boxes: np.ndarray, reuse_buffer: bool = False) -> torch.Tensor:
         """Pool each original-image box at its best scale → ``[K, dim]`` float32.

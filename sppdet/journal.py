@@ -29,7 +29,10 @@ log = logging.getLogger("sppdet")
 def model_digest(det) -> str:
     """blake2b of everything a detector computes with: trunk weights id, classes, SVMs, fc head,
     box regressors, scales, the proposal network and the score calibration (an in-memory
-    detector has no file to hash; this is the same)."""
+    detector has no file to hash; this is the same). A detector on another engine names its own
+    (``journal_digest``)."""
+    if hasattr(det, "journal_digest"):
+        return det.journal_digest()
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps([det.extractor.trunk.weights_id, det.classes, det.feat_scale, det.pool5_scale]).encode())
     arrays = [det.svm_W, det.svm_b]

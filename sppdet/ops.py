@@ -235,6 +235,19 @@ def map_windows(
     return out.astype(np.int64)
 
 
+def first_twins(which: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """For each window, the index of the first window pooled at the same scale (``which``) on the
+    same cells (``[K, 4]``): their SPP vectors are the same by construction, so their scores must
+    be too, bit for bit, whichever engine computes them (a matrix product may round two equal rows
+    differently, and NMS would then rank such twins by rounding)."""
+    rows = np.concatenate([np.asarray(which, dtype=np.int64).reshape(-1, 1),
+                           np.asarray(cells, dtype=np.int64).reshape(-1, 4)], 1)
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return first[inverse.reshape(-1)].astype(np.int64)
+
+
 def best_scale(boxes: np.ndarray, factors: Sequence[float], target: float = 224.0) -> np.ndarray:
     """Index of the scale at which each window's area is closest to ``target``².
 

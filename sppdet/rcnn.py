@@ -119,6 +119,10 @@ class RCNNExtractor:
         return roi_align(image[None], rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=2,
                          aligned=True)
 
+    def twins(self, maps, boxes: np.ndarray) -> np.ndarray:
+        """Each window is warped on its own: its own twin."""
+        return np.arange(len(np.asarray(boxes).reshape(-1, 4)), dtype=np.int64)
+
     @torch.inference_mode()
     def pool(self, maps: Sequence[ScaleMap] | WindowVectors, boxes: np.ndarray,
              reuse_buffer: bool = False) -> torch.Tensor:

@@ -195,3 +195,13 @@ def test_half_maps_pool_exactly_and_return_float32():
     for impl in ("table", "roi_pool", "auto"):
         got = spp_pool(half, boxes, impl=impl)
         assert got.dtype == torch.float32 and torch.equal(got, ref), impl
+
+
+def test_first_twins_hand_worked():
+    """Windows pooled at the same scale from the same cells are twins: each points at the first."""
+    from sppdet.ops import first_twins
+
+    which = np.array([0, 0, 1, 0, 1, 0])
+    cells = np.array([[1, 1, 2, 2], [0, 0, 1, 1], [1, 1, 2, 2], [1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 1, 2]])
+    np.testing.assert_array_equal(first_twins(which, cells), [0, 1, 2, 0, 2, 5])
+    assert first_twins(np.zeros(0), np.zeros((0, 4))).shape == (0,)

@@ -11,7 +11,7 @@ Every function checks its inputs and output folders before any long work and rai
 the user go to the ``sppdet`` logger (the CLI prints them on stderr).
 
 One module per command: :mod:`.setup` (what they share), :mod:`.training`, :mod:`.evaluation`,
-:mod:`.detection`, :mod:`.measure` (proposal recall, bench), :mod:`.classifier`.
+:mod:`.detection`, :mod:`.measure` (proposal recall, bench), :mod:`.export`, :mod:`.classifier`.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .evaluation import EVAL_OUTPUTS, eval_folder_name, evaluate
 from .training import train
 from .detection import DetectMedia, detect
 from .measure import bench, proposal_recall, summarize_timings
+from .export import export
 from .classifier import classify, evaluate_classifier, train_classifier
 
-__all__ = ['DetectMedia', 'EVAL_OUTPUTS', 'UserInterrupt', 'bench', 'cache_dir', 'classify', 'default_cache', 'detect', 'eval_folder_name', 'evaluate', 'evaluate_classifier', 'is_other_data', 'load', 'load_data', 'make_config', 'make_executor', 'proposal_recall', 'shipped_configs', 'summarize_timings', 'train', 'train_classifier']
+__all__ = ['DetectMedia', 'EVAL_OUTPUTS', 'UserInterrupt', 'bench', 'cache_dir', 'classify', 'default_cache', 'detect', 'eval_folder_name', 'evaluate', 'evaluate_classifier', 'export', 'is_other_data', 'load', 'load_data', 'make_config', 'make_executor', 'proposal_recall', 'shipped_configs', 'summarize_timings', 'train', 'train_classifier']

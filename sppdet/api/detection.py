@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import TEST_TIME_KEYS, override_config
-from ..arguments import (BOOL, DEVICE, INPUTS, NUMBER, OVERRIDES, PATH, RAY, RUN, SOURCES, THRESHOLD, WORKERS, checked, whole)
+from ..arguments import (BOOL, DEVICE, ENGINE, INPUTS, NUMBER, OVERRIDES, PATH, RAY, RUN, SOURCES, THRESHOLD, WORKERS, checked, whole)
 from ..errors import UserError
 
-from .setup import UserInterrupt, _out_dir, _tidy_outs, load, make_executor
+from .setup import UserInterrupt, _out_dir, _tidy_outs, is_detector, load, make_executor
 
 log = logging.getLogger("sppdet")
 
@@ -23,15 +23,18 @@ log = logging.getLogger("sppdet")
          device=DEVICE.or_none(), overwrite=BOOL, workers=WORKERS.or_none(), ray=RAY.or_none(), overrides=OVERRIDES,
          tile=whole(1).named("tile (--tile)").or_none(), overlap=NUMBER.named("overlap (--overlap)").or_none(),
          every=whole(1).named("every (--every)"),
-         max_frames=whole(1).named("max_frames (--max-frames)").or_none(), sources=SOURCES)
+         max_frames=whole(1).named("max_frames (--max-frames)").or_none(), sources=SOURCES, engine=ENGINE.or_none())
 @_tidy_outs
 def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *,
            threshold: float | dict[str, float] | None = None, paint: bool = True, exif_transpose: bool = True,
            device: str | None = None, overwrite: bool = False, workers: int | None = None, ray: str | None = None,
            overrides: Sequence[str] = (), tile: int | None = None, overlap: float | None = None, every: int = 1,
-           max_frames: int | None = None, sources: Sequence[str | int] = ()) -> dict:
+           max_frames: int | None = None, sources: Sequence[str | int] = (), engine: str | None = None) -> dict:
     """Detect objects in image files, videos, folders of them and ``.txt`` lists of paths, and
     in ``sources`` (camera indices such as ``0``, or stream URLs and paths OpenCV opens).
+
+    ``run``: a run folder, an exported ``model.onnx``, or a loaded detector; ``engine`` as
+    :func:`load` takes it (``"onnxruntime"`` runs a run folder's graph, exported in memory).
 
     Image results are appended to ``out/detections.jsonl`` image by image (so an interruption
     keeps every finished image, and running the same call again continues where it stopped);
@@ -54,12 +57,11 @@ def detect(run, inputs: Sequence[str | Path] | str | Path, out: str | Path, *,
     Returns ``{"images", "detections", "skipped": [messages], "out", "videos": [summaries],
     "frames"}``.
     """
-    from ..detector import Detector
     from ..inputs import expand_inputs
     from ..locking import folder_lock
     from ..video import VIDEO_EXTENSIONS, is_video_file, parse_source
 
-    det = run if isinstance(run, Detector) else load(run, device=device)
+    det = run if is_detector(run) else load(run, device=device, engine=engine)
     sources = [parse_source(str(s)) for s in sources]
     per_class, default = {}, threshold
     if isinstance(threshold, dict):  # per class; "*": the default for the classes not named

@@ -7,11 +7,12 @@ import copy
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import Config, load_config, override_config
-from ..arguments import (CFG, CLASSES, CONFIG, DATA, DEVICE, OVERRIDES, PATH, RAY, SPLIT, WORKERS, checked)
+from ..arguments import (CFG, CLASSES, CONFIG, DATA, DEVICE, ENGINE, OVERRIDES, PATH, RAY, SPLIT, WORKERS, checked)
 from ..errors import UserError
 from ..parallel import make_executor as _make_executor
 from ..run_dir import TRAIN_LOG_FILE, optional_file
@@ -64,12 +65,49 @@ def make_config(config: str | Path | Config | dict | None = None, overrides: Seq
     return load_config(config, overrides, settings or None)
 
 
-@checked(run=PATH, device=DEVICE.or_none(), weights=PATH.or_none())
-def load(run: str | Path, device: str | None = None, weights: str | Path | None = None):
-    """A trained :class:`~sppdet.detector.Detector` from its run directory."""
+@checked(run=PATH, device=DEVICE.or_none(), weights=PATH.or_none(), engine=ENGINE.or_none())
+def load(run: str | Path, device: str | None = None, weights: str | Path | None = None, engine: str | None = None):
+    """A trained detector: a :class:`~sppdet.detector.Detector` from its run directory, or an
+    exported ``model.onnx`` run by onnxruntime (:class:`~sppdet.onnx_engine.OnnxDetector`).
+    Both are called the same way and return the same :class:`~sppdet.detector.Detections`.
+
+    ``engine``: ``"torch"`` or ``"onnxruntime"``; default torch for a run directory, onnxruntime
+    for a model file. A run directory with ``engine="onnxruntime"`` is exported in memory."""
     from ..detector import Detector
 
-    return Detector.load(Path(run), device=device, weights=None if weights is None else str(weights))
+    path = Path(run)
+    engine = _engine(path, engine)
+    if engine == "onnxruntime":
+        from ..onnx_engine import OnnxDetector, from_detector
+
+        if device not in (None, "auto", "cpu"):
+            raise UserError(f"the onnxruntime engine runs on the CPU; leave out device {device!r} (--device) or "
+                            "use the torch engine on the run folder")
+        if path.is_dir():
+            return from_detector(Detector.load(path, device="cpu",
+                                               weights=None if weights is None else str(weights)))
+        if weights is not None:
+            raise UserError(f"{path} holds its trunk's weights; weights= (--weights) applies to run folders only")
+        return OnnxDetector(path)
+    return Detector.load(path, device=device, weights=None if weights is None else str(weights))
+
+
+def is_detector(run) -> bool:
+    """A loaded detector of either engine (the onnxruntime one only if its module is loaded)."""
+    from ..detector import Detector
+
+    mod = sys.modules.get("sppdet.onnx_engine")
+    return isinstance(run, Detector) or (mod is not None and isinstance(run, mod.OnnxDetector))
+
+
+def _engine(path: Path, engine: str | None) -> str:
+    """The engine for ``path``: a model file runs on onnxruntime, a run folder on torch unless told."""
+    if path.is_file() or (not path.exists() and path.suffix.lower() == ".onnx"):
+        if engine == "torch":
+            raise UserError(f"{path} is a file (an exported model?); the torch engine runs run folders: use "
+                            "--engine onnxruntime, or give the run folder")
+        return "onnxruntime"
+    return engine or "torch"
 
 
 @checked(data=DATA, split=SPLIT, cfg=CFG.or_none(), classes=CLASSES.or_none())

@@ -30,7 +30,9 @@ import torch
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import boxes as box_ops
 
 from ..boxes import clip, from_continuous, min_size_mask, to_continuous, widths_heights
 from ..config import ProposalConfig
@@ -115,6 +117,32 @@ class _CellAnchors(AnchorGenerator):
         return [a + self.offset for a in super().grid_anchors(grid_sizes, strides)]
 
 
+class _StableRPN(RegionProposalNetwork):
+    """torchvision's RPN, whose inference ranks equal objectness by anchor index (a stable sort,
+    NMS on those ranks) where torchvision leaves the order of ties to its sorts: anchors on equal
+    cells (flat image regions, a saturated trunk) tie exactly, and which of them survives NMS would
+    otherwise depend on the sort's implementation (the exported graph ranks them the same way).
+    Training is torchvision's own."""
+
+    def filter_proposals(self, proposals, objectness, image_shapes, num_anchors_per_level):
+        if self.training or len(num_anchors_per_level) != 1:
+            return super().filter_proposals(proposals, objectness, image_shapes, num_anchors_per_level)
+        final_boxes, final_scores = [], []
+        for boxes, obj, img_shape in zip(proposals, objectness.detach().reshape(proposals.shape[0], -1),
+                                         image_shapes):
+            n = det_utils._topk_min(obj[None], self.pre_nms_top_n(), 1)
+            top = torch.sort(obj, descending=True, stable=True).indices[:n]
+            boxes, scores = box_ops.clip_boxes_to_image(boxes[top], img_shape), torch.sigmoid(obj[top])
+            keep = box_ops.remove_small_boxes(boxes, self.min_size)
+            keep = keep[scores[keep] >= self.score_thresh]
+            boxes, scores = boxes[keep], scores[keep]
+            rank = -torch.arange(len(scores), dtype=torch.float32, device=scores.device)
+            keep = box_ops.nms(boxes, rank, self.nms_thresh)[: self.post_nms_top_n()]
+            final_boxes.append(boxes[keep])
+            final_scores.append(scores[keep])
+        return final_boxes, final_scores
+
+
 class RPNModel(nn.Module):
     """torchvision's RPN on one conv map of one image."""
 
@@ -124,7 +152,7 @@ class RPNModel(nn.Module):
         anchors = _CellAnchors((tuple(float(v) for v in s.sizes),), (tuple(float(v) for v in s.ratios),), s.offset)
         head = RPNHead(s.channels, anchors.num_anchors_per_location()[0])
         # training needs the losses only: keep its proposal filtering (NMS) token-sized
-        self.rpn = RegionProposalNetwork(anchors, head, s.fg_iou, s.bg_iou, 256, 0.5,
+        self.rpn = _StableRPN(anchors, head, s.fg_iou, s.bg_iou, 256, 0.5,
                                          dict(training=64, testing=s.pre_nms),
                                          dict(training=16, testing=s.max_boxes), s.nms)
 
