@@ -20,7 +20,6 @@ TESTED_UNDER = {
     "arguments": ["test_api_arguments.py"],
     "cache": ["test_parallel.py", "bad_inputs/test_cache_inputs.py"],
     "datasets.coco": ["test_own_data.py", "test_datasets.py", "bad_inputs/test_annotation_inputs.py"],
-    "datasets.voc": ["test_datasets.py", "bad_inputs/test_annotation_inputs.py"],
     "demo": ["test_e2e_bccd.py"],
     "features": ["test_ops.py", "test_extractors.py", "bad_inputs/test_cache_inputs.py"],
     "heads": ["test_pretrained_fc.py", "test_finetune_conv.py"],
