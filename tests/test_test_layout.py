@@ -19,7 +19,6 @@ TESTED_UNDER = {
     "api.training": ["test_api.py", "bad_inputs/test_io_failures.py"],
     "arguments": ["test_api_arguments.py"],
     "cache": ["test_parallel.py", "bad_inputs/test_cache_inputs.py"],
-    "datasets.coco": ["test_own_data.py", "test_datasets.py", "bad_inputs/test_annotation_inputs.py"],
     "demo": ["test_e2e_bccd.py"],
     "features": ["test_ops.py", "test_extractors.py", "bad_inputs/test_cache_inputs.py"],
     "heads": ["test_pretrained_fc.py", "test_finetune_conv.py"],
