@@ -20,7 +20,6 @@ TESTED_UNDER = {
     "arguments": ["test_api_arguments.py"],
     "cache": ["test_parallel.py", "bad_inputs/test_cache_inputs.py"],
     "demo": ["test_e2e_bccd.py"],
-    "features": ["test_ops.py", "test_extractors.py", "bad_inputs/test_cache_inputs.py"],
     "proposals.base": ["test_proposals_registry.py"],
     "proposals.rpn": ["test_rpn.py", "test_faults_rpn.py", "test_faults_anchors.py"],
     "training": ["test_api.py", "test_parallel.py", "test_own_data.py"],
