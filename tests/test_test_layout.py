@@ -18,7 +18,6 @@ TESTED_UNDER = {
     "api.setup": ["test_api.py", "test_own_data.py"],
     "api.training": ["test_api.py", "bad_inputs/test_io_failures.py"],
     "arguments": ["test_api_arguments.py"],
-    "cache": ["test_parallel.py", "bad_inputs/test_cache_inputs.py"],
     "demo": ["test_e2e_bccd.py"],
     "proposals.base": ["test_proposals_registry.py"],
     "proposals.rpn": ["test_rpn.py", "test_faults_rpn.py", "test_faults_anchors.py"],
