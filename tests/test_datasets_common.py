@@ -116,7 +116,8 @@ def test_canonical_split_names():
 
 
 def test_finish_classes_drops_unlisted_objects():
-    rec = ImageRecord("a", Path("a.jpg"), np.array([[0.0, 0, 5, 5], [1, 1, 6, 6], [2, 2, 7, 7]]), ["cat", "zebra", "dog"],
+    rec = ImageRecord("a", Path("a.jpg"), np.array([[0.0, 0, 5, 5], [1, 1, 6, 6], [2, 2, 7, 7]]),
+                      ["cat", "zebra", "dog"],
                       np.array([False, True, False]), 10, 10)
     other = ImageRecord("b", Path("b.jpg"), np.array([[0.0, 0, 5, 5]]), ["zebra"], np.array([False]), 10, 10)
     report = LoadReport()

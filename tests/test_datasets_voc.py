@@ -54,7 +54,8 @@ def test_parse_voc_xml_is_zero_based_and_counts_what_it_skips(tmp_path):
                                                             ("dog", (1, "x", 5, 5), "0")]))
     report = LoadReport()
     parsed = parse_voc_xml(p, report)
-    assert parsed == {"filename": "a.jpg", "width": 40, "height": 30, "objects": [("cat", [0.0, 1.0, 19.0, 29.0], True)]}
+    assert parsed == {"filename": "a.jpg", "width": 40, "height": 30,
+                      "objects": [("cat", [0.0, 1.0, 19.0, 29.0], True)]}
     assert report.counts == {"object without a <name> (skipped)": 1, "object without a readable <bndbox> (skipped)": 1}
     p.write_text("<annotation><object>")
     assert parse_voc_xml(p, report) is None and report.counts["malformed XML (image skipped)"] == 1

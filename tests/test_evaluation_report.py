@@ -58,7 +58,8 @@ def test_records_add_the_coco_files_and_plots_their_folder(tmp_path):
 def test_metrics_json_is_written_last(tmp_path, monkeypatch):
     order = []
     real = report.atomic_write_json
-    monkeypatch.setattr(report, "atomic_write_json", lambda path, *a, **k: (order.append(path.name), real(path, *a, **k)))
+    monkeypatch.setattr(report, "atomic_write_json",
+                        lambda path, *a, **k: (order.append(path.name), real(path, *a, **k)))
     monkeypatch.setattr(report, "write_comp4", lambda *a, **k: order.append("comp4"))
     write_results(tmp_path / "ev", result(), DETS, CLASSES, "test", 1, records=[RECORD])
     assert order[-1] == "metrics.json" and set(order) == {"detections.json", "coco_results.json",

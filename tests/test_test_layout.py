@@ -18,7 +18,7 @@ TESTED_UNDER = {
     "api.setup": ["test_api.py", "test_own_data.py"],
     "api.training": ["test_api.py", "bad_inputs/test_io_failures.py"],
     "arguments": ["test_api_arguments.py"],
-    "demo": ["test_e2e_bccd.py"],
+    "demo": ["test_e2e_bccd.py"],  # test_demo_small: needs the ImageNet weights, skipped without them
     "proposals.base": ["test_proposals_registry.py"],
     "proposals.rpn": ["test_rpn.py", "test_faults_rpn.py", "test_faults_anchors.py"],
     "training": ["test_api.py", "test_parallel.py", "test_own_data.py"],
