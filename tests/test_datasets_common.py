@@ -28,10 +28,14 @@ def test_repair_boxes_by_hand():
     assert repair_boxes(np.zeros((0, 4)), 50, 40, 1.0, report, "b.xml").shape == (0,)
 
 
-def test_a_box_on_the_border_is_inside():
+def test_a_box_on_the_border_is_inside_and_one_beyond_leaves_no_sliver():
     report = LoadReport()
     boxes = np.array([[49.0, 39, 49, 39], [0, 0, 0, 0]])  # the last and the first pixel, 1 x 1
     assert repair_boxes(boxes, 50, 40, 1.0, report, "x").tolist() == [True, True] and not report.counts
+    # wholly left of the image: clipping alone would leave a 1-px column [0, 5, 0, 30], an object at min size 1
+    outside = np.array([[-30.0, 5, -1, 30], [3, 50, 9, 60]])
+    assert repair_boxes(outside, 50, 40, 1.0, report, "y").tolist() == [False, False]
+    assert report.counts == {"box wholly outside the image (dropped)": 1}  # counted once per image
 
 
 def test_the_report_counts_and_keeps_the_first_example():
