@@ -48,15 +48,25 @@ def tiny_data():
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data):
-    """``make(folder, images, **settings)``: :func:`tiny_data` in ``folder``, then a run trained
-    on it into ``folder/run`` (cache ``folder/cache``, the random weights), ``settings`` passed
-    to :func:`sppdet.train`; returns the detector."""
-    def make(folder: Path, images: int, **settings):
+    """``make(folder, images, prepare=None, quiet=False, **settings)``: :func:`tiny_data` in
+    ``folder``, then a run trained on it into ``folder/run`` (cache ``folder/cache``, the random
+    weights ``folder/w.pth``), ``settings`` passed to :func:`sppdet.train`; returns the detector.
+    ``prepare(data)``, when given, is called on the written data set before the training (to
+    rename its files, or to count what it holds) and may return more settings; ``quiet`` trains
+    with Python's warnings ignored."""
+    def make(folder: Path, images: int, prepare=None, quiet: bool = False, **settings):
+        import warnings
+
         import sppdet
 
         tiny_data(folder, images)
-        return sppdet.train(folder / "data", folder / "run", cache=folder / "cache",
-                            backbone={"weights": str(folder / "w.pth")}, **settings)
+        if prepare is not None:
+            settings = {**settings, **(prepare(folder / "data") or {})}
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            return sppdet.train(folder / "data", folder / "run", cache=folder / "cache",
+                                backbone={"weights": str(folder / "w.pth")}, **settings)
 
     return make
 

@@ -28,9 +28,10 @@ import torch
 import sppdet
 from sppdet.datasets.synth import CLASSES
 from sppdet.errors import UserError
-from sppdet.features import ScaleMap
 from sppdet.locking import LOCK_NAME, held_elsewhere
-from sppdet.proposals.rpn import RPNModel, RPNSettings, RPNTrainItem, derive_anchors, rpn_blob, train_rpn
+from sppdet.proposals.rpn import RPNModel, RPNSettings, rpn_blob, train_rpn
+
+from rpn_items import maps_with_boxes
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"features": {"scales": [320]}, "svm": {"retrain_limit": 500},
@@ -48,16 +49,15 @@ def training_objects(data: Path, split: str = "trainval") -> int:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_data):
+def run(tmp_path_factory, tiny_run):
     d = tmp_path_factory.mktemp("faults")
-    weights = tiny_data(d, 10)
-    n = training_objects(d / "data")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        det = sppdet.train(d / "data", d / "run", cache=d / "cache", eval_split="test", workers=1,
-                           overrides=[f"proposals.rpn_min_objects={n}", f"data.classes=[{', '.join(NAMED)}]"],
-                           backbone={"weights": str(weights)}, **FAST)
-    return d, det, n
+
+    def at_the_boundary(data: Path) -> dict:
+        return {"overrides": [f"proposals.rpn_min_objects={training_objects(data)}",
+                              f"data.classes=[{', '.join(NAMED)}]"]}
+
+    det = tiny_run(d, 10, prepare=at_the_boundary, quiet=True, eval_split="test", workers=1, **FAST)
+    return d, det, training_objects(d / "data")
 
 
 def cli(capsys, *argv) -> tuple[int, str]:
@@ -127,53 +127,6 @@ def test_auto_one_object_short_keeps_selective_search(run, tmp_path, monkeypatch
     assert not (tmp_path / "r").exists()  # the failed call's new folders are gone
 
 
-# -- anchors derived from degenerate boxes ---------------------------------------------------------
-def _maps_with_boxes(boxes: np.ndarray, n: int = 6, size: int = 320, seed: int = 0, channels: int = 8):
-    """``n`` items whose random maps hold the same boxes (what derivation and training see)."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for _ in range(n):
-        m = [ScaleMap(1.0, torch.from_numpy(rng.standard_normal((channels, size // 16, size // 16)).astype(np.float16)))]
-        items.append(RPNTrainItem(lambda m=m: m, boxes.astype(np.float64), size, size))
-    return items
-
-
-class _Trunk:  # what rpn_settings reads of a trunk
-    stride, offset, channels = 16, 0.0, 8
-
-
-@pytest.mark.parametrize("case,boxes,sizes,ratios", [
-    # all tiny (3 x 4 px): one anchor, lifted to half the stride; ratio 4/3
-    ("tiny", np.array([[10, 10, 12, 13], [100, 50, 102, 53]]), [8.0], [1.333]),
-    # all huge (the whole 320 x 320 image): one anchor of the image's side
-    ("huge", np.array([[0, 0, 319, 319]]), [320.0], [1.0]),
-    # all one shape, no spread (40 x 20, as tall as half its width): one size sqrt(800), one ratio
-    ("one shape", np.array([[0, 0, 39, 19], [100, 100, 139, 119], [200, 50, 239, 69]]), [28.3], [0.5]),
-    # one extreme shape (200 x 4): its ratio clipped to 1/4
-    ("thin", np.array([[0, 0, 199, 3], [10, 200, 209, 203]]), [28.3], [0.25]),
-])
-def test_anchor_derivation_with_zero_spread_trains_and_proposes(case, boxes, sizes, ratios):
-    from sppdet.config import ProposalConfig
-    from sppdet.proposals.rpn import RPNProposer, rpn_settings
-
-    items = _maps_with_boxes(boxes)
-    s, note = rpn_settings(ProposalConfig(method="rpn"), _Trunk, [320], 2000, items)
-    assert (s.sizes, s.ratios) == (sizes, ratios), case
-    assert note["anchors"] == "derived from the training boxes"
-    model, log = train_rpn(s, items, [320], epochs=1, lr=0.01, val_fraction=0.0, seed=0)
-    assert all(np.isfinite(e["train_loss"]) for e in log["epochs"])
-    p = RPNProposer(model, [320]).propose("x", None, items[0].maps, (320, 320))
-    assert len(p) >= 1 and np.isfinite(p).all() and (p >= 0).all() and (p <= 319).all()
-    assert (p[:, 2] >= p[:, 0]).all() and (p[:, 3] >= p[:, 1]).all()
-
-
-def test_derive_anchors_ignores_unusable_sides():
-    # NaN, infinite, zero and negative sides or aspects are left out; the rest decides
-    sides = np.array([np.nan, np.inf, 0.0, -5.0, 64.0, 64.0])
-    aspects = np.array([1.0, 1.0, 1.0, 1.0, np.nan, 2.0])
-    assert derive_anchors(sides, aspects, 16) == ([64.0], [2.0])
-
-
 # -- rpn.pt --------------------------------------------------------------------------------------
 def _blob(run_dir: Path) -> dict:
     return torch.load(run_dir / "rpn.pt", weights_only=True)
@@ -182,7 +135,7 @@ def _blob(run_dir: Path) -> dict:
 def _other_network(settings: dict, seed: int = 1) -> RPNModel:
     """A whole, valid network of another training (same geometry, other weights)."""
     s = RPNSettings(**settings)
-    items = _maps_with_boxes(np.array([[0, 0, 63, 63], [100, 100, 199, 179]]), n=3, seed=seed, channels=s.channels)
+    items = maps_with_boxes(np.array([[0, 0, 63, 63], [100, 100, 199, 179]]), n=3, seed=seed, channels=s.channels)
     return train_rpn(s, items, [s.scale], epochs=1, lr=0.01, val_fraction=0.0, seed=seed)[0]
 
 
