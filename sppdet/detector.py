@@ -2,6 +2,7 @@
 box regression → per-class NMS. Saved as a run directory and checked when loaded."""
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -324,7 +325,7 @@ class Detector:
         files = read_run(run_dir)
         run, cfg, blob, model_path = files.path, files.cfg, files.blob, files.model_path
         if device is not None:
-            cfg.device = device
+            cfg = dataclasses.replace(cfg, device=device)
         dev = resolve_device(cfg.device)
         trunk = build_trunk(cfg.backbone.name, weights or cfg.backbone.weights)
         if trunk.weights_id != blob["weights_sha256"]:

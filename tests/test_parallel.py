@@ -46,20 +46,16 @@ def setup(tmp_path_factory):
     import torch
     import torchvision
 
-    from sppdet.config import Config
+    from sppdet.config import BackboneConfig, Config, FeatureConfig, ProposalConfig, SVMConfig
     from sppdet.datasets.synth import write_synthetic
 
     root = tmp_path_factory.mktemp("parallel")
     write_synthetic(root / "syn", N_IMAGES, seed=1)
     torch.manual_seed(0)
     torch.save(torchvision.models.mobilenet_v2().state_dict(), root / "w.pth")
-    cfg = Config()
-    cfg.backbone.weights = str(root / "w.pth")
-    cfg.device = "cpu"
-    cfg.proposals.max_boxes = 200
-    cfg.proposals.work_size = 200
-    cfg.features.scales = [224]
-    cfg.svm.max_iter = 300
+    cfg = Config(backbone=BackboneConfig(weights=str(root / "w.pth")), device="cpu",
+                 proposals=ProposalConfig(max_boxes=200, work_size=200), features=FeatureConfig(scales=[224]),
+                 svm=SVMConfig(max_iter=300))
     return root, cfg
 
 

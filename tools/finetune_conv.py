@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("this tool trains on selective-search or external windows; a proposal network is "
                         "trained by `sppdet train` (set proposals.method=selective_search here)")
     if cfg.proposals.method == "auto":  # before any training: selective search, as `sppdet proposals`
-        cfg.proposals.method = "selective_search"
+        cfg = dataclasses.replace(cfg, proposals=dataclasses.replace(cfg.proposals, method="selective_search"))
     ft = cfg.finetune
     iterations = ft.iterations if args.iterations is None else args.iterations
     lr = ft.lr if args.lr is None else args.lr
