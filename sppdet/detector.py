@@ -20,7 +20,7 @@ from .boxes import clip, to_continuous
 from .config import Config
 from .detections import Detections
 from .errors import UserError
-from .extractors import make_extractor
+from .extractors import extractor_from_config
 from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
 from .images import read_image, to_rgb_array
@@ -78,7 +78,7 @@ class Detector:
         reads, with its proposal network."""
         from .cache import CachedData
 
-        return CachedData(self.cfg, self.extractor, cache_root, rpn=self.rpn)
+        return CachedData.from_config(self.cfg, self.extractor, cache_root, rpn=self.rpn)
 
     def propose(self, image: np.ndarray | None, maps: Sequence[ScaleMap] | None, width: int, height: int,
                 image_id: str = "") -> np.ndarray:
@@ -333,7 +333,7 @@ class Detector:
                             f"{blob['weights_sha256'][:16]}…, but the weights found now have "
                             f"{trunk.weights_id[:16]}…; make the run's weights file available again "
                             f"(backbone.weights in its {CONFIG_FILE}, or sppdet.load(run, weights=PATH))")
-        ext = make_extractor(cfg, trunk, dev)
+        ext = extractor_from_config(cfg, trunk, dev)
         ext.channels_last = bool(blob.get("channels_last", False))  # runs before 0.2: [C, n, n]
         rpn = cls._load_rpn(run, cfg, blob, model_path, trunk, dev)
         if blob.get("upper_head") is not None:
@@ -380,7 +380,7 @@ class Detector:
     def _load_rpn(run: Path, cfg: Config, blob: dict, model_path: Path, trunk, dev):
         """The run's proposal network (``rpn.pt``), checked against model.pt and the trunk; None
         for pixel-based proposals."""
-        if cfg.proposals.method != "rpn":
+        if not cfg.proposals.uses_rpn:
             if (run / RPN_FILE).exists():  # put there by hand: it was not part of this training
                 warnings.warn(f"{run} holds a {RPN_FILE}, but it was trained with proposals.method="
                               f"{cfg.proposals.method}: the file is not used (a run of sppdet never leaves one "

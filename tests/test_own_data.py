@@ -76,7 +76,7 @@ def test_class_without_objects_is_left_out_with_one_warning(coco_export, weights
     test = load_dataset(coco_export / "test" / "_annotations.coco.json", "all", classes=det.classes)
     from sppdet.cache import CachedData
 
-    data = CachedData(cfg, det.extractor, tmp_path / "cache")
+    data = CachedData.from_config(cfg, det.extractor, tmp_path / "cache")
     recs = data.prepare(test.records, test.report)
     scores = det.score(det.window_features(det.extractor.pool(data.maps(recs[0]), data.boxes(recs[0]))))
     assert all(np.ptp(scores[:, c]) > 0 for c in range(len(det.classes)))

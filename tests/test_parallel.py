@@ -71,7 +71,7 @@ def train_and_eval(root, cfg, executor, cache_name, per_class=None):
     train = load_dataset(root / "syn", "trainval")
     det, log = train_detector(cfg, train, cache, executor=executor, per_class=per_class)
     test = load_dataset(root / "syn", "test", classes=train.classes)
-    data = CachedData(cfg, det.extractor, cache)
+    data = CachedData.from_config(cfg, det.extractor, cache)
     recs = data.prepare(test.records, test.report, executor=executor)
     res = evaluate_voc(recs, run_detection(det, recs, data, test.report), train.classes, "voc07")
     return {"W": det.svm_W.numpy(), "b": det.svm_b.numpy(), "bbox_W": det.bbox.W, "bbox_b": det.bbox.b,
@@ -161,7 +161,7 @@ def test_detect_pipeline_matches_detection_from_the_cache(reference):
     det, recs = copy.copy(reference["det"]), reference["test_records"]
     det.cfg = override_config(det.cfg, ["test.score_thresh=0.0"])  # every score, as evaluation keeps
     with single_threaded():
-        dets = run_detection(det, recs, CachedData(det.cfg, det.extractor, reference["cache"]), LoadReport())
+        dets = run_detection(det, recs, CachedData.from_config(det.cfg, det.extractor, reference["cache"]), LoadReport())
     expected = sorted((d["image"], d["label"], d["score"], tuple(d["bbox"])) for d in dets)
     assert len(expected) > 0
     for workers in (1, 2):
@@ -177,12 +177,12 @@ def test_detect_pipeline_matches_detection_from_the_cache(reference):
 def test_second_run_finds_everything_cached(setup, reference):
     from sppdet.cache import CachedData
     from sppdet.datasets import load_dataset
-    from sppdet.detector import make_extractor
+    from sppdet.extractors import extractor_from_config
     from sppdet.backbones import build_trunk
 
     root, cfg = setup
     ds = load_dataset(root / "syn", "trainval")
-    data = CachedData(cfg, make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
+    data = CachedData.from_config(cfg, extractor_from_config(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
                       reference["cache"])
     with make_executor(workers=2) as ex:
         assert len(data.prepare(ds.records, ds.report, executor=ex)) == len(ds)
@@ -196,12 +196,12 @@ def assert_failure_names_the_image(setup, tmp_path, executor):
     from sppdet.cache import CachedData
     from sppdet.config import ProposalConfig
     from sppdet.datasets import load_dataset
-    from sppdet.detector import make_extractor
+    from sppdet.extractors import extractor_from_config
 
     root, cfg = setup
     cfg = type(cfg)(**{**cfg.__dict__, "proposals": ProposalConfig(method="external", external_dir=str(tmp_path))})
     ds = load_dataset(root / "syn", "trainval")
-    data = CachedData(cfg, make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
+    data = CachedData.from_config(cfg, extractor_from_config(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
                       tmp_path / "cache")
     first = ds.records[0]
     with pytest.raises(UserError) as err:
@@ -219,7 +219,7 @@ def test_external_proposals_are_found_by_image_id(setup, tmp_path):
     from sppdet.cache import CachedData
     from sppdet.config import ProposalConfig
     from sppdet.datasets import load_dataset
-    from sppdet.detector import make_extractor
+    from sppdet.extractors import extractor_from_config
 
     root, cfg = setup
     ext = tmp_path / "ext"
@@ -228,7 +228,7 @@ def test_external_proposals_are_found_by_image_id(setup, tmp_path):
     ds = load_dataset(root / "syn", "trainval")
     for i, r in enumerate(ds.records):
         np.save(ext / f"{r.image_id}.npy", np.array([[i, 1, 20, 30], [0, 0, 1e6, 5]], dtype=np.float64))
-    data = CachedData(cfg, make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
+    data = CachedData.from_config(cfg, extractor_from_config(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
                       tmp_path / "cache")
     with make_executor(workers=1) as ex:
         recs = data.prepare(ds.records, ds.report, executor=ex)

@@ -222,7 +222,7 @@ def test_yolo_copy_trains_and_evaluates_like_its_voc_original(tmp_path, random_w
     for root, tr, te in ((voc_root, "trainval", "test"), (yolo_root, "train", "val")):
         train, test = load_dataset(root, tr), load_dataset(root, te)
         det, _ = train_detector(cfg, train, tmp_path / "cache")
-        data = CachedData(cfg, det.extractor, tmp_path / "cache")
+        data = CachedData.from_config(cfg, det.extractor, tmp_path / "cache")
         recs = data.prepare(test.records, test.report)
         maps.append(evaluate_voc(recs, run_detection(det, recs, data, test.report), classes)["mAP"])
     assert maps[0] is not None and maps[0] == maps[1]
