@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sppdet.config import RULES, Config, TestConfig, config_from_dict, load_config
+from sppdet.config import RULES, Config, config_from_dict, load_config
+from sppdet.config import TestConfig as _TestConfig  # (not a class of tests)
 from sppdet.datasets import load_dataset
 from sppdet.datasets.common import OUTSIDE
 from sppdet.images import header_size as image_size
@@ -95,7 +96,7 @@ def test_every_config_field_has_a_rule_and_every_rule_bites():
 
 
 def test_config_built_in_code_is_checked_too():
-    cfg = Config(test=TestConfig(nms=float("nan")))
+    cfg = Config(test=_TestConfig(nms=float("nan")))
     with pytest.raises(UserError, match="test.nms"):
         cfg.validate()
 

@@ -7,7 +7,8 @@ import torch
 import torchvision
 
 from sppdet.backbones import build_trunk
-from sppdet.config import BackboneConfig, BBoxRegConfig, Config, FeatureConfig, TestConfig
+from sppdet.config import BackboneConfig, BBoxRegConfig, Config, FeatureConfig
+from sppdet.config import TestConfig as _TestConfig  # (not a class of tests)
 from sppdet.detector import Detector
 from sppdet.errors import UserError
 from sppdet.features import FeatureExtractor
@@ -34,7 +35,7 @@ def greedy_nms(boxes, scores, thresh):
 
 
 def bare_detector(num_classes=2, **test):
-    cfg = Config(bbox_reg=BBoxRegConfig(enabled=False), test=TestConfig(**test))
+    cfg = Config(bbox_reg=BBoxRegConfig(enabled=False), test=_TestConfig(**test))
     return Detector(cfg, [f"c{i}" for i in range(num_classes)], None, None,
                     np.zeros((4, num_classes)), np.zeros(num_classes), 1.0, None, 1.0)
 
