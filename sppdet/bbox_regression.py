@@ -6,28 +6,21 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import Ridge
 
-from .boxes import from_continuous, widths_heights
+from .boxes import BoxCoder
 
-
-def _geometry(b: np.ndarray):
-    w, h = widths_heights(b)
-    return b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h, w, h
+# R-CNN's coding: unit weights, and a log size ratio bounded at ±4 when decoding
+CODER = BoxCoder((1.0, 1.0, 1.0, 1.0), clip=(-4.0, 4.0))
 
 
 def box_targets(proposals: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """``(dx, dy, dw, dh)``: centre shifts in units of the proposal size, log size ratios."""
-    px, py, pw, ph = _geometry(np.asarray(proposals, dtype=np.float64))
-    gx, gy, gw, gh = _geometry(np.asarray(gt, dtype=np.float64))
-    return np.stack([(gx - px) / pw, (gy - py) / ph, np.log(gw / pw), np.log(gh / ph)], 1)
+    """``(dx, dy, dw, dh)``: centre shifts in units of the proposal size, log size ratios (float64)."""
+    return CODER.encode_pixels(np.asarray(proposals, dtype=np.float64), np.asarray(gt, dtype=np.float64))
 
 
 def apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`box_targets` (zero deltas give the boxes back, to float rounding)."""
-    px, py, pw, ph = _geometry(np.asarray(boxes, dtype=np.float64))
-    d = np.asarray(deltas, dtype=np.float64)
-    cx, cy = d[:, 0] * pw + px, d[:, 1] * ph + py
-    w, h = np.exp(np.clip(d[:, 2], -4, 4)) * pw, np.exp(np.clip(d[:, 3], -4, 4)) * ph
-    return from_continuous(np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], 1))
+    """Inverse of :func:`box_targets` (zero deltas give the boxes back, to float rounding),
+    computed in float64."""
+    return CODER.decode_pixels(np.asarray(boxes, dtype=np.float64), np.asarray(deltas, dtype=np.float64))
 
 
 class ExampleReservoir:

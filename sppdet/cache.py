@@ -18,10 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import Config, config_digest
+from .config import Config, ProposalConfig, config_digest
 from .errors import UserError
 from .datasets.common import ImageRecord, LoadReport
-from .extractors import Extractor, make_extractor
+from .extractors import Extractor, ExtractorSettings
 from .fileio import remove_stale_temporaries
 from .images import ImageReadError, read_image
 from .parallel import Executor, SerialExecutor, process_local, set_process_local
@@ -69,12 +69,13 @@ def cache_key(record: ImageRecord) -> str:
 
 @dataclass
 class CacheJob:
-    """One image's caching task: small and picklable (a path, the config, cache folders)."""
+    """One image's caching task: small and picklable (a path, the settings, cache folders)."""
 
     path: Path
     key: str
     image_id: str  # what external proposal files are named by
-    cfg: Config
+    proposal_cfg: ProposalConfig
+    extraction: ExtractorSettings
     proposals_dir: Path | None  # None: no proposals here (a method that reads the conv maps)
     features_dir: Path | None
     weights_id: str  # the trunk the driver's caches are for; a node with other weights refuses
@@ -95,26 +96,26 @@ class CacheResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _extractor_key(cfg: Config, device: str, channels_last: bool = True) -> tuple:
-    f = cfg.features
-    return ("extractor", cfg.method, cfg.backbone.name, cfg.backbone.weights, tuple(f.scales), f.max_size,
+def _extractor_key(s: ExtractorSettings, device: str, channels_last: bool = True) -> tuple:
+    f = s.features
+    return ("extractor", s.method, s.backbone.name, s.backbone.weights, tuple(f.scales), f.max_size,
             tuple(f.levels), device, channels_last)
 
 
-def task_extractor(cfg: Config, weights_id: str, device: str = "cpu",
+def task_extractor(s: ExtractorSettings, weights_id: str, device: str = "cpu",
                    channels_last: bool = True) -> Extractor:
-    """This process' extractor for ``cfg`` (built on first use and kept), checked against
+    """This process' extractor for ``s`` (built on first use and kept), checked against
     the weights the driver's caches are keyed by."""
     def build():
         from .backbones import build_trunk
 
-        ext = make_extractor(cfg, build_trunk(cfg.backbone.name, cfg.backbone.weights), device)
+        ext = s.build(build_trunk(s.backbone.name, s.backbone.weights), device)
         ext.channels_last = channels_last
         return ext
 
-    ext = process_local(_extractor_key(cfg, device, channels_last), build)
+    ext = process_local(_extractor_key(s, device, channels_last), build)
     if ext.trunk.weights_id != weights_id:
-        raise UserError(f"the {cfg.backbone.name} weights on this node (sha256 {ext.trunk.weights_id[:16]}…) "
+        raise UserError(f"the {s.backbone.name} weights on this node (sha256 {ext.trunk.weights_id[:16]}…) "
                         f"differ from the driver's ({weights_id[:16]}…); give every node the same file")
     return ext
 
@@ -141,11 +142,11 @@ def cache_image_task(job: CacheJob) -> CacheResult:
             boxes = None
             if job.proposals:
                 props = process_local(("proposal-cache", str(job.proposals_dir)),
-                                      lambda: ProposalCache(job.proposals_dir, make_proposer(job.cfg.proposals)))
+                                      lambda: ProposalCache(job.proposals_dir, make_proposer(job.proposal_cfg)))
                 boxes = props.get(job.key, load, job.image_id)
             out.seconds["proposals"] = time.perf_counter() - t0 - out.seconds.get("decode", 0.0)
             if job.maps:
-                ext = task_extractor(job.cfg, job.weights_id, job.device, job.channels_last)
+                ext = task_extractor(job.extraction, job.weights_id, job.device, job.channels_last)
                 t0 = time.perf_counter()
                 # one per process, like the proposal cache: opening one checks the folder is
                 # writable and lists it for stale temporaries, which per image would cost O(N²)
@@ -164,8 +165,11 @@ class CachedData:
     """Proposal and conv-map (R-CNN: window-vector) caches for a configuration; records whose
     image is unreadable are dropped with a report entry instead of stopping a long run."""
 
-    def __init__(self, cfg: Config, extractor: Extractor | None, cache_root: str | Path, rpn=None):
-        """``extractor=None``: proposals only (no trunk to load, e.g. ``sppdet proposals``).
+    def __init__(self, proposals: ProposalConfig, extraction: ExtractorSettings, extractor: Extractor | None,
+                 cache_root: str | Path, rpn=None):
+        """``proposals``: how the windows are found; ``extraction``: what builds ``extractor``
+        (in the cache's worker processes; its ``features.scales`` are the maps an RPN reads).
+        ``extractor=None``: proposals only (no trunk to load, e.g. ``sppdet proposals``).
         ``rpn``: the trained proposal network of ``proposals.method=rpn`` (or later, with
         :meth:`attach_rpn`: training caches the maps it learns from first)."""
         root = Path(cache_root)
@@ -173,28 +177,34 @@ class CachedData:
         for kind in ("proposals", "features", "windows"):  # temporaries left by sppdet < 0.3 in any config's folder
             for folder in (root / kind).glob("*/") if (root / kind).is_dir() else ():
                 remove_stale_temporaries(folder)
-        self.cfg = cfg
+        self.proposal_cfg = proposals
+        self.extraction = extraction
         self.last_stats: dict = {}
         # "v2": proposals no longer depend on C rand() history (see proposals._seed_c_rand);
         # "v3": checked .npz files keyed by the image's content
         self.proposals: ProposalCache | None = None
-        if cfg.proposals.method != "rpn" or rpn is not None:
-            self._set_proposer(make_proposer(cfg.proposals, cfg.features.scales, rpn))
+        if not proposals.uses_rpn or rpn is not None:
+            self._set_proposer(make_proposer(proposals, extraction.features.scales, rpn))
         # the extractor's per-image cache (SPP-net: conv maps; R-CNN: window vectors)
-        self.features = (extractor.open_cache(extractor.cache_folder(root, cfg.proposals))
+        self.features = (extractor.open_cache(extractor.cache_folder(root, proposals))
                          if extractor is not None else None)
+
+    @classmethod
+    def from_config(cls, cfg: Config, extractor: Extractor | None, cache_root: str | Path, rpn=None) -> "CachedData":
+        """The caches of a whole config (its ``proposals``, ``method``, ``backbone`` and ``features``)."""
+        return cls(cfg.proposals, ExtractorSettings.from_config(cfg), extractor, cache_root, rpn=rpn)
 
     def _set_proposer(self, proposer) -> None:
         self.proposals = ProposalCache(self.root / "proposals" / config_digest(proposer.cache_id()), proposer)
 
     def attach_rpn(self, rpn) -> None:
         """Propose with this trained proposal network from now on (``proposals.method=rpn``)."""
-        self._set_proposer(make_proposer(self.cfg.proposals, self.cfg.features.scales, rpn))
+        self._set_proposer(make_proposer(self.proposal_cfg, self.extraction.features.scales, rpn))
 
     @property
     def proposals_from_maps(self) -> bool:
         """Whether the windows come from the conv maps (computed where the maps are, after them)."""
-        return self.cfg.proposals.method == "rpn"
+        return self.proposal_cfg.uses_rpn
 
     def prepare(self, records: Sequence[ImageRecord], report: LoadReport,
                 timings: dict[str, float] | None = None, features: bool = True,
@@ -215,7 +225,7 @@ class CachedData:
         ext = self.features.extractor if self.features is not None else None
         on_gpu = want_maps and ext.device.type != "cpu"
         if want_maps:  # in-process tasks reuse the driver's trunk
-            set_process_local(_extractor_key(self.cfg, str(ext.device), ext.channels_last), ext)
+            set_process_local(_extractor_key(self.extraction, str(ext.device), ext.channels_last), ext)
         keys: list[str | None] = []
         jobs: dict[str, CacheJob] = {}
         unreadable: dict[str, str] = {}
@@ -230,7 +240,7 @@ class CachedData:
             props_here = not self.proposals_from_maps
             done = (not props_here or self.proposals.has(key)) and (not want_maps or self._maps_cached(key, r))
             if not done and key not in jobs:
-                jobs[key] = CacheJob(r.path, key, r.image_id, self.cfg,
+                jobs[key] = CacheJob(r.path, key, r.image_id, self.proposal_cfg, self.extraction,
                                      self.proposals.root if props_here else None,
                                      self.features.root if self.features is not None else None,
                                      ext.trunk.weights_id if ext is not None else "", r.exif_transpose,

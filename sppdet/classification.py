@@ -4,7 +4,7 @@ sizes (the paper alternates 224 and 180 per epoch), and is tested on the standar
 the full image (shorter side resized to 256 for 224 views, no crop), or on both."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +25,7 @@ from .run_dir import CLASSIFIER_FILE, write_train_log
 MODES = ("1view", "10view", "full", "10view+full")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClsConfig:
     backbone: str = ruled(Rule("str"), "mobilenet_v2")
     weights: str | None = ruled(Rule("str", optional=True), None)
@@ -275,8 +275,7 @@ def load_classifier(run: str | Path, device: str | None = None) -> tuple[SPPClas
         raise UserError(f"{p} is damaged or from a newer sppdet: unknown config keys {', '.join(unknown)}")
     cfg = ClsConfig(**conf)  # validates every field (UserError naming it)
     if device:
-        cfg.device = device
-        check_fields(cfg, CLS_RULES, "classifier config")
+        cfg = replace(cfg, device=device)  # checked again by __post_init__
     model = SPPClassifier(cfg, len(classes), pretrained=False)
     out_w = state.get("fc.6.weight")
     if out_w is None or not hasattr(out_w, "shape") or out_w.shape[0] != len(classes):

@@ -1,7 +1,10 @@
 """Typed configuration: dataclasses, loaded from YAML plus ``--set key=value`` overrides.
 
 Only the entry points (the CLI and :mod:`sppdet.api`) read config files; library code receives
-these objects (or their fields) through constructors, never through a global.
+these objects (or their fields) through constructors, never through a global. Every section is
+frozen: nothing changes a config after it is built, and a derived one is a new object
+(``dataclasses.replace``, :func:`override_config`), so a stage holding a section knows it stays
+what it was given.
 """
 from __future__ import annotations
 
@@ -20,14 +23,14 @@ from .errors import UserError
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackboneConfig:
     name: str = ruled(Rule("str"), "mobilenet_v2")
     # local state-dict path; None = torchvision's ImageNet weights
     weights: str | None = ruled(Rule("str", optional=True), None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeatureConfig:
     scales: list[int] = ruled(Rule("ints", "[1, 10000]"), factory=lambda: [688])  # shorter side, pixels
     max_size: int = ruled(Rule("int", "[1, 20000]"), 2000)  # cap on the longer side, pixels
@@ -43,7 +46,7 @@ SIMILARITIES = ("color", "fill", "size", "texture")
 PRETRAINED_FC_GRID = {"alexnet": 6, "vgg16": 7}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProposalConfig:
     # selective_search (pixels), external (your files), rpn (a network learned on the conv map),
     # or auto: rpn when the training split has at least rpn_min_objects objects, else selective
@@ -88,8 +91,15 @@ class ProposalConfig:
     rpn_max_boxes: int = ruled(Rule("int", "[1, 1000000]"), 1000)  # windows per image after NMS
     rpn_min_objects: int = ruled(Rule("int", "[0, 1000000000]"), 1000)  # method=auto's threshold
 
+    @property
+    def uses_rpn(self) -> bool:
+        """Whether the windows come from a trained proposal network on the conv maps (after the
+        maps, not from the pixels): the one test of ``method`` the cache, training and the
+        detector share (``auto`` is resolved to a method before any of them runs)."""
+        return self.method == "rpn"
 
-@dataclass
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     # Off by default: the default trunk (MobileNetV2, cut at a conv layer) has no ImageNet fc6/fc7,
     # so they are learned from scratch on the detection data; on BCCD that was a wash against
@@ -114,7 +124,7 @@ class FinetuneConfig:
     dropout: float = ruled(Rule("float", "[0, 1)"), 0.5)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HeadConfig:
     """What scores the windows. ``svm``: 0.4's recipe, per-class linear SVMs (Platt-calibrated)
     on the SPP vectors of the frozen trunk (or on fc7 with ``finetune.enabled``) and ridge box
@@ -142,7 +152,7 @@ class HeadConfig:
     dropout: float = ruled(Rule("float", "[0, 1)"), 0.0)  # before the classifier and box layers
 
 
-@dataclass
+@dataclass(frozen=True)
 class SVMConfig:
     C: float = ruled(Rule("float", _POS), 0.001)
     pos_weight: float = ruled(Rule("float", _POS), 2.0)
@@ -162,7 +172,7 @@ class SVMConfig:
     max_iter: int = ruled(Rule("int", "[1, 100000000]"), 2000)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BBoxRegConfig:
     enabled: bool = ruled(Rule("bool"), True)
     min_iou: float = ruled(Rule("float", "(0, 1]"), 0.6)
@@ -171,7 +181,7 @@ class BBoxRegConfig:
     max_examples: int = ruled(Rule("int", "[1, 100000000]"), 10000)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TestConfig:
     nms: float = ruled(Rule("float", "(0, 1]"), 0.3)
     # The least score a detection keeps (det(img), sppdet detect): a probability for calibrated
@@ -181,7 +191,7 @@ class TestConfig:
     max_per_image: int = ruled(Rule("int", "[1, 1000000]"), 100)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     classes: list[str] | None = ruled(Rule("strs", optional=True), None)  # None: taken from the training annotations
     split_seed: int = ruled(Rule("int", "[0, 4294967295]"), 0)
@@ -194,7 +204,7 @@ class DataConfig:
     exif_transpose: bool | None = ruled(Rule("bool", optional=True), None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     method: str = ruled(Rule("choice", choices=("spp", "rcnn")), "spp")  # spp | rcnn
     backbone: BackboneConfig = field(default_factory=BackboneConfig)

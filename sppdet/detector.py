@@ -2,6 +2,7 @@
 box regression → per-class NMS. Saved as a run directory and checked when loaded."""
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ from .boxes import clip, to_continuous
 from .config import Config
 from .detections import Detections
 from .errors import UserError
-from .extractors import make_extractor
+from .extractors import extractor_from_config
 from .features import FeatureExtractor, ScaleMap, resolve_device
 from .heads import FCHead
 from .images import read_image, to_rgb_array
@@ -90,7 +91,7 @@ class Detector:
         reads, with its proposal network."""
         from .cache import CachedData
 
-        return CachedData(self.cfg, self.extractor, cache_root, rpn=self.rpn)
+        return CachedData.from_config(self.cfg, self.extractor, cache_root, rpn=self.rpn)
 
     def propose(self, image: np.ndarray | None, maps: Sequence[ScaleMap] | None, width: int, height: int,
                 image_id: str = "") -> np.ndarray:
@@ -341,7 +342,7 @@ class Detector:
         files = read_run(run_dir)
         run, cfg, blob, model_path = files.path, files.cfg, files.blob, files.model_path
         if device is not None:
-            cfg.device = device
+            cfg = dataclasses.replace(cfg, device=device)
         dev = resolve_device(cfg.device)
         trunk = build_trunk(cfg.backbone.name, weights or cfg.backbone.weights)
         if trunk.weights_id != blob["weights_sha256"]:
@@ -349,7 +350,7 @@ class Detector:
                             f"{blob['weights_sha256'][:16]}…, but the weights found now have "
                             f"{trunk.weights_id[:16]}…; make the run's weights file available again "
                             f"(backbone.weights in its {CONFIG_FILE}, or sppdet.load(run, weights=PATH))")
-        ext = make_extractor(cfg, trunk, dev)
+        ext = extractor_from_config(cfg, trunk, dev)
         ext.channels_last = bool(blob.get("channels_last", False))  # runs before 0.2: [C, n, n]
         rpn = cls._load_rpn(run, cfg, blob, model_path, trunk, dev)
         if blob.get("upper_head") is not None:
@@ -396,7 +397,7 @@ class Detector:
     def _load_rpn(run: Path, cfg: Config, blob: dict, model_path: Path, trunk, dev):
         """The run's proposal network (``rpn.pt``), checked against model.pt and the trunk; None
         for pixel-based proposals."""
-        if cfg.proposals.method != "rpn":
+        if not cfg.proposals.uses_rpn:
             if (run / RPN_FILE).exists():  # put there by hand: it was not part of this training
                 warnings.warn(f"{run} holds a {RPN_FILE}, but it was trained with proposals.method="
                               f"{cfg.proposals.method}: the file is not used (a run of sppdet never leaves one "

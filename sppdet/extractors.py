@@ -9,6 +9,7 @@ the protocol, plus one line in :data:`EXTRACTORS` (and the ``method`` choice in 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from .backbones import Trunk
-from .config import Config, ProposalConfig
+from .config import BackboneConfig, Config, FeatureConfig, ProposalConfig
 from .features import FeatureExtractor
 from .rcnn import RCNNExtractor
 
@@ -60,22 +61,44 @@ class Extractor(Protocol):
         """How the last :meth:`pool` call's seconds divide among bench stages (``{}``: all pooling)."""
 
 
-def _spp(cfg: Config, trunk: Trunk, device) -> Extractor:
-    f = cfg.features
+def _spp(f: FeatureConfig, trunk: Trunk, device) -> Extractor:
     return FeatureExtractor(trunk, f.scales, f.max_size, f.levels, device)
 
 
-def _rcnn(cfg: Config, trunk: Trunk, device) -> Extractor:
-    return RCNNExtractor(trunk, cfg.features.levels, device)
+def _rcnn(f: FeatureConfig, trunk: Trunk, device) -> Extractor:
+    return RCNNExtractor(trunk, f.levels, device)
 
 
-# config ``method`` → builder of its extractor
-EXTRACTORS: dict[str, Callable[[Config, Trunk, Any], Extractor]] = {"spp": _spp, "rcnn": _rcnn}
+# config ``method`` → builder of its extractor (from the ``features`` section)
+EXTRACTORS: dict[str, Callable[[FeatureConfig, Trunk, Any], Extractor]] = {"spp": _spp, "rcnn": _rcnn}
 
 
-def make_extractor(cfg: Config, trunk: Trunk, device) -> Extractor:
-    """SPP-net's once-per-image extractor, or R-CNN's once-per-window one (``method: rcnn``)."""
-    return EXTRACTORS[cfg.method](cfg, trunk, device)
+def make_extractor(method: str, features: FeatureConfig, trunk: Trunk, device) -> Extractor:
+    """SPP-net's once-per-image extractor (``method="spp"``), or R-CNN's once-per-window one
+    (``"rcnn"``), on ``trunk``'s maps with ``features``' scales and pyramid levels."""
+    return EXTRACTORS[method](features, trunk, device)
 
 
-__all__: Sequence[str] = ("Extractor", "EXTRACTORS", "make_extractor")
+def extractor_from_config(cfg: Config, trunk: Trunk, device) -> Extractor:
+    """:func:`make_extractor` with a whole config's ``method`` and ``features``."""
+    return make_extractor(cfg.method, cfg.features, trunk, device)
+
+
+@dataclass(frozen=True)
+class ExtractorSettings:
+    """What builds an extractor in any process, the trunk included: a cache task carries these
+    (small and picklable) to a worker, which builds its own (:func:`sppdet.cache.task_extractor`)."""
+
+    method: str  # config ``method``: spp | rcnn
+    backbone: BackboneConfig
+    features: FeatureConfig
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "ExtractorSettings":
+        return cls(cfg.method, cfg.backbone, cfg.features)
+
+    def build(self, trunk: Trunk, device) -> Extractor:
+        return make_extractor(self.method, self.features, trunk, device)
+
+
+__all__: Sequence[str] = ("Extractor", "EXTRACTORS", "ExtractorSettings", "extractor_from_config", "make_extractor")

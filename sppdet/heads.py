@@ -12,7 +12,7 @@ from torch import nn
 from .progress import progress
 
 from .backbones import pretrained_fc_layers
-from .config import Config, FinetuneConfig
+from .config import BackboneConfig, Config, FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +54,24 @@ def load_pretrained_fc(head: FCHead, fc: dict[str, torch.Tensor], channels: int,
     return head
 
 
-def build_head(cfg: Config, extractor, num_classes: int) -> FCHead:
-    """fc6/fc7/fc8 for fine-tuning: from the trunk's ImageNet classifier where it has one
-    (vgg16, alexnet; ``finetune.pretrained_fc``), else ``finetune.hidden`` wide from scratch."""
-    ft = cfg.finetune
-    fc = pretrained_fc_layers(cfg.backbone.name, cfg.backbone.weights) if ft.pretrained_fc else None
+def build_head(ft: FinetuneConfig, backbone: BackboneConfig, extractor, num_classes: int) -> FCHead:
+    """fc6/fc7/fc8 for fine-tuning: from the ImageNet classifier of ``backbone``'s trunk where it
+    has one (vgg16, alexnet; ``finetune.pretrained_fc``), else ``finetune.hidden`` wide from scratch."""
+    fc = pretrained_fc_layers(backbone.name, backbone.weights) if ft.pretrained_fc else None
     if fc is None:
         return FCHead(extractor.dim, ft.hidden, num_classes, ft.dropout)
     n, tensors = fc
     if [int(v) for v in extractor.levels] != [n]:  # Config.validate() says so earlier
         raise ValueError(f"pretrained fc6 needs features.levels=[{n}], not {extractor.levels}")
     head = FCHead(extractor.dim, tensors["fc7.weight"].shape[0], num_classes, ft.dropout)
-    log.info("fc6/fc7 initialised from %s's ImageNet classifier", cfg.backbone.name)
+    log.info("fc6/fc7 initialised from %s's ImageNet classifier", backbone.name)
     return load_pretrained_fc(head, tensors, extractor.trunk.channels, n,
                               getattr(extractor, "channels_last", False))
+
+
+def head_from_config(cfg: Config, extractor, num_classes: int) -> FCHead:
+    """:func:`build_head` with a whole config's ``finetune`` and ``backbone`` sections."""
+    return build_head(cfg.finetune, cfg.backbone, extractor, num_classes)
 
 
 def sample_minibatch(windows, rng: np.random.Generator, n: int, cfg: FinetuneConfig):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchvision.ops import roi_pool
 
-from .boxes import area as box_area
+from .boxes import area as box_area, extent
 
 
 def spp_dim(channels: int, levels: Sequence[int] = (6, 3, 2, 1)) -> int:
@@ -106,8 +106,8 @@ def spp_pool(
     if use_table:
         lg = _floor_log2(max(height, width) + 1, cells.device)
         bins = {n: _bins(cells, n) for n in direct}
-        n_a = max(int(lg[xe - xs + 1].max()) for xs, xe, _, _ in bins.values()) + 1
-        n_b = max(int(lg[ye - ys + 1].max()) for _, _, ys, ye in bins.values()) + 1
+        n_a = max(int(lg[extent(xs, xe)].max()) for xs, xe, _, _ in bins.values()) + 1
+        n_b = max(int(lg[extent(ys, ye)].max()) for _, _, ys, ye in bins.values()) + 1
         table = _sparse_table(feature_map[0], n_a, n_b)
 
     n_rois, channels = len(cells), feature_map.shape[1]
@@ -162,7 +162,7 @@ def _floor_log2(size: int, device: torch.device) -> torch.Tensor:
 def _bins(cells: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
     """Inclusive bin bounds ``xs, xe, ys, ye`` (each ``[K, n]``) of the paper's formula."""
     x1, y1, x2, y2 = cells.unbind(1)
-    bw, bh = x2 - x1 + 1, y2 - y1 + 1
+    bw, bh = extent(x1, x2), extent(y1, y2)
     i = torch.arange(n, device=cells.device)
     xs = x1[:, None] + torch.div(i * bw[:, None], n, rounding_mode="floor")
     xe = x1[:, None] - torch.div(-(i + 1) * bw[:, None], n, rounding_mode="floor") - 1
@@ -196,7 +196,7 @@ def _table_lookup(table: torch.Tensor, bins: list[torch.Tensor], lg: torch.Tenso
     per-channel loop overhead that dominates for thousands of windows.) → ``[K, n, n, C]``."""
     _, n_b, h, w, c = table.shape
     xs, xe, ys, ye = bins
-    ax, by = lg[xe - xs + 1], lg[ye - ys + 1]
+    ax, by = lg[extent(xs, xe)], lg[extent(ys, ye)]
     xb, yb = xe - (1 << ax) + 1, ye - (1 << by) + 1
     base = (ax[:, None, :] * n_b + by[:, :, None]) * h  # [K, row bin, column bin]
     flat = table.view(-1, c)

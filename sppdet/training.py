@@ -29,9 +29,9 @@ from .datasets import DetectionDataset
 from .datasets.common import ImageRecord
 from .detector import Detector
 from .errors import UserError
-from .extractors import make_extractor
+from .extractors import ExtractorSettings, extractor_from_config
 from .features import resolve_device
-from .heads import FCHead, build_head, finetune_head
+from .heads import FCHead, finetune_head, head_from_config
 from .parallel import Executor, SerialExecutor
 from .proposals import choose_method
 from .runtime import single_threaded
@@ -113,15 +113,15 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
         cfg = dataclasses.replace(cfg, proposals=dataclasses.replace(cfg.proposals, method=method))
         log.info(f"proposals: {method} ({why})")
     trunk = build_trunk(cfg.backbone.name, cfg.backbone.weights)
-    extractor = make_extractor(cfg, trunk, device)
-    data = CachedData(cfg, extractor, cache_root)
+    extractor = extractor_from_config(cfg, trunk, device)
+    data = CachedData.from_config(cfg, extractor, cache_root)
     records = data.prepare(dataset.records, dataset.report, timings, executor=executor)
     if not records:
         raise UserError("no training image could be read")
 
     train_log: dict = {"proposals": {"method": method, "why": why}}
     rpn = None
-    if cfg.proposals.method == "rpn":  # proposals learned on the maps just cached
+    if cfg.proposals.uses_rpn:  # proposals learned on the maps just cached
         rpn, train_log["rpn"] = train_proposal_network(cfg, extractor, records, data, timings)
         data.attach_rpn(rpn)
     with stage("rpn proposals" if rpn is not None else "proposals", timings), single_threaded():
@@ -147,7 +147,7 @@ def train_detector(cfg: Config, dataset: DetectionDataset, cache_root: str | Pat
         return det, train_log
     head = None
     if cfg.finetune.enabled:
-        head = build_head(cfg, extractor, C)
+        head = head_from_config(cfg, extractor, C)
         with stage("fine-tune fc", timings):
             train_log["finetune_loss"] = finetune_head(
                 head, list(range(len(records))), lambda i: windows[i], pool, cfg.finetune, cfg.seed, device)
@@ -368,8 +368,8 @@ def mine_classes(inp: MiningInputs, classes, positives: list[list[np.ndarray]],
     classes = [int(c) for c in classes]
     cfg = inp.cfg
     with single_threaded():
-        extractor = task_extractor(cfg, inp.weights_id, inp.device)
-        data = CachedData(cfg, extractor, inp.cache_root)
+        extractor = task_extractor(ExtractorSettings.from_config(cfg), inp.weights_id, inp.device)
+        data = CachedData.from_config(cfg, extractor, inp.cache_root)
         head = None
         if inp.head_state is not None:
             w6 = inp.head_state["fc6.weight"]

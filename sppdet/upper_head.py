@@ -10,8 +10,9 @@ image stay; only the upper blocks run per window.
 Coordinates: a window's inclusive-pixel box goes to the continuous convention, is scaled to
 the map's pyramid level and moved so that feature cell ``i`` sits at its centre
 ``stride * i + offset`` (backbone registry) for ``torchvision.ops.roi_align`` (``aligned=False``
-samples cell ``i`` at ``i / spatial_scale``). Box deltas are torchvision's ``BoxCoder``
-(weights 10, 10, 5, 5) on continuous boxes of the original image.
+samples cell ``i`` at ``i / spatial_scale``). Box deltas are :class:`sppdet.boxes.BoxCoder`
+(torchvision's, weights 10, 10, 5, 5, its default clip) on continuous boxes of the original
+image, coded in float32 as the head's layers compute.
 """
 from __future__ import annotations
 
@@ -25,11 +26,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import roi_align
 
-from .boxes import clip, from_continuous, iou, to_continuous
+from .boxes import BoxCoder, clip, from_continuous, iou, to_continuous
 from .config import HeadConfig
 from .ops import best_scale
 from .progress import progress

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import sppdet
+from sppdet.config import override_config
 from sppdet.detector import Detector
 from sppdet.errors import UserError
 from sppdet.inputs import expand_inputs, output_names
@@ -86,7 +87,7 @@ def test_eval_cli_analyze_and_coco_results(trained, tmp_path):
 def test_detector_call_accepts_every_image_form(trained):
     d, _ = trained
     det = sppdet.load(d / "run")
-    det.cfg.test.score_thresh = 0.0  # enough detections to compare
+    det.cfg = override_config(det.cfg, ["test.score_thresh=0.0"])  # enough detections to compare
     path = sorted((d / "data" / "JPEGImages").glob("*.jpg"))[0]
     arr = np.array(Image.open(path).convert("RGB"))
     by_path = det(str(path))
@@ -107,7 +108,7 @@ def test_detector_call_accepts_every_image_form(trained):
 def test_results_to_dict_and_plot(trained):
     d, _ = trained
     det = sppdet.load(d / "run")
-    det.cfg.test.score_thresh = 0.0
+    det.cfg = override_config(det.cfg, ["test.score_thresh=0.0"])
     r = det(sorted((d / "data" / "JPEGImages").glob("*.jpg"))[1])
     t = r.to_dict()
     assert set(t) == {"boxes", "scores", "labels"}

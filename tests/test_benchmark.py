@@ -8,7 +8,7 @@ import torch
 
 from sppdet.backbones import build_trunk
 from sppdet.benchmark import FIVE_SCALES, STAGES, conv_pixels, run_bench
-from sppdet.config import Config
+from sppdet.config import BackboneConfig, Config, ProposalConfig
 from sppdet.features import FeatureExtractor
 from sppdet.rcnn import RCNNExtractor
 
@@ -26,9 +26,7 @@ def test_conv_pixels_hand_worked():
 
 
 def test_bench_writes_three_methods_stage_by_stage(tmp_path, random_weights):
-    cfg = Config()
-    cfg.backbone.weights = str(random_weights)
-    cfg.proposals.max_boxes = 40
+    cfg = Config(backbone=BackboneConfig(weights=str(random_weights)), proposals=ProposalConfig(max_boxes=40))
     rng = np.random.default_rng(0)
     paths = []
     for i in range(2):

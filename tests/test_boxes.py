@@ -62,3 +62,57 @@ def test_min_size_mask_agrees_with_torchvision_remove_small_boxes():
     for min_size in (1, 3, 8):
         kept = remove_small_boxes(boxes.to_continuous(torch.from_numpy(b)), min_size).numpy()
         assert np.nonzero(boxes.min_size_mask(b, min_size))[0].tolist() == sorted(kept.tolist())
+
+
+# A box and its ground truth worked out on paper (inclusive pixels):
+#   proposal [10, 20, 29, 59]: 20 wide, 40 high, centre (10 + 20/2, 20 + 40/2) = (20, 40)
+#   truth    [15, 10, 54, 49]: 40 wide, 40 high, centre (15 + 20, 10 + 20)     = (35, 30)
+#   dx = (35 - 20) / 20 = 0.75, dy = (30 - 40) / 40 = -0.25, dw = log(40/20), dh = log(40/40) = 0
+PROPOSAL = [[10, 20, 29, 59]]
+TRUTH = [[15, 10, 54, 49]]
+HAND_CODES = [[0.75, -0.25, np.log(2), 0.0]]
+
+
+def test_box_coder_hand_worked_codes_and_back():
+    coder = boxes.BoxCoder()
+    codes = coder.encode_pixels(np.array(PROPOSAL, dtype=np.float64), np.array(TRUTH, dtype=np.float64))
+    assert isinstance(codes, np.ndarray) and codes.dtype == np.float64
+    np.testing.assert_allclose(codes, HAND_CODES, atol=1e-12)
+    back = coder.decode_pixels(np.array(PROPOSAL, dtype=np.float64), codes)
+    np.testing.assert_allclose(back, TRUTH, atol=1e-9)
+    # Fast R-CNN's weights (10, 10, 5, 5) multiply the codes; decoding divides them back out
+    weighted = boxes.BoxCoder((10.0, 10.0, 5.0, 5.0))
+    t = weighted.encode_pixels(torch.tensor(PROPOSAL, dtype=torch.float64), torch.tensor(TRUTH, dtype=torch.float64))
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), [[7.5, -2.5, 5 * np.log(2), 0.0]], atol=1e-12)
+    np.testing.assert_allclose(weighted.decode_pixels(torch.tensor(PROPOSAL, dtype=torch.float64), t).numpy(),
+                               TRUTH, atol=1e-9)
+
+
+def test_box_coder_clips_log_size_ratios_as_configured():
+    p = np.array(PROPOSAL, dtype=np.float64)  # 20 × 40, centre (20, 40)
+    big = np.array([[0.0, 0.0, 10.0, -10.0]])
+    # R-CNN's (-4, 4): width 20 e^4 and height 40 e^-4 around the same centre; the far corner
+    # is one pixel in from the continuous edge
+    rc = boxes.BoxCoder(clip=(-4.0, 4.0)).decode_pixels(p, big)
+    w, h = 20 * np.exp(4), 40 * np.exp(-4)
+    np.testing.assert_allclose(rc, [[20 - w / 2, 40 - h / 2, 20 + w / 2 - 1, 40 + h / 2 - 1]], rtol=1e-12)
+    # torchvision's default bounds only from above, at log(1000/16): width 20 · 62.5 = 1250
+    tv = boxes.BoxCoder().decode_pixels(p, big)
+    h = 40 * np.exp(-10)
+    np.testing.assert_allclose(tv, [[20 - 625, 40 - h / 2, 20 + 625 - 1, 40 + h / 2 - 1]], rtol=1e-12)
+
+
+def test_box_coder_decodes_one_code_set_per_class():
+    # [K, 4 n] codes (class-specific regression) give [K, 4 n] boxes, set j moved by its codes
+    p = np.array(PROPOSAL * 2, dtype=np.float64)
+    codes = np.concatenate([np.zeros((2, 4)), np.array(HAND_CODES * 2)], 1)
+    out = boxes.BoxCoder().decode_pixels(p, codes)
+    assert out.shape == (2, 8)
+    np.testing.assert_allclose(out[:, :4], p, atol=1e-9)
+    np.testing.assert_allclose(out[:, 4:], TRUTH * 2, atol=1e-9)
+    assert boxes.BoxCoder().decode_pixels(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_extent_counts_both_ends():
+    assert boxes.extent(3, 7) == 5 and boxes.extent(4, 4) == 1

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from sppdet.cache import CachedData, cache_key, default_cache_root
-from sppdet.config import Config
+from sppdet.config import Config, ProposalConfig
 from sppdet.datasets.common import ImageRecord, LoadReport
 from sppdet.images import ImageReadError
 
@@ -54,15 +54,14 @@ def test_prepare_caches_once_and_drops_unreadable_images(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     records.insert(1, record(tmp_path / "bad.png", "bad"))
     (ext_dir / "bad.txt").write_text("0 0 5 5\n")
-    cfg = Config()
-    cfg.proposals.method, cfg.proposals.external_dir = "external", str(ext_dir)
-    data = CachedData(cfg, None, tmp_path / "cache")
+    cfg = Config(proposals=ProposalConfig(method="external", external_dir=str(ext_dir)))
+    data = CachedData.from_config(cfg, None, tmp_path / "cache")
     report = LoadReport()
     ok = data.prepare(records, report)
     assert [r.image_id for r in ok] == ["im0", "im1", "im2"]  # in order, the unreadable one left out
     assert report.counts["image that cannot be decoded (skipped)"] == 1
     assert data.last_stats["computed"] == 4 and data.last_stats["unreadable"] == 1
     assert [data.proposals_for(r).tolist() for r in ok] == [[[0, 0, 10, 9]], [[0, 0, 11, 9]], [[0, 0, 12, 9]]]
-    again = CachedData(cfg, None, tmp_path / "cache")
+    again = CachedData.from_config(cfg, None, tmp_path / "cache")
     assert [r.image_id for r in again.prepare(ok, LoadReport())] == ["im0", "im1", "im2"]
     assert again.last_stats["computed"] == 0  # all cached

@@ -8,7 +8,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from sppdet.calibration import MARGIN_FLOOR, fit_platt, labelled_detections, reliability, sigmoid
-from sppdet.config import Config
+from sppdet.config import BBoxRegConfig, Config
+from sppdet.config import TestConfig as _TestConfig  # (not a class of tests)
 from sppdet.detector import Detector
 
 
@@ -56,9 +57,8 @@ def test_reliability_by_hand():
 
 
 def bare(platt=None, max_per_image=100000, score_thresh=0.25):
-    cfg = Config()
-    cfg.bbox_reg.enabled = False
-    cfg.test.max_per_image, cfg.test.score_thresh = max_per_image, score_thresh
+    cfg = Config(bbox_reg=BBoxRegConfig(enabled=False),
+                 test=_TestConfig(max_per_image=max_per_image, score_thresh=score_thresh))
     return Detector(cfg, ["a", "b", "c"], None, None, np.zeros((4, 3)), np.zeros(3), 1.0, None, 1.0, platt=platt)
 
 

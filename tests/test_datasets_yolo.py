@@ -202,7 +202,7 @@ def test_bccd_test_split_as_yolo_matches_voc(shared_data, tmp_path):
 @pytest.mark.slow
 def test_yolo_copy_trains_and_evaluates_like_its_voc_original(tmp_path, random_weights):
     from sppdet.cache import CachedData
-    from sppdet.config import Config
+    from sppdet.config import BackboneConfig, Config, FeatureConfig, FinetuneConfig, ProposalConfig
     from sppdet.datasets.synth import write_synthetic
     from sppdet.detection import run_detection
     from sppdet.evaluation.voc import evaluate_voc
@@ -213,19 +213,16 @@ def test_yolo_copy_trains_and_evaluates_like_its_voc_original(tmp_path, random_w
     # the same objects (a VOC set's difficult objects, ignored by its AP, count in a YOLO copy)
     for xml in (voc_root / "Annotations").glob("*.xml"):
         xml.write_text(xml.read_text().replace("<difficult>1</difficult>", "<difficult>0</difficult>"))
-    cfg = Config()
-    cfg.backbone.weights = str(random_weights)
-    cfg.device = "cpu"
-    cfg.proposals.max_boxes = 200
-    cfg.features.scales = [320]
-    cfg.finetune.enabled = False
+    cfg = Config(backbone=BackboneConfig(weights=str(random_weights)), device="cpu",
+                 proposals=ProposalConfig(max_boxes=200), features=FeatureConfig(scales=[320]),
+                 finetune=FinetuneConfig(enabled=False))
     classes = load_dataset(voc_root, "trainval").classes
     yolo_root = voc_to_yolo(voc_root, tmp_path / "yolo", {"train": "trainval", "val": "test"}, classes)
     maps = []
     for root, tr, te in ((voc_root, "trainval", "test"), (yolo_root, "train", "val")):
         train, test = load_dataset(root, tr), load_dataset(root, te)
         det, _ = train_detector(cfg, train, tmp_path / "cache")
-        data = CachedData(cfg, det.extractor, tmp_path / "cache")
+        data = CachedData.from_config(cfg, det.extractor, tmp_path / "cache")
         recs = data.prepare(test.records, test.report)
         maps.append(evaluate_voc(recs, run_detection(det, recs, data, test.report), classes)["mAP"])
     assert maps[0] is not None and maps[0] == maps[1]

@@ -7,19 +7,17 @@ import pytest
 from PIL import Image
 
 from sppdet.backbones import build_trunk
-from sppdet.config import Config
+from sppdet.config import BackboneConfig, BBoxRegConfig, Config, FeatureConfig, ProposalConfig
 from sppdet.detector import Detector
 from sppdet.features import FeatureExtractor
 
 
 @pytest.fixture
 def external_run(random_weights, tmp_path):
-    cfg = Config()
-    cfg.backbone.weights = str(random_weights)
-    cfg.device = "cpu"
-    cfg.features.levels, cfg.features.scales = [1], [64]
-    cfg.proposals.method, cfg.proposals.external_dir, cfg.proposals.mode = "external", str(tmp_path), "fast"
-    cfg.bbox_reg.enabled = False
+    cfg = Config(backbone=BackboneConfig(weights=str(random_weights)), device="cpu",
+                 features=FeatureConfig(levels=[1], scales=[64]),
+                 proposals=ProposalConfig(method="external", external_dir=str(tmp_path), mode="fast"),
+                 bbox_reg=BBoxRegConfig(enabled=False))
     ext = FeatureExtractor(build_trunk("mobilenet_v2", str(random_weights)), [64], levels=[1])
     return Detector(cfg, ["a"], ext, None, np.zeros((ext.dim, 1)), np.zeros(1), 1.0, None, 1.0)
 

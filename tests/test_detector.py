@@ -7,7 +7,8 @@ import torch
 import torchvision
 
 from sppdet.backbones import build_trunk
-from sppdet.config import Config
+from sppdet.config import BackboneConfig, BBoxRegConfig, Config, FeatureConfig
+from sppdet.config import TestConfig as _TestConfig  # (not a class of tests)
 from sppdet.detector import Detector
 from sppdet.errors import UserError
 from sppdet.features import FeatureExtractor
@@ -34,10 +35,7 @@ def greedy_nms(boxes, scores, thresh):
 
 
 def bare_detector(num_classes=2, **test):
-    cfg = Config()
-    cfg.bbox_reg.enabled = False
-    for k, v in test.items():
-        setattr(cfg.test, k, v)
+    cfg = Config(bbox_reg=BBoxRegConfig(enabled=False), test=_TestConfig(**test))
     return Detector(cfg, [f"c{i}" for i in range(num_classes)], None, None,
                     np.zeros((4, num_classes)), np.zeros(num_classes), 1.0, None, 1.0)
 
@@ -64,16 +62,13 @@ def test_postprocess_is_per_class_nms_with_threshold_and_cap():
 @pytest.fixture
 def small_run(tmp_path, random_weights):
     wpath = random_weights
-    cfg = Config()
-    cfg.backbone.weights = str(wpath)
-    cfg.device = "cpu"
+    cfg = Config(backbone=BackboneConfig(weights=str(wpath)), device="cpu",
+                 features=FeatureConfig(levels=[2, 1], scales=[128]))
     trunk = build_trunk("mobilenet_v2", str(wpath))
     ext = FeatureExtractor(trunk, [128], levels=[2, 1])
     from sppdet.bbox_regression import BoxRegressor
     from sppdet.heads import FCHead
 
-    cfg.features.levels = [2, 1]
-    cfg.features.scales = [128]
     head = FCHead(ext.dim, 16, 2)
     det = Detector(cfg, ["a", "b"], ext, head, np.ones((16, 2)), np.zeros(2), 2.0, BoxRegressor(2, ext.dim), 3.0)
     det.save(tmp_path / "run", {"note": "test"})

@@ -14,7 +14,7 @@ def test_every_method_builds_an_extractor_with_the_whole_protocol():
     trunk = build_trunk("mobilenet_v2", pretrained=False)
     for method in EXTRACTORS:
         cfg = Config(method=method)
-        ext = make_extractor(cfg, trunk, "cpu")
+        ext = make_extractor(cfg.method, cfg.features, trunk, "cpu")
         assert ext.method == method
         missing = [n for n in PROTOCOL if not hasattr(ext, n)]
         assert missing == [], (method, missing)

@@ -119,7 +119,7 @@ def test_auto_one_object_short_keeps_selective_search(run, tmp_path, monkeypatch
         chosen["method"] = cfg.proposals.method
         raise Stop
 
-    monkeypatch.setattr(sppdet.training, "CachedData", stop)
+    monkeypatch.setattr(sppdet.training.CachedData, "from_config", stop)
     with pytest.raises(Stop):
         sppdet.train(d / "data", tmp_path / "r" / "run", cache=d / "cache", workers=1,
                      overrides=[f"proposals.rpn_min_objects={n + 1}"], backbone={"weights": str(d / "w.pth")}, **FAST)

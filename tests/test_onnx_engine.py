@@ -2,6 +2,7 @@
 the torch detector, the model's metadata, the CLI, and the bad inputs (skipped where
 onnx/onnxruntime are not installed). The pieces of the graph are in test_onnx_graph.py."""
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -297,8 +298,7 @@ def test_runs_that_cannot_be_exported_say_why(runs, tmp_path, capsys):
         with pytest.raises(UserError, match=msg):
             check_exportable(bad)
     rcnn = copy.copy(det)
-    rcnn.cfg = copy.deepcopy(det.cfg)
-    rcnn.cfg.method = "rcnn"
+    rcnn.cfg = dataclasses.replace(det.cfg, method="rcnn")
     with pytest.raises(UserError, match="only SPP-net runs"):
         check_exportable(rcnn)
     broken = tmp_path / "broken"

@@ -1,6 +1,7 @@
 """A new user's own data: classes without training objects, exports as a labelling service
 writes them (COCO one file per split with an empty category 0, YOLO with a foreign data.yaml),
 splits used as given. Tiny synthetic images, a random-weights trunk."""
+import dataclasses
 import json
 import logging
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import exports
-from sppdet.config import Config
+from sppdet.config import BackboneConfig, Config, FeatureConfig, ProposalConfig, SVMConfig
 from sppdet.datasets import load_dataset
 from sppdet.errors import UserError
 
@@ -17,14 +18,9 @@ CLASSES = ["disc", "triangle", "star", "cross", "ring"]
 
 
 def fast_cfg(weights) -> Config:
-    cfg = Config()
-    cfg.backbone.weights = str(weights)
-    cfg.device = "cpu"
-    cfg.proposals.max_boxes = 120
-    cfg.proposals.work_size = 300
-    cfg.features.scales = [256]
-    cfg.svm.retrain_limit = 300
-    return cfg
+    return Config(backbone=BackboneConfig(weights=str(weights)), device="cpu",
+                  proposals=ProposalConfig(max_boxes=120, work_size=300), features=FeatureConfig(scales=[256]),
+                  svm=SVMConfig(retrain_limit=300))
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +76,14 @@ def test_class_without_objects_is_left_out_with_one_warning(coco_export, weights
     test = load_dataset(coco_export / "test" / "_annotations.coco.json", "all", classes=det.classes)
     from sppdet.cache import CachedData
 
-    data = CachedData(cfg, det.extractor, tmp_path / "cache")
+    data = CachedData.from_config(cfg, det.extractor, tmp_path / "cache")
     recs = data.prepare(test.records, test.report)
     scores = det.score(det.window_features(det.extractor.pool(data.maps(recs[0]), data.boxes(recs[0]))))
     assert all(np.ptp(scores[:, c]) > 0 for c in range(len(det.classes)))
 
     # a class named in data.classes without objects stays in the model, untrained (never detected),
     # with one warning; the others train as before
-    cfg.data.classes = ["disc", "ring"]
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, classes=["disc", "ring"]))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sppdet"):
         named, named_log = train_detector(cfg, load_dataset(coco_export / "train" / "_annotations.coco.json", "all",

@@ -46,20 +46,16 @@ def setup(tmp_path_factory):
     import torch
     import torchvision
 
-    from sppdet.config import Config
+    from sppdet.config import BackboneConfig, Config, FeatureConfig, ProposalConfig, SVMConfig
     from sppdet.datasets.synth import write_synthetic
 
     root = tmp_path_factory.mktemp("parallel")
     write_synthetic(root / "syn", N_IMAGES, seed=1)
     torch.manual_seed(0)
     torch.save(torchvision.models.mobilenet_v2().state_dict(), root / "w.pth")
-    cfg = Config()
-    cfg.backbone.weights = str(root / "w.pth")
-    cfg.device = "cpu"
-    cfg.proposals.max_boxes = 200
-    cfg.proposals.work_size = 200
-    cfg.features.scales = [224]
-    cfg.svm.max_iter = 300
+    cfg = Config(backbone=BackboneConfig(weights=str(root / "w.pth")), device="cpu",
+                 proposals=ProposalConfig(max_boxes=200, work_size=200), features=FeatureConfig(scales=[224]),
+                 svm=SVMConfig(max_iter=300))
     return root, cfg
 
 
@@ -75,7 +71,7 @@ def train_and_eval(root, cfg, executor, cache_name, per_class=None):
     train = load_dataset(root / "syn", "trainval")
     det, log = train_detector(cfg, train, cache, executor=executor, per_class=per_class)
     test = load_dataset(root / "syn", "test", classes=train.classes)
-    data = CachedData(cfg, det.extractor, cache)
+    data = CachedData.from_config(cfg, det.extractor, cache)
     recs = data.prepare(test.records, test.report, executor=executor)
     res = evaluate_voc(recs, run_detection(det, recs, data, test.report), train.classes, "voc07")
     return {"W": det.svm_W.numpy(), "b": det.svm_b.numpy(), "bbox_W": det.bbox.W, "bbox_b": det.bbox.b,
@@ -165,7 +161,7 @@ def test_detect_pipeline_matches_detection_from_the_cache(reference):
     det, recs = copy.copy(reference["det"]), reference["test_records"]
     det.cfg = override_config(det.cfg, ["test.score_thresh=0.0"])  # every score, as evaluation keeps
     with single_threaded():
-        dets = run_detection(det, recs, CachedData(det.cfg, det.extractor, reference["cache"]), LoadReport())
+        dets = run_detection(det, recs, CachedData.from_config(det.cfg, det.extractor, reference["cache"]), LoadReport())
     expected = sorted((d["image"], d["label"], d["score"], tuple(d["bbox"])) for d in dets)
     assert len(expected) > 0
     for workers in (1, 2):
@@ -181,12 +177,12 @@ def test_detect_pipeline_matches_detection_from_the_cache(reference):
 def test_second_run_finds_everything_cached(setup, reference):
     from sppdet.cache import CachedData
     from sppdet.datasets import load_dataset
-    from sppdet.detector import make_extractor
+    from sppdet.extractors import extractor_from_config
     from sppdet.backbones import build_trunk
 
     root, cfg = setup
     ds = load_dataset(root / "syn", "trainval")
-    data = CachedData(cfg, make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
+    data = CachedData.from_config(cfg, extractor_from_config(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
                       reference["cache"])
     with make_executor(workers=2) as ex:
         assert len(data.prepare(ds.records, ds.report, executor=ex)) == len(ds)
@@ -200,12 +196,12 @@ def assert_failure_names_the_image(setup, tmp_path, executor):
     from sppdet.cache import CachedData
     from sppdet.config import ProposalConfig
     from sppdet.datasets import load_dataset
-    from sppdet.detector import make_extractor
+    from sppdet.extractors import extractor_from_config
 
     root, cfg = setup
     cfg = type(cfg)(**{**cfg.__dict__, "proposals": ProposalConfig(method="external", external_dir=str(tmp_path))})
     ds = load_dataset(root / "syn", "trainval")
-    data = CachedData(cfg, make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
+    data = CachedData.from_config(cfg, extractor_from_config(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
                       tmp_path / "cache")
     first = ds.records[0]
     with pytest.raises(UserError) as err:
@@ -223,7 +219,7 @@ def test_external_proposals_are_found_by_image_id(setup, tmp_path):
     from sppdet.cache import CachedData
     from sppdet.config import ProposalConfig
     from sppdet.datasets import load_dataset
-    from sppdet.detector import make_extractor
+    from sppdet.extractors import extractor_from_config
 
     root, cfg = setup
     ext = tmp_path / "ext"
@@ -232,7 +228,7 @@ def test_external_proposals_are_found_by_image_id(setup, tmp_path):
     ds = load_dataset(root / "syn", "trainval")
     for i, r in enumerate(ds.records):
         np.save(ext / f"{r.image_id}.npy", np.array([[i, 1, 20, 30], [0, 0, 1e6, 5]], dtype=np.float64))
-    data = CachedData(cfg, make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
+    data = CachedData.from_config(cfg, extractor_from_config(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu"),
                       tmp_path / "cache")
     with make_executor(workers=1) as ex:
         recs = data.prepare(ds.records, ds.report, executor=ex)

@@ -9,7 +9,7 @@ from sppdet.backbones import build_trunk, pretrained_fc_layers
 from sppdet.config import load_config
 from sppdet.errors import UserError
 from sppdet.features import FeatureExtractor
-from sppdet.heads import FCHead, build_head
+from sppdet.heads import FCHead, head_from_config
 from sppdet.ops import spp_pool
 
 
@@ -29,7 +29,7 @@ def test_alexnet_head_equals_torchvision_classifier(alexnet_weights, channels_la
                              "features.levels=[6]"])
     trunk = build_trunk("alexnet", str(path))
     ext = FeatureExtractor(trunk, levels=cfg.features.levels, channels_last=channels_last)
-    head = build_head(cfg, ext, num_classes=3).eval()
+    head = head_from_config(cfg, ext, num_classes=3).eval()
     assert head.fc6.in_features == 256 * 36 and head.fc6.out_features == head.fc7.out_features == 4096
 
     # a 6x6 map: one SPP bin and one adaptive-avgpool cell per map cell, so both routes see the
@@ -67,14 +67,14 @@ def test_vgg16_fc6_fc7_are_the_classifier_tensors(tmp_path):
                              "features.levels=[7]"])
     ref = torch.load(path, weights_only=True)
     ext = FeatureExtractor(build_trunk("vgg16", str(path)), levels=[7], channels_last=False)
-    head = build_head(cfg, ext, num_classes=2)
+    head = head_from_config(cfg, ext, num_classes=2)
     assert torch.equal(head.fc6.weight, ref["classifier.0.weight"])  # [C, 7, 7] order: no permutation
     assert torch.equal(head.fc6.bias, ref["classifier.0.bias"])
     assert torch.equal(head.fc7.weight, ref["classifier.3.weight"])
     assert torch.equal(head.fc7.bias, ref["classifier.3.bias"])
     # channels-last vectors read the same weights, permuted: column (i, j, c) = torchvision (c, i, j)
     ext_cl = FeatureExtractor(ext.trunk, levels=[7], channels_last=True)
-    w = build_head(cfg, ext_cl, num_classes=2).fc6.weight
+    w = head_from_config(cfg, ext_cl, num_classes=2).fc6.weight
     c, i, j = 17, 3, 5
     assert torch.equal(w[:, (i * 7 + j) * 512 + c], ref["classifier.0.weight"][:, c * 49 + i * 7 + j])
 
@@ -100,7 +100,7 @@ def test_other_trunks_learn_fc_from_scratch(random_weights):
     cfg = load_config(None, ["finetune.enabled=true", f"backbone.weights={random_weights}",
                              "finetune.hidden=64"])
     ext = FeatureExtractor(build_trunk("mobilenet_v2", str(random_weights)))
-    head = build_head(cfg, ext, num_classes=2)
+    head = head_from_config(cfg, ext, num_classes=2)
     assert isinstance(head, FCHead) and head.fc6.out_features == 64 and head.fc6.in_features == ext.dim
     assert pretrained_fc_layers("mobilenet_v2") is None
     assert np.isfinite(head.fc6.weight.detach().numpy()).all()

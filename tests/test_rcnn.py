@@ -124,21 +124,20 @@ def test_workers_cache_vectors_in_the_drivers_order(tmp_path, random_weights):
     """A run saved by sppdet 0.1 pools channel-major; the pool's workers build their own
     extractor and must write its vectors in that order too, not in the default one."""
     from sppdet.backbones import build_trunk
-    from sppdet.cache import CachedData, make_extractor
-    from sppdet.config import Config
+    from sppdet.cache import CachedData
+    from sppdet.extractors import extractor_from_config
+    from sppdet.config import BackboneConfig, Config, FeatureConfig, ProposalConfig
     from sppdet.datasets import load_dataset
     from sppdet.datasets.synth import write_synthetic
     from sppdet.parallel import make_executor
 
     write_synthetic(tmp_path / "syn", 4, seed=5)
-    cfg = Config()
-    cfg.method, cfg.device, cfg.features.levels = "rcnn", "cpu", [2, 1]
-    cfg.backbone.weights = str(random_weights)
-    cfg.proposals.max_boxes, cfg.proposals.work_size = 12, 200
-    ext = make_extractor(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu")
+    cfg = Config(method="rcnn", device="cpu", features=FeatureConfig(levels=[2, 1]),
+                 backbone=BackboneConfig(weights=str(random_weights)), proposals=ProposalConfig(max_boxes=12, work_size=200))
+    ext = extractor_from_config(cfg, build_trunk("mobilenet_v2", cfg.backbone.weights), "cpu")
     ext.channels_last = False
     ds = load_dataset(tmp_path / "syn", "test")
-    data = CachedData(cfg, ext, tmp_path / "cache")
+    data = CachedData.from_config(cfg, ext, tmp_path / "cache")
     with make_executor(workers=2) as ex:
         recs = data.prepare(ds.records, ds.report, executor=ex)
     assert recs and data.last_stats["computed"] == len(recs)
@@ -193,15 +192,15 @@ def test_task_extractor_keeps_one_extractor_per_vector_order(random_weights):
     """A process that serves runs of both vector orders (0.1's channel-major runs) must not
     hand one order's extractor to the other."""
     from sppdet.cache import task_extractor
-    from sppdet.config import Config
+    from sppdet.extractors import ExtractorSettings
+    from sppdet.config import BackboneConfig, Config, FeatureConfig
 
-    cfg = Config()
-    cfg.backbone.weights = str(random_weights)
-    cfg.features.scales = [97]  # a key no other test uses
-    a = task_extractor(cfg, _weights_id(random_weights), "cpu", channels_last=True)
-    b = task_extractor(cfg, _weights_id(random_weights), "cpu", channels_last=False)
+    cfg = Config(backbone=BackboneConfig(weights=str(random_weights)),
+                 features=FeatureConfig(scales=[97]))  # a key no other test uses
+    a = task_extractor(ExtractorSettings.from_config(cfg), _weights_id(random_weights), "cpu", channels_last=True)
+    b = task_extractor(ExtractorSettings.from_config(cfg), _weights_id(random_weights), "cpu", channels_last=False)
     assert a.channels_last is True and b.channels_last is False
-    assert task_extractor(cfg, _weights_id(random_weights), "cpu", channels_last=True) is a
+    assert task_extractor(ExtractorSettings.from_config(cfg), _weights_id(random_weights), "cpu", channels_last=True) is a
 
 
 def _weights_id(path):

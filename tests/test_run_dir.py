@@ -13,7 +13,7 @@ import yaml
 from sppdet import run_dir
 from sppdet.backbones import build_trunk
 from sppdet.bbox_regression import BoxRegressor
-from sppdet.config import Config
+from sppdet.config import BackboneConfig, Config, FeatureConfig
 from sppdet.detector import Detector
 from sppdet.errors import UserError
 from sppdet.features import FeatureExtractor
@@ -21,12 +21,8 @@ from sppdet.heads import FCHead
 
 
 def _config(weights) -> Config:
-    cfg = Config()
-    cfg.backbone.weights = str(weights)
-    cfg.device = "cpu"
-    cfg.features.levels = [2, 1]
-    cfg.features.scales = [128]
-    return cfg
+    return Config(backbone=BackboneConfig(weights=str(weights)), device="cpu",
+                  features=FeatureConfig(levels=[2, 1], scales=[128]))
 
 
 def test_a_run_written_by_0_3_loads(tmp_path, random_weights):

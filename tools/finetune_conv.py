@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from sppdet.api import cache_dir, load_data, make_config
     from sppdet.backbones import build_trunk
-    from sppdet.cache import CachedData, make_extractor
+    from sppdet.cache import CachedData
+    from sppdet.extractors import extractor_from_config
     from sppdet.errors import UserError
     from sppdet.features import resolve_device
     from sppdet.fileio import atomic_save, atomic_write_json, ensure_writable_dir
@@ -81,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("this tool trains on selective-search or external windows; a proposal network is "
                         "trained by `sppdet train` (set proposals.method=selective_search here)")
     if cfg.proposals.method == "auto":  # before any training: selective search, as `sppdet proposals`
-        cfg.proposals.method = "selective_search"
+        cfg = dataclasses.replace(cfg, proposals=dataclasses.replace(cfg.proposals, method="selective_search"))
     ft = cfg.finetune
     iterations = ft.iterations if args.iterations is None else args.iterations
     lr = ft.lr if args.lr is None else args.lr
@@ -99,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--blocks must be 1..{len(body) - 1} for {cfg.backbone.name} ({len(body)} blocks)")
     frozen, tail = body[: len(body) - args.blocks], body[len(body) - args.blocks:]
     with make_executor(args.workers, None) as ex:
-        data = CachedData(cfg, None, cache_dir(args.cache))
+        data = CachedData.from_config(cfg, None, cache_dir(args.cache))
         records = data.prepare(ds.records, ds.report, features=False, executor=ex)
     cidx = {c: i for i, c in enumerate(ds.classes)}
 
@@ -107,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     # and normalised input the pipeline's conv sees
     t0 = time.perf_counter()
     items = []
-    extractor = make_extractor(cfg, trunk, device)
+    extractor = extractor_from_config(cfg, trunk, device)
     frozen.eval()
     with torch.inference_mode():
         for r in progress(records, desc="frozen conv", unit="img"):

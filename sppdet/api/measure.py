@@ -43,7 +43,7 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
 
     runs = runs or []
     cfg = make_config(config, overrides, **settings)
-    if cfg.proposals.method == "rpn" and configured:
+    if cfg.proposals.uses_rpn and configured:
         raise UserError("a proposal network is measured from the run it was trained in: give the run "
                         "(--run RUN), not proposals.method=rpn")
     if not runs and not configured:
@@ -55,7 +55,7 @@ def proposal_recall(data, split: str = "test", *, out: str | Path, config: str |
         if configured:
             name = cfg.proposals.method if cfg.proposals.method == "external" else \
                 f"selective_search ({cfg.proposals.mode})"  # auto: what it is before a training
-            cache_data = CachedData(cfg, None, cache_dir(cache))
+            cache_data = CachedData.from_config(cfg, None, cache_dir(cache))
             recs = cache_data.prepare(ds.records, ds.report, {}, features=False, executor=ex)
             stats = cache_data.last_stats
             per_image = stats["busy_s"]["proposals"] / stats["computed"] if stats.get("computed") else None

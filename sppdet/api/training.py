@@ -1,6 +1,7 @@
 """``sppdet train``: a run trained, saved atomically, then evaluated if asked."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -41,7 +42,7 @@ def train(data, out: str | Path, config: str | Path | Config | dict | None = Non
 
     cfg = make_config(config, overrides, **settings)
     if device:
-        cfg.device = device
+        cfg = dataclasses.replace(cfg, device=device)
     out = Path(out)
     if is_trained_run(out) and not overwrite:
         hint = ""

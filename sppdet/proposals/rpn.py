@@ -1,6 +1,7 @@
 """Learned proposals on the detector's own conv map: a region proposal network (Ren et al.,
 Faster R-CNN) built from torchvision's parts (``AnchorGenerator``, ``RPNHead``,
-``RegionProposalNetwork``: anchor matching, box coding, sampling, NMS).
+``RegionProposalNetwork``: anchor matching, sampling, NMS; box coding by
+:class:`sppdet.boxes.BoxCoder`, torchvision's with its RPN's weights).
 
 SPP-net computes the conv map once per image; the RPN reads that same map (same trunk, same
 layer, frozen, like SPP-net's conv5), so detection runs the trunk once and nothing but the
@@ -34,7 +35,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import boxes as box_ops
 
-from ..boxes import clip, from_continuous, min_size_mask, to_continuous, widths_heights
+from ..boxes import BoxCoder, clip, from_continuous, min_size_mask, to_continuous, widths_heights
 from ..config import ProposalConfig
 from ..errors import UserError
 from ..progress import progress
@@ -155,6 +156,7 @@ class RPNModel(nn.Module):
         self.rpn = _StableRPN(anchors, head, s.fg_iou, s.bg_iou, 256, 0.5,
                                          dict(training=64, testing=s.pre_nms),
                                          dict(training=16, testing=s.max_boxes), s.nms)
+        self.rpn.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))  # torchvision's own RPN coding, sppdet's one class
 
     def forward(self, fmap: torch.Tensor, image_size: tuple[int, int], targets: list[dict] | None = None):
         """``fmap`` ``[C, h, w]``; ``image_size`` ``(height, width)`` of the scaled image."""
