@@ -37,8 +37,7 @@ def test_make_proposer():
     assert type(make_proposer(ProposalConfig(method="external", external_dir="/x"))) is External
     with pytest.raises(UserError, match="needs a trained proposal network"):
         make_proposer(ProposalConfig(method="rpn"))
-    bogus = ProposalConfig()
-    bogus.method = "edges"  # not a rule-checked value: the registry still refuses it
+    bogus = ProposalConfig(method="edges")  # not validated here: the registry still refuses it
     with pytest.raises(UserError, match="unknown proposals.method 'edges'; use one of selective_search, "
                                         "external, rpn"):
         make_proposer(bogus)

@@ -98,8 +98,15 @@ def _raw_selective_search(bgr: np.ndarray, mode: str, color_spaces: Sequence[str
             ss.addStrategy(_strategy(spec))
     else:
         raise UserError(f"selective search mode must be fast, quality or custom, not {mode!r}")
-    _seed_c_rand(0)
-    return np.asarray(ss.process(), dtype=np.float64).reshape(-1, 4)
+    # one OpenCV thread: its ranking draws from C's rand(), which threads running the groupings in
+    # parallel would consume in a different order each time (other windows for the same image)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        _seed_c_rand(0)
+        return np.asarray(ss.process(), dtype=np.float64).reshape(-1, 4)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def selective_search(image: np.ndarray, mode: str = "fast", max_boxes: int = 2000,
