@@ -250,6 +250,17 @@ def head_kind(det) -> str:
     return getattr(det, "head_kind", "svm")
 
 
+def clip_to_image(boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
+    """Inclusive float64 boxes ``[K, 4]`` clipped to ``[0, W-1] x [0, H-1]`` of ``image_size``
+    ``[H, W]`` (max then min: :func:`sppdet.boxes.clip`, which the detector uses)."""
+    H, W = image_size[0].to(torch.float64), image_size[1].to(torch.float64)
+    zero = torch.zeros((), dtype=torch.float64)
+    return torch.stack([torch.minimum(torch.maximum(boxes[:, 0], zero), W - 1),
+                        torch.minimum(torch.maximum(boxes[:, 1], zero), H - 1),
+                        torch.minimum(torch.maximum(boxes[:, 2], zero), W - 1),
+                        torch.minimum(torch.maximum(boxes[:, 3], zero), H - 1)], 1)
+
+
 class RPNGraph(nn.Module):
     """:class:`sppdet.proposals.rpn.RPNProposer` on tensors: the trained RPN's head, its anchors,
     torchvision's box decoding, the top-k, clipping, small-box removal and NMS of
@@ -305,14 +316,11 @@ class RPNGraph(nn.Module):
         keep = class_nms(boxes, position, torch.zeros_like(keep), 1, torch.tensor(self.nms))
         keep = keep[:_topk_count(_count(keep), self.post_nms)]
         out = boxes[keep].to(torch.float64) / factor - torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
-        H, W = image_size[0].to(torch.float64), image_size[1].to(torch.float64)
-        zero = torch.zeros((), dtype=torch.float64)
-        out = torch.stack([torch.minimum(torch.maximum(out[:, 0], zero), W - 1),
-                           torch.minimum(torch.maximum(out[:, 1], zero), H - 1),
-                           torch.minimum(torch.maximum(out[:, 2], zero), W - 1),
-                           torch.minimum(torch.maximum(out[:, 3], zero), H - 1)], 1)
+        out = clip_to_image(out, image_size)
         big = (out[:, 2] - out[:, 0] + 1 >= self.min_size) & (out[:, 3] - out[:, 1] + 1 >= self.min_size)
         out = out[torch.nonzero(big).flatten()]
+        H, W = image_size[0].to(torch.float64), image_size[1].to(torch.float64)
+        zero = torch.zeros((), dtype=torch.float64)
         whole = torch.stack([zero, zero, W - 1, H - 1])[None]
         # the whole image when nothing is left: the first max(K, 1) rows of [windows; whole]
         n = torch.maximum(_count(out), torch.ones((), dtype=torch.int64))
@@ -332,12 +340,7 @@ class Postprocess(nn.Module):
         cand = torch.nonzero(scores > threshold)
         ks, cs = cand[:, 0], cand[:, 1]
         b = boxes[ks, cs]
-        H, W = image_size[0].to(torch.float64), image_size[1].to(torch.float64)
-        zero = torch.zeros((), dtype=torch.float64)
-        b = torch.stack([torch.minimum(torch.maximum(b[:, 0], zero), W - 1),
-                         torch.minimum(torch.maximum(b[:, 1], zero), H - 1),
-                         torch.minimum(torch.maximum(b[:, 2], zero), W - 1),
-                         torch.minimum(torch.maximum(b[:, 3], zero), H - 1)], 1)
+        b = clip_to_image(b, image_size)
         m, s = margins[ks, cs], scores[ks, cs]
         # ranked by margin, equal margins (windows on the same cells) in window order as the
         # detector ranks them: NMS sees each candidate's position in that order (ONNX TopK is stable)

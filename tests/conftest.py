@@ -8,6 +8,41 @@ sys.path.insert(0, str(Path(__file__).parent))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _suite_thread_counts():
+    """The torch and OpenCV thread counts the suite started with (taken before any module fixture
+    runs a command that changes them)."""
+    import cv2
+    import torch
+
+    return torch.get_num_threads(), cv2.getNumThreads()
+
+
+@pytest.fixture(autouse=True)
+def _thread_counts_restored(_suite_thread_counts):
+    """Each test ends at the suite's torch and OpenCV thread counts: ``sppdet.cli.main`` run in
+    this process (a test's or a module fixture's) sets them to every core for the rest of it,
+    which made later tests' results depend on which tests ran before them (a run trained at 2
+    threads is not the run trained at 1: multi-threaded sums round differently)."""
+    import cv2
+    import torch
+
+    yield
+    torch.set_num_threads(_suite_thread_counts[0])
+    cv2.setNumThreads(_suite_thread_counts[1])
+
+
+@pytest.fixture
+def one_thread():
+    """The body on one torch/OpenCV/BLAS thread (:func:`sppdet.runtime.single_threaded`): for tests
+    that compare two computations to the last bit or through near-ties, which two-thread sums
+    (their order of adding not fixed run to run) would break."""
+    from sppdet.runtime import single_threaded
+
+    with single_threaded():
+        yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

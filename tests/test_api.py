@@ -84,7 +84,7 @@ def test_eval_cli_analyze_and_coco_results(trained, tmp_path):
     assert r.returncode == 2 and "unicorn" in r.stderr
 
 
-def test_detector_call_accepts_every_image_form(trained):
+def test_detector_call_accepts_every_image_form(trained, one_thread):
     d, _ = trained
     det = sppdet.load(d / "run")
     det.cfg = override_config(det.cfg, ["test.score_thresh=0.0"])  # enough detections to compare

@@ -19,6 +19,7 @@ from sppdet.detections import Detections  # noqa: E402
 from sppdet.errors import UserError  # noqa: E402
 from sppdet.onnx_engine import OnnxDetector, from_detector  # noqa: E402
 from sppdet.onnx_export import check_exportable, export_onnx, onnx_bytes  # noqa: E402
+from sppdet.runtime import single_threaded  # noqa: E402
 
 SS_FAST = {"proposals": {"method": "selective_search", "max_boxes": 150, "work_size": 300},
            "features": {"scales": [320]}, "svm": {"retrain_limit": 500}}
@@ -59,8 +60,11 @@ def runs(tmp_path_factory, tiny_data):
     tiny_data(d, 12)
     _calibrated_weights(d / "w.pth", sorted((d / "data" / "JPEGImages").glob("*.jpg")))
     w = {"weights": str(d / "w.pth")}
-    ss = sppdet.train(d / "data", d / "ss", cache=d / "cache", workers=1, backbone=w, **SS_FAST)
-    rpn = sppdet.train(d / "data", d / "rpn", cache=d / "cache", workers=1, backbone=w, **RPN_FAST)
+    # on one thread: the same runs (and so the same near-ties to compare through) whatever thread
+    # count the suite or an earlier test left
+    with single_threaded():
+        ss = sppdet.train(d / "data", d / "ss", cache=d / "cache", workers=1, backbone=w, **SS_FAST)
+        rpn = sppdet.train(d / "data", d / "rpn", cache=d / "cache", workers=1, backbone=w, **RPN_FAST)
     imgs = sorted((d / "data" / "JPEGImages").glob("*.jpg"))
     return d, {"ss": ss, "rpn": rpn}, imgs
 
@@ -156,7 +160,7 @@ def _decisive(det, image: np.ndarray, seed: int = 0):
 
 
 @pytest.mark.parametrize("kind", ["ss", "rpn"])
-def test_exported_run_detects_what_the_torch_detector_does(runs, kind, tmp_path, load_tool):
+def test_exported_run_detects_what_the_torch_detector_does(runs, kind, tmp_path, load_tool, one_thread):
     d, dets, imgs = runs
     assert dets[kind].head is None
     det = _decisive(dets[kind], np.asarray(Image.open(imgs[0]).convert("RGB")))
@@ -184,7 +188,7 @@ def test_exported_run_detects_what_the_torch_detector_does(runs, kind, tmp_path,
         _same(det(files[0]), r[0], check)
 
 
-def test_test_time_settings_reach_the_graph(runs, load_tool):
+def test_test_time_settings_reach_the_graph(runs, load_tool, one_thread):
     check = load_tool("onnx_check")
     _, dets, imgs = runs
     det = dets["rpn"]
@@ -203,7 +207,7 @@ def test_test_time_settings_reach_the_graph(runs, load_tool):
     assert len(none) == 0 and none.boxes.shape == (0, 4)
 
 
-def test_selective_search_model_takes_given_windows(runs, load_tool):
+def test_selective_search_model_takes_given_windows(runs, load_tool, one_thread):
     check = load_tool("onnx_check")
     _, dets, imgs = runs
     det = dets["ss"]
@@ -244,11 +248,11 @@ def test_cli_export_and_detect_with_either_engine(runs, tmp_path, capsys, load_t
     out = tmp_path / "model.onnx"
     assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
     assert main(["detect", str(out), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "o"), "--no-images",
-                 "--threshold", "0"]) == 0
+                 "--threads", "1", "--threshold", "0"]) == 0
     assert main(["detect", str(run), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "t"), "--no-images",
-                 "--threshold", "0"]) == 0
+                 "--threads", "1", "--threshold", "0"]) == 0
     assert main(["detect", str(run), str(imgs[0]), str(imgs[1]), "--out", str(tmp_path / "r"), "--no-images",
-                 "--threshold", "0", "--engine", "onnxruntime"]) == 0
+                 "--threads", "1", "--threshold", "0", "--engine", "onnxruntime"]) == 0
     rows = {k: json.loads((tmp_path / k / "detections.json").read_text()) for k in ("o", "t", "r")}
     assert len(rows["o"]) == len(rows["t"]) == len(rows["r"]) > 100
     classes = dets["rpn"].classes
