@@ -35,8 +35,8 @@ def _thread_counts_restored(_suite_thread_counts):
 @pytest.fixture
 def one_thread():
     """The body on one torch/OpenCV/BLAS thread (:func:`sppdet.runtime.single_threaded`): for tests
-    that compare two computations to the last bit or through near-ties, which two-thread sums
-    (their order of adding not fixed run to run) would break."""
+    that compare two computations to the last bit or through near-ties, whatever thread count the
+    suite runs at (sums split over threads round differently from one-thread sums)."""
     from sppdet.runtime import single_threaded
 
     with single_threaded():
