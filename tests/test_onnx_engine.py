@@ -105,12 +105,15 @@ def _px(det, image: np.ndarray) -> float:
     return 0.5 / min(f, 1.0)
 
 
-def _same(a: Detections, b: Detections, check, px: float = 0.5):
+def _same(a: Detections, b: Detections, check, det, threshold=None, px: float = 0.5):
     """The same detections within the issue's tolerances (``px``, default 0.5 px, and 1e-3):
     paired class by class, best first, each with the nearest box (tools/onnx_check.py's matching,
-    so that scores equal to rounding do not have to sort the same way)."""
-    m = check.match(a, b)
-    assert len(a) == len(b) and check.agrees(m, px, 1e-3), m
+    so that scores equal to rounding do not have to sort the same way), where a detection may
+    be missing from one list only as a tie at ``det``'s cap or at ``threshold`` (on one CI
+    machine the 100th place went to a different class, each engine's pick within rounding)."""
+    m = check.match(a, b, px, 1e-3, det.thresholds(threshold), det.cfg.test.max_per_image)
+    assert check.agrees(m, px, 1e-3), m
+    assert m["at_cut"] <= 4, m  # a tie or two at the cut, not lists that part all the way down
 
 
 def _decisive(det, image: np.ndarray, seed: int = 0):
@@ -177,7 +180,7 @@ def test_exported_run_detects_what_the_torch_detector_does(runs, kind, tmp_path,
             a, b = det(img, wins, threshold=thr), onnx_det(img, wins, threshold=thr)
             assert isinstance(b, Detections) and b.names == det.classes and b.calibrated
             assert b.boxes.dtype == np.float64 and b.labels.dtype == np.int64
-            _same(a, b, check, _px(det, img))
+            _same(a, b, check, det, thr, _px(det, img))
             total += len(a)
     assert total > 500  # the decisive weights give plenty to compare
     # files, and a list of them, through the same __call__
@@ -185,7 +188,7 @@ def test_exported_run_detects_what_the_torch_detector_does(runs, kind, tmp_path,
     r = onnx_det(files)
     assert [x.path for x in r] == files and r[0].image is not None
     if det.proposer.needs_maps:  # (selective search would run twice)
-        _same(det(files[0]), r[0], check)
+        _same(det(files[0]), r[0], check, det)
 
 
 def test_test_time_settings_reach_the_graph(runs, load_tool, one_thread):
@@ -199,7 +202,7 @@ def test_test_time_settings_reach_the_graph(runs, load_tool, one_thread):
 
         a, b = copy.copy(det), copy.copy(onnx_det)
         a.cfg = b.cfg = override_config(det.cfg, over + (["test.score_thresh=0"] if "score" not in over[0] else []))
-        _same(a(img), b(img), check)
+        _same(a(img), b(img), check, a)
     few = copy.copy(onnx_det)
     few.cfg = override_config(det.cfg, ["test.max_per_image=3", "test.score_thresh=0"])
     assert len(few(img)) == 3
@@ -214,7 +217,7 @@ def test_selective_search_model_takes_given_windows(runs, load_tool, one_thread)
     onnx_det = from_detector(det)
     img = np.asarray(Image.open(imgs[3]).convert("RGB"))
     wins = np.array([[0, 0, 100, 80], [10.5, 20.25, 200, 150], [50, 50, 50, 50], [-5, -5, 400, 400]])
-    _same(det(img, proposals=wins, threshold=0.0), onnx_det(img, proposals=wins, threshold=0.0), check)
+    _same(det(img, proposals=wins, threshold=0.0), onnx_det(img, proposals=wins, threshold=0.0), check, det, 0.0)
     rpn_onnx = from_detector(dets["rpn"])
     with pytest.raises(UserError, match="inside its graph"):
         rpn_onnx(img, proposals=wins)
@@ -263,7 +266,7 @@ def test_cli_export_and_detect_with_either_engine(runs, tmp_path, capsys, load_t
                           np.array([classes.index(r["label"]) for r in mine]), names=classes)
 
     for image in (str(imgs[0]), str(imgs[1])):
-        _same(of(rows["t"], image), of(rows["o"], image), check)
+        _same(of(rows["t"], image), of(rows["o"], image), check, dets["rpn"], 0.0)
     assert rows["o"] == rows["r"]  # the file and the in-memory export are the same graph
 
 

@@ -1,6 +1,8 @@
-"""The onnxruntime engine against the torch detector on a run's images: per image the same number
-of detections, and every torch detection matched by one of the same class whose box is within
-``--box-tol`` px (each coordinate) and whose score is within ``--score-tol``.
+"""The onnxruntime engine against the torch detector on a run's images: per image every torch
+detection matched by one of the same class whose box is within ``--box-tol`` px (each
+coordinate) and whose score is within ``--score-tol``, and the other way round; the only
+detections allowed to go unmatched are ties at the cut (``at_cut``): one engine's list full at
+``test.max_per_image`` or at the threshold keeping a detection, the other an equal-scoring one.
 
     python tools/onnx_check.py RUN --data D [--split test] [--images N] [--thresholds 0.25,0] [--out FILE.json]
 
@@ -16,29 +18,57 @@ import sys
 import numpy as np
 
 
-def match(a, b) -> dict:
+def _threshold_of(threshold, label: int):
+    if threshold is None:
+        return None
+    t = np.asarray(threshold, dtype=float)
+    return float(t) if t.ndim == 0 else float(t[label])
+
+
+def _at_cut(score: float, label: int, other, score_tol: float, threshold, cap) -> bool:
+    """Whether the other engine may have left out a detection scoring ``score`` for a reason that
+    is only a tie: its list is full (``cap``) and holds nothing scoring below ``score`` by more
+    than ``score_tol`` (it kept an equal one instead), or ``score`` is within ``score_tol`` of
+    the threshold (kept on one side of it, dropped on the other)."""
+    if cap is not None and len(other) >= cap and float(np.min(other.scores)) >= score - score_tol:
+        return True
+    t = _threshold_of(threshold, label)
+    return t is not None and abs(score - t) <= score_tol
+
+
+def match(a, b, box_tol: float = 0.5, score_tol: float = 1e-3, threshold=None, cap: int | None = None) -> dict:
     """Pair the detections ``a`` (the reference) with ``b``: within each class, best first, each of
-    ``a`` with the unpaired one of ``b`` nearest to its box. Returns the counts and the largest box
-    (px, any coordinate) and score differences of the pairs."""
-    out = {"count": [len(a), len(b)], "box": 0.0, "score": 0.0, "unpaired": 0}
+    ``a`` with the unpaired one of ``b`` nearest to its box, if that is within ``box_tol`` px (any
+    coordinate). Returns the counts, the largest box and score differences of the pairs, how many
+    detections are left unpaired, and how many of those sit at the cut (``at_cut``, not counted
+    in ``unpaired``): with ``cap`` (``test.max_per_image``) and ``threshold`` (a number or one
+    per class), a detection the other list lacks because the other engine broke a tie at its
+    cap or at the threshold the other way (see :func:`_at_cut`); anything else is a disagreement."""
+    out = {"count": [len(a), len(b)], "box": 0.0, "score": 0.0, "unpaired": 0, "at_cut": 0}
+    left = []  # (score, label, the list it lacks from)
     for c in np.union1d(a.labels, b.labels):
         ia = np.nonzero(a.labels == c)[0]
         ia = ia[np.argsort(-a.scores[ia], kind="stable")]
         free = list(np.nonzero(b.labels == c)[0])
         for i in ia:
-            if not free:
-                out["unpaired"] += 1
+            d = [float(np.abs(a.boxes[i] - b.boxes[j]).max()) for j in free]
+            k = int(np.argmin(d)) if d else -1
+            if k < 0 or d[k] > box_tol:
+                left.append((float(a.scores[i]), int(c), b))
                 continue
-            d = [np.abs(a.boxes[i] - b.boxes[j]).max() for j in free]
-            j = free.pop(int(np.argmin(d)))
-            out["box"] = max(out["box"], float(np.min(d)))
+            j = free.pop(k)
+            out["box"] = max(out["box"], d[k])
             out["score"] = max(out["score"], abs(float(a.scores[i]) - float(b.scores[j])))
-        out["unpaired"] += len(free)
+        left += [(float(b.scores[j]), int(c), a) for j in free]
+    for score, label, other in left:
+        out["at_cut" if _at_cut(score, label, other, score_tol, threshold, cap) else "unpaired"] += 1
     return out
 
 
 def agrees(m: dict, box_tol: float, score_tol: float) -> bool:
-    return m["count"][0] == m["count"][1] and not m["unpaired"] and m["box"] <= box_tol and m["score"] <= score_tol
+    """Every detection paired within the tolerances, or missing from the other list only by a tie
+    at the cut (``m`` from :func:`match` with the same tolerances)."""
+    return not m["unpaired"] and m["box"] <= box_tol and m["score"] <= score_tol
 
 
 def compare(torch_det, onnx_det, images, thresholds, box_tol: float = 0.5, score_tol: float = 1e-3) -> dict:
@@ -52,7 +82,8 @@ def compare(torch_det, onnx_det, images, thresholds, box_tol: float = 0.5, score
         # always give the same windows twice for the same image
         wins = None if torch_det.proposer.needs_maps else torch_det.propose(arr, None, arr.shape[1], arr.shape[0])
         for thr in thresholds:
-            m = match(torch_det(arr, wins, threshold=thr), onnx_det(arr, wins, threshold=thr))
+            m = match(torch_det(arr, wins, threshold=thr), onnx_det(arr, wins, threshold=thr), box_tol, score_tol,
+                      torch_det.thresholds(thr), torch_det.cfg.test.max_per_image)
             rows.append({"image": str(img) if isinstance(img, str) else k, "threshold": thr, **m,
                          "ok": agrees(m, box_tol, score_tol)})
     return {"images": len(images), "thresholds": list(thresholds), "box_tol": box_tol, "score_tol": score_tol,
