@@ -2,7 +2,6 @@
 the real package and weights when installed), weights absent / tampered, and a tiny run."""
 import hashlib
 import importlib.util
-import math
 import zipfile
 from pathlib import Path
 

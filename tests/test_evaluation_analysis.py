@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sppdet.datasets.common import DetectionDataset, ImageRecord
+from sppdet.datasets.common import ImageRecord
 from sppdet.evaluation.analysis import analyze, categorise
 from sppdet.evaluation.voc import evaluate_voc
 

@@ -3,6 +3,7 @@ onnxruntime against the numpy/torch code it replaces: the window→cell mapping 
 against sppdet.ops, the per-class NMS against torchvision, the sigmoid against
 calibration.sigmoid, box regression against bbox_regression, the RPN against RPNProposer
 (skipped where onnx/onnxruntime are not installed)."""
+import importlib.util
 import io
 import warnings
 
@@ -10,10 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+# looked up, not imported: onnxruntime loaded at collection would sit in the pytest process from
+# the first test on, and with it loaded a tiny run's detections of one image differed between
+# calls in the bad-input tests (float rounding through near-ties; sppdet itself imports it only
+# for the onnxruntime engine). It is imported by the first test here that uses it.
+if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
+    pytest.skip("onnx and onnxruntime are not installed: pip install 'sppdet[onnx]'", allow_module_level=True)
 
 from sppdet import onnx_graph as G  # noqa: E402
+
+
 def run_onnx(module, args, names, dynamic, feeds_list):
     """Export ``module`` traced on ``args`` and run it on each feed dict: the outputs per feed."""
     buf = io.BytesIO()
@@ -23,6 +30,8 @@ def run_onnx(module, args, names, dynamic, feeds_list):
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(module.eval(), tuple(args), buf, dynamo=False, opset_version=17, input_names=names,
                           dynamic_axes=dynamic)
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     s = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])

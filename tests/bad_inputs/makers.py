@@ -62,6 +62,20 @@ def _detect(run, inputs, out, **kw):
     return sppdet.detect(run, inputs, out, workers=1, **kw)
 
 
+def decisive_run(det, image_path, folder):
+    """``det`` made decisive (tests/decisive.py) on the image at ``image_path``, saved to
+    ``folder``: for checks that two detections of the same image are equal to the last digit.
+    Returns the copy."""
+    import numpy as np
+    from PIL import Image
+
+    from decisive import decisive
+
+    out = decisive(det, np.asarray(Image.open(image_path).convert("RGB")))
+    out.save(folder)
+    return out
+
+
 def _rows(out):
     return json.loads((out / "detections.json").read_text())
 

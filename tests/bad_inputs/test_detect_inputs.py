@@ -6,25 +6,27 @@ import pytest
 
 from sppdet.errors import UserError
 
-from .makers import RUN_FAST, _detect, _rows, _by_image, copy_detector
+from .makers import RUN_FAST, _detect, _rows, _by_image, copy_detector, decisive_run
 
 
 def test_detect_journal_entries_are_checked_and_keyed_by_content(shared_run, tmp_path):
-    d, det, imgs = shared_run
+    _, det, imgs = shared_run
+    run = tmp_path / "run"
+    det = decisive_run(det, imgs[0], run)  # re-detections must equal the first to the last digit
     src = tmp_path / "in"
     src.mkdir()
     a, b = src / "a.jpg", src / "b.jpg"
     a.write_bytes(imgs[0].read_bytes())
     b.write_bytes(imgs[1].read_bytes())
     out = tmp_path / "det"
-    _detect(d / "run", [a, b], out, paint=False)
+    _detect(run, [a, b], out, paint=False)
     first = _by_image(_rows(out))
     assert set(first) == {str(a), str(b)} and len(first[str(a)]) > 0
     assert not list(out.glob("*_det.jpg"))
     journal = out / "detections.jsonl"
     header, ea, eb = journal.read_text().splitlines()
     # a rerun with painting paints what --no-images left unpainted (from the journal, same boxes)
-    _detect(d / "run", [a, b], out)
+    _detect(run, [a, b], out)
     assert {p.name for p in out.glob("*_det.jpg")} == {"a_det.jpg", "b_det.jpg"}
     assert _by_image(_rows(out)) == first
     # entries that are not results: that image is detected again, never taken as done
@@ -36,34 +38,34 @@ def test_detect_journal_entries_are_checked_and_keyed_by_content(shared_run, tmp
                 [{**row, "score": -7.0}],  # below the threshold the journal was written with (-5)
                 [row] * 101]:  # more than test.max_per_image
         journal.write_text("\n".join([header, json.dumps({**entry, "detections": bad}), eb]) + "\n")
-        _detect(d / "run", [a, b], out, paint=False)
+        _detect(run, [a, b], out, paint=False)
         assert _by_image(_rows(out)) == first, bad
     # a header that cannot be read or is foreign: refused, its rows never reused
     for head in ['{"sppdet_detect": 2, "sett', '{"x": 1}', "[]", '{"sppdet_detect": 1, "settings": {}}']:
         journal.write_text("\n".join([head, ea, eb]) + "\n")
         with pytest.raises(UserError, match="journal|another sppdet version"):
-            _detect(d / "run", [a, b], out)
+            _detect(run, [a, b], out)
     journal.write_text("\n".join([header, ea, eb]) + "\n")
     with pytest.raises(UserError, match="another detect command"):  # other settings
-        _detect(d / "run", [a, b], out, threshold=0.5)
+        _detect(run, [a, b], out, threshold=0.5)
     with pytest.raises(UserError, match="another detect command"):  # an edited model: other digest
         edited = copy_detector(det)
         edited.svm_b = edited.svm_b + 1.0
         _detect(edited, [a, b], out)
     # an input replaced under the same name gets the new picture's boxes
     a.write_bytes(imgs[1].read_bytes())
-    _detect(d / "run", [a, b], out, paint=False)
+    _detect(run, [a, b], out, paint=False)
     assert _by_image(_rows(out))[str(a)] == first[str(b)]
     # an input that failed (empty file) and was fixed is detected on the rerun
     b.write_bytes(b"")
-    res = _detect(d / "run", [a, b], out, paint=False)
+    res = _detect(run, [a, b], out, paint=False)
     assert len(res["skipped"]) == 1 and str(b) not in _by_image(_rows(out))
     b.write_bytes(imgs[1].read_bytes())
-    res = _detect(d / "run", [a, b], out, paint=False)
+    res = _detect(run, [a, b], out, paint=False)
     assert not res["skipped"] and _by_image(_rows(out))[str(b)] == first[str(b)]
     # a torn last line (a kill or a full disk mid-write) is ended before the next append
     journal.write_text(journal.read_text() + '{"image": "to')
-    _detect(d / "run", [a, b, imgs[2]], out, paint=False)
+    _detect(run, [a, b, imgs[2]], out, paint=False)
     assert all(json.loads(line) for line in journal.read_text().splitlines()[:-2] if not line.startswith('{"image": "to'))
     assert str(imgs[2]) in _by_image(_rows(out))
 
