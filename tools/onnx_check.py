@@ -89,6 +89,8 @@ def compare(torch_det, onnx_det, images, thresholds, box_tol: float = 0.5, score
     return {"images": len(images), "thresholds": list(thresholds), "box_tol": box_tol, "score_tol": score_tol,
             "detections": sum(r["count"][0] for r in rows), "max_box_diff": max((r["box"] for r in rows), default=0.0),
             "max_score_diff": max((r["score"] for r in rows), default=0.0),
+            "at_cut": sum(r["at_cut"] for r in rows),
+            "comparisons_with_other_counts": sum(r["count"][0] != r["count"][1] for r in rows),
             "disagreeing": [r for r in rows if not r["ok"]], "agree": all(r["ok"] for r in rows)}
 
 
