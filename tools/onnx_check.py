@@ -60,8 +60,12 @@ def match(a, b, box_tol: float = 0.5, score_tol: float = 1e-3, threshold=None, c
             out["box"] = max(out["box"], d[k])
             out["score"] = max(out["score"], abs(float(a.scores[i]) - float(b.scores[j])))
         left += [(float(b.scores[j]), int(c), a) for j in free]
+    out["left_out"] = []  # the unpaired ones that are not ties at the cut: (label, score, in a or b)
     for score, label, other in left:
-        out["at_cut" if _at_cut(score, label, other, score_tol, threshold, cap) else "unpaired"] += 1
+        cut = _at_cut(score, label, other, score_tol, threshold, cap)
+        out["at_cut" if cut else "unpaired"] += 1
+        if not cut:
+            out["left_out"].append((label, round(score, 6), "b" if other is a else "a"))
     return out
 
 
