@@ -26,6 +26,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
@@ -40,9 +42,27 @@ log = logging.getLogger(__name__)
 _NO_SHARED = object()
 
 
-def init_worker() -> None:
+def _exit_with(driver: int, every: float = 1.0) -> None:
+    """End this worker once the ``driver`` process is gone. A pool's workers wait on a queue
+    whose pipe they themselves hold open, so a driver killed outright (``kill -9``, the
+    out-of-memory killer) never wakes them: without this they stayed alive, each holding a
+    trunk in memory, until the machine rebooted."""
+    while True:
+        time.sleep(every)
+        try:
+            os.kill(driver, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # the pid now belongs to another user's process: ours is gone
+            os._exit(0)
+
+
+def init_worker(driver: int | None = None) -> None:
     """Make a worker process single-threaded (the pool supplies the parallelism), tune its
-    allocator, and leave Ctrl-C to the driver (which cancels the tasks and stops the pool)."""
+    allocator, leave Ctrl-C to the driver (which cancels the tasks and stops the pool), and,
+    given the ``driver``'s pid, end with it (:func:`_exit_with`)."""
+    if driver is not None:
+        threading.Thread(target=_exit_with, args=(driver,), name="sppdet-exit-with-driver", daemon=True).start()
     for k in THREAD_ENV:
         os.environ[k] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -101,7 +121,8 @@ def _apply_in_child(fn: Callable, *args: Any) -> Any:
     image's windows came out differently about once in six runs; a child without those
     threads computes exactly what ``--workers`` does."""
     key = "ray-task-child"
-    pool = process_local(key, lambda: ProcessPoolExecutor(1, mp_context=_mp_context(), initializer=init_worker))
+    pool = process_local(key, lambda: ProcessPoolExecutor(1, mp_context=_mp_context(), initializer=init_worker,
+                                                            initargs=(os.getpid(),)))
     try:
         return pool.submit(_apply, fn, *args).result()
     except BrokenProcessPool:
@@ -247,7 +268,8 @@ class PoolExecutor(_LookaheadExecutor):
     @property
     def pool(self) -> ProcessPoolExecutor:
         if self._pool is None:  # started on first use: commands that find everything cached pay nothing
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=init_worker)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=init_worker,
+                                             initargs=(os.getpid(),))
         return self._pool
 
     def driver_threads(self):

@@ -293,3 +293,50 @@ def test_workers_must_be_positive_and_ray_must_be_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
     with pytest.raises(UserError, match=r"pip install 'sppdet\[ray\]'"):
         make_executor(ray="auto")
+
+
+DRIVER = """
+import os, sys, time
+from sppdet.parallel import PoolExecutor
+
+if __name__ == "__main__":
+    ex = PoolExecutor(2)
+    assert list(ex.map(abs, [-1, -2, -3, -4])) == [1, 2, 3, 4]
+    print(" ".join(str(p) for p in ex.pool._processes), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie that init has not reaped yet counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def test_workers_end_when_the_driver_is_killed_outright(tmp_path):
+    """kill -9 (or the out-of-memory killer) on a command leaves no worker processes behind."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(x) for x in p.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "workers outlived their killed driver"
+    finally:
+        if p.poll() is None:
+            p.kill()
