@@ -151,9 +151,14 @@ def test_the_real_detector_on_tiles(small_run, tmp_path):
     which proposes each tile's windows in its workers, gives the same detections."""
     from PIL import Image
 
+    from decisive import decisive
+
     d, det, imgs = small_run
     big = np.array(Image.open(imgs[0]).convert("RGB").resize((600, 450)))
     Image.fromarray(big).save(tmp_path / "big.png")
+    # the tiny run's own margins all sit near the floor: at threshold 0 which near-ties survive
+    # NMS and the cap turned on rounding (237 against 235 detections in one full suite run)
+    det = decisive(det, big)
     seen = []
     real = det.detect
 
