@@ -51,9 +51,7 @@ def _exit_with(driver: int, every: float = 1.0) -> None:
         time.sleep(every)
         try:
             os.kill(driver, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:  # the pid now belongs to another user's process: ours is gone
+        except (ProcessLookupError, PermissionError):  # gone, or its pid now another user's process
             os._exit(0)
 
 

@@ -60,12 +60,11 @@ def match(a, b, box_tol: float = 0.5, score_tol: float = 1e-3, threshold=None, c
             out["box"] = max(out["box"], d[k])
             out["score"] = max(out["score"], abs(float(a.scores[i]) - float(b.scores[j])))
         left += [(float(b.scores[j]), int(c), a) for j in free]
-    out["left_out"] = []  # the unpaired ones that are not ties at the cut: (label, score, in a or b)
-    for score, label, other in left:
-        cut = _at_cut(score, label, other, score_tol, threshold, cap)
-        out["at_cut" if cut else "unpaired"] += 1
-        if not cut:
-            out["left_out"].append((label, round(score, 6), "b" if other is a else "a"))
+    # the unpaired ones that are not ties at the cut: (label, score, the list that holds it)
+    out["left_out"] = [(label, round(score, 6), "b" if other is a else "a") for score, label, other in left
+                       if not _at_cut(score, label, other, score_tol, threshold, cap)]
+    out["unpaired"] = len(out["left_out"])
+    out["at_cut"] = len(left) - out["unpaired"]
     return out
 
 
