@@ -3,48 +3,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import textwrap
 import warnings
 from pathlib import Path
 
+from .cli_args import Parser, finite, positive, threshold
 from .errors import UserError
 
 log = logging.getLogger("sppdet")
-
-
-def _positive(name: str):
-    """argparse type: an int ≥ 1, refused with the option's name otherwise."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {v}")
-        return v
-    return parse
-
-
-def _finite(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def _threshold(text: str):
-    """argparse type of --threshold: a number or CLASS=T,... (:func:`sppdet.thresholds.parse_threshold`)."""
-    from .thresholds import parse_threshold
-
-    try:
-        return parse_threshold(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- subcommands: each parses nothing itself and calls the API --------------------------------
@@ -219,13 +186,6 @@ def cmd_demo(args) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one ``sppdet: error: …`` line, like every other user error."""
-
-    def error(self, message: str):
-        self.exit(2, f"sppdet: error: {message} (see '{self.prog} --help')\n")
-
-
 RESUME = "finished proposals and conv maps are kept in the cache; run the same command again to resume"
 
 
@@ -235,20 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     def global_opts(p, default):
         p.add_argument("--debug", action="store_true", default=default,
                        help="show full tracebacks" if default is not argparse.SUPPRESS else argparse.SUPPRESS)
-        p.add_argument("--threads", type=_positive("--threads"), default=None if default is False else default,
+        p.add_argument("--threads", type=positive("--threads"), default=None if default is False else default,
                        help="CPU threads (default: all cores)" if default is not argparse.SUPPRESS
                        else argparse.SUPPRESS)
 
-    ap = _Parser(prog="sppdet",
+    ap = Parser(prog="sppdet",
                                  description="SPP-net object detection: selective search, conv features once "
                                              "per image, spatial pyramid pooling, SVMs, box regression.")
     global_opts(ap, False)
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     global_opts(common, argparse.SUPPRESS)
     from .version import __version__
 
     ap.add_argument("--version", action="version", version=f"sppdet {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def add(name, func, help_, interrupted="interrupted; nothing was saved"):
         p = sub.add_parser(name, parents=[common], help=help_, description=help_)
@@ -261,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def parallel_opt(p):
         g = p.add_mutually_exclusive_group()
-        g.add_argument("--workers", type=_positive("--workers"), default=None,
+        g.add_argument("--workers", type=positive("--workers"), default=None,
                        help="worker processes for proposals and conv maps (default: every core; 1: none)")
         g.add_argument("--ray", metavar="auto|local|ADDRESS", default=None,
                        help="run the per-image and per-class tasks on a Ray cluster (pip install 'sppdet[ray]')")
@@ -307,21 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "file; onnxruntime on a run directory exports its graph in memory; pip install "
                         "'sppdet[onnx]')")
     p.add_argument("--out", required=True)
-    p.add_argument("--threshold", type=_threshold, default=None, metavar="T|CLASS=T,...",
+    p.add_argument("--threshold", type=threshold, default=None, metavar="T|CLASS=T,...",
                    help="least score to report, a probability in [0, 1]: one number, or per class (RBC=0.4,WBC=0.2; "
                         "the classes not named keep the default, which a bare number among them sets: 0.3,WBC=0.2) "
                         "(default: the run's test.score_thresh, 0.25, as det(img) in Python; a run before 0.4 scores "
                         "SVM margins and keeps its -1); --set test.score_thresh=X sets the default too (give one of "
                         "them); eval keeps every score, because AP needs the low ones too")
-    p.add_argument("--tile", type=_positive("--tile"), default=None, metavar="SIZE",
+    p.add_argument("--tile", type=positive("--tile"), default=None, metavar="SIZE",
                    help="also detect on overlapping SIZE-pixel tiles, each rescaled to the training scale, merged "
                         "with the whole image by per-class NMS: small objects in images much larger than the "
                         "training scale (e.g. --tile 800 on a 4000-px image)")
-    p.add_argument("--overlap", type=_finite, default=None, help="tiles' overlap, a fraction of a tile in [0, 1) "
+    p.add_argument("--overlap", type=finite, default=None, help="tiles' overlap, a fraction of a tile in [0, 1) "
                                                                   "(default 0.25)")
-    p.add_argument("--every", type=_positive("--every"), default=1, metavar="N",
+    p.add_argument("--every", type=positive("--every"), default=1, metavar="N",
                    help="videos and streams: detect every N-th frame (default 1: all)")
-    p.add_argument("--max-frames", type=_positive("--max-frames"), default=None, metavar="N",
+    p.add_argument("--max-frames", type=positive("--max-frames"), default=None, metavar="N",
                    help="videos and streams: stop after N detected frames (a camera otherwise runs until Ctrl-C, "
                         "which keeps what was written)")
     p.add_argument("--source", action="append", default=[], metavar="CAMERA|URL",
@@ -396,15 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("synth", cmd_synth, "write the built-in synthetic data set (VOC devkit layout)",
             "interrupted: the data set is incomplete; run the same command again to rewrite it")
     p.add_argument("--out", required=True)
-    p.add_argument("--images", type=_positive("--images"), default=200)
+    p.add_argument("--images", type=positive("--images"), default=200)
     p.add_argument("--seed", type=int, default=0)
 
     p = add("bench", cmd_bench, "time R-CNN vs SPP-net 1-scale and 5-scale on the same images and proposals",
             "interrupted: no timings were written")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--images", type=_positive("--images"), default=5, help="number of images to time (default 5)")
-    p.add_argument("--rcnn-images", type=_positive("--rcnn-images"), default=None,
+    p.add_argument("--images", type=positive("--images"), default=5, help="number of images to time (default 5)")
+    p.add_argument("--rcnn-images", type=positive("--rcnn-images"), default=None,
                    help="time R-CNN on only the first N of them (it is slow); default: all")
     p.add_argument("--out", required=True)
     p.add_argument("--run", help="also evaluate this trained run's mAP on the split")
@@ -417,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help="ImageFolder (class sub-folders) or a detection data set "
                                                      "(its objects are cropped at their own size)")
         p.add_argument("--split", default=split_default)
-        p.add_argument("--max-per-class", type=_positive("--max-per-class"), default=None,
+        p.add_argument("--max-per-class", type=positive("--max-per-class"), default=None,
                        help="subsample large classes")
         p.add_argument("--seed", type=int, default=0)
 
@@ -427,13 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--backbone", default="mobilenet_v2")
     p.add_argument("--weights", help="local state dict for the trunk")
-    p.add_argument("--levels", type=_positive("--levels"), nargs="+", default=[4, 3, 2, 1])
-    p.add_argument("--sizes", type=_positive("--sizes"), nargs="+", default=[224],
+    p.add_argument("--levels", type=positive("--levels"), nargs="+", default=[4, 3, 2, 1])
+    p.add_argument("--sizes", type=positive("--sizes"), nargs="+", default=[224],
                    help="training sizes, one per epoch, cycled (multi-size: --sizes 224 180)")
-    p.add_argument("--epochs", type=_positive("--epochs"), default=6)
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=32)
-    p.add_argument("--lr", type=_finite, default=0.01)
-    p.add_argument("--hidden", type=_positive("--hidden"), default=512)
+    p.add_argument("--epochs", type=positive("--epochs"), default=6)
+    p.add_argument("--batch-size", type=positive("--batch-size"), default=32)
+    p.add_argument("--lr", type=finite, default=0.01)
+    p.add_argument("--hidden", type=positive("--hidden"), default=512)
     p.add_argument("--train-blocks", type=int, default=0, help="also fine-tune the trunk's last N blocks")
     device_opt(p, parallel=False)
 
@@ -441,8 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("images", nargs="+")
     p.add_argument("--mode", choices=["1view", "10view", "full", "10view+full"], default="10view+full")
-    p.add_argument("--size", type=_positive("--size"), default=224)
-    p.add_argument("--top-k", type=_positive("--top-k"), default=5)
+    p.add_argument("--size", type=positive("--size"), default=224)
+    p.add_argument("--top-k", type=positive("--top-k"), default=5)
     p.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation tags")
     device_opt(p, parallel=False)
 
@@ -450,14 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     cls_data_opts(p, "test")
     p.add_argument("--modes", nargs="+", choices=["1view", "10view", "full", "10view+full"])
-    p.add_argument("--size", type=_positive("--size"), default=224)
+    p.add_argument("--size", type=positive("--size"), default=224)
     p.add_argument("--out", help="write the errors as JSON here")
     device_opt(p, parallel=False)
 
     p = add("demo", cmd_demo, "the whole product on a built-in synthetic data set: train, eval, detect, bench",
             f"interrupted; {RESUME}")
     p.add_argument("--out", default="sppdet_demo", help="output folder (default: ./sppdet_demo)")
-    p.add_argument("--images", type=_positive("--images"), default=160,
+    p.add_argument("--images", type=positive("--images"), default=160,
                    help="synthetic images to generate (default 160)")
     p.add_argument("--seed", type=int, default=0)
     cache_opt(p)
