@@ -146,9 +146,14 @@ def test_tiles_find_the_small_squares_the_whole_image_misses():
         assert any(t[0] <= b[0] and t[1] <= b[1] and b[2] <= t[2] and b[3] <= t[3] for t in truth)
 
 
-@pytest.mark.xfail(strict=False, reason="passes alone and after most files; after tests/test_onnx_graph.py in the "
-                   "same process the two paths give other counts (534 against 520 on a decisive copy), some state "
-                   "that module's exports and onnxruntime sessions leave in the process: not found yet, open in #29")
+# In a process holding an onnxruntime session (tests/test_onnx_graph.py before this file), selective
+# search gave a 256-px crop other windows in 3 of 40 calls (0 of 40 without; C rand()'s sequence was
+# unchanged), and with the windows made the same for both paths (memoised by crop) the counts still
+# parted (529 against 524): the torch stages' last bits move too. A test that only imports onnxruntime
+# before this one was enough to make it fail once. Open in #29.
+@pytest.mark.xfail(strict=False, reason="fails after tests/test_onnx_graph.py in one process: with an onnxruntime "
+                   "session alive, selective search and the torch stages are not repeatable to the last bit on "
+                   "this near-tie run; open in #29")
 def test_the_real_detector_on_tiles(small_run, tmp_path):
     """det(img, tile=...) runs the detector on each tile crop and the whole image; sppdet.detect,
     which proposes each tile's windows in its workers, gives the same detections."""
