@@ -202,7 +202,7 @@ def test_bccd_test_split_as_yolo_matches_voc(shared_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason="passes alone, but after tests/test_cli.py the two trainings' mAPs differ "
                    "(0.02886 vs 0.02891): some state test_cli leaves changes one training; not the thread "
-                   "counts (restored after every test, and this test runs on one thread); open in #29")
+                   "counts (restored after every test, and this test runs on one thread); not found, and it has passed in every full run since onnxruntime stopped loading at collection")
 def test_yolo_copy_trains_and_evaluates_like_its_voc_original(tmp_path, random_weights, one_thread):
     from sppdet.cache import CachedData
     from sppdet.config import BackboneConfig, Config, FeatureConfig, FinetuneConfig, ProposalConfig

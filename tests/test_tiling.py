@@ -150,10 +150,10 @@ def test_tiles_find_the_small_squares_the_whole_image_misses():
 # search gave a 256-px crop other windows in 3 of 40 calls (0 of 40 without; C rand()'s sequence was
 # unchanged), and with the windows made the same for both paths (memoised by crop) the counts still
 # parted (529 against 524): the torch stages' last bits move too. A test that only imports onnxruntime
-# before this one was enough to make it fail once. Open in #29.
+# before this one was enough to make it fail once. The README says so (ONNX, "a known wrinkle").
 @pytest.mark.xfail(strict=False, reason="fails after tests/test_onnx_graph.py in one process: with an onnxruntime "
                    "session alive, selective search and the torch stages are not repeatable to the last bit on "
-                   "this near-tie run; open in #29")
+                   "this near-tie run (the README's known wrinkle of the ONNX section)")
 def test_the_real_detector_on_tiles(small_run, tmp_path):
     """det(img, tile=...) runs the detector on each tile crop and the whole image; sppdet.detect,
     which proposes each tile's windows in its workers, gives the same detections."""
